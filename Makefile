@@ -1,0 +1,32 @@
+# The two commands that matter: `make demo` runs the main job, `make test` the whole test suite.
+# Both set the project up first when needed (scripts/setup.sh is idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+OMNIR1 := $(VENV)/bin/omnir1
+DEMO_DIR ?= data/demo
+
+.PHONY: setup demo test test-fast lint lock clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest -m "not gpu" -n 2 --dist loadgroup
+
+test-fast: setup
+	$(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
+
+lint: setup
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+# Re-resolve the locks from the *.in files (needs network access to the package index).
+lock:
+	@bash scripts/lock.sh
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

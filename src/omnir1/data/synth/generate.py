@@ -1,0 +1,295 @@
+"""Generate a synthetic data set in the RefAVS, ReVOS or MeViS layout.
+
+    omnir1 data synth --format revos --out data/synth/revos --videos 24 --seed 0
+
+Deterministic for a given (format, videos, seed): each video draws from its own random stream,
+so videos can be rendered in parallel. The set is built in a staging folder and moved into
+place at the end; an interrupted run leaves no partial data set behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from omnir1.data import rle
+from omnir1.data.synth import expressions as ex
+from omnir1.data.synth.scene import (
+    COLORS,
+    SEEN_SHAPES,
+    SIZES,
+    UNSEEN_SHAPES,
+    Scene,
+    SceneObject,
+    first_last_visible,
+    render,
+    soundtrack,
+)
+from omnir1.errors import ConfigError
+from omnir1.fsutil import write_json
+
+# Split of the i-th video, cycling; RefAVS test_u videos hold unseen shape classes and test_n
+# videos only null expressions (their referents are absent).
+SPLIT_CYCLES = {
+    "refavs": ("train", "train", "train", "test_s", "test_u", "test_n"),
+    "revos": ("train", "train", "train", "valid"),
+    "mevis": ("train", "train", "train", "valid_u"),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    format: str = "revos"
+    videos: int = 24
+    seed: int = 0
+    width: int = 320
+    height: int = 180
+    duration_s: float = 10.0
+    fps: float | None = None  # default: 1 for RefAVS (its 10 frames), 6 for ReVOS / MeViS
+    sample_rate: int = 16_000
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.format not in SPLIT_CYCLES:
+            raise ConfigError(None, f"unknown format {self.format!r}; valid: {', '.join(SPLIT_CYCLES)}", "format")
+        if self.videos < 1:
+            raise ConfigError(None, f"need at least 1 video, got {self.videos}", "videos")
+        if self.width < 64 or self.height < 64:
+            raise ConfigError(None, f"frames must be at least 64x64, got {self.width}x{self.height}", "size")
+
+    @property
+    def frame_rate(self) -> float:
+        return self.fps if self.fps is not None else (1.0 if self.format == "refavs" else 6.0)
+
+
+@dataclass
+class VideoResult:
+    vid: str
+    split: str
+    scene: Scene
+    expressions: list[ex.Expression]
+    masks: dict[int, list[dict | None]]  # obj_id -> per-frame RLE (None when not visible)
+    foreground: list[dict]  # per-frame RLE of all objects
+
+
+def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Scene:
+    w, h, dur = cfg.width, cfg.height, cfg.duration_s
+    shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
+    n = int(rng.integers(3, 6))
+    pairs = [(c, s) for c in COLORS for s in shapes]
+    chosen = [pairs[i] for i in rng.choice(len(pairs), size=n, replace=False)]
+    if split == "test_u" and not any(s in UNSEEN_SHAPES for _, s in chosen):
+        chosen[0] = (chosen[0][0], UNSEEN_SHAPES[int(rng.integers(len(UNSEEN_SHAPES)))])
+    objects = []
+    z_order = rng.permutation(n)
+    for k, (color, shape) in enumerate(chosen):
+        size = "small" if rng.random() < 0.5 else "large"
+        r = SIZES[size] * min(w, h)
+
+        def inner() -> tuple[float, float]:
+            return (float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r)))
+
+        def outside() -> tuple[float, float]:  # just beyond a random edge
+            x, y = inner()
+            edge = int(rng.integers(4))
+            return [(-r - 1, y), (w + r + 1, y), (x, -r - 1), (x, h + r + 1)][edge]
+
+        mode = rng.choice(["stay", "enter", "leave"], p=[0.4, 0.35, 0.25])
+        t_in, t_out, start, end = 0.0, dur, inner(), inner()
+        if mode == "enter":
+            t_in = float(rng.uniform(0.5, 0.6 * dur))
+            start = outside()
+        elif mode == "leave":
+            t_out = float(rng.uniform(0.45 * dur, 0.9 * dur))
+            end = outside()
+        sounds: list[tuple[float, float]] = []
+        if rng.random() < 0.7:  # sounds only while it exists
+            s = float(rng.uniform(t_in, max(t_in, t_out - 1.5)))
+            sounds.append((s, min(t_out, s + float(rng.uniform(1.5, 4.0)))))
+        objects.append(SceneObject(k + 1, shape, color, size, int(z_order[k]), t_in, t_out, start, end, sounds))
+    top = tuple(int(v) for v in rng.integers(150, 256, 3))
+    bottom = tuple(int(v) for v in rng.integers(60, 160, 3))
+    return Scene(w, h, cfg.frame_rate, dur, objects, (top, bottom))
+
+
+def _expressions(cfg: SynthConfig, split: str, scene: Scene, vis: dict[int, ex.Visibility],
+                 rng: np.random.Generator) -> list[ex.Expression]:
+    shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
+    if split == "test_n":
+        return [ex.null(scene, shapes, rng, with_sound=bool(rng.random() < 0.5)) for _ in range(2)]
+    visible = [o for o in scene.objects if vis[o.obj_id].first is not None]
+    targets = [o for o in visible if split != "test_u" or o.shape in UNSEEN_SHAPES] or visible
+    allowed = {o.obj_id for o in targets}
+    picked = [targets[i] for i in rng.choice(len(targets), size=min(2, len(targets)), replace=False)]
+    out = ex.appearance(scene, picked, rng) + ex.audio(scene, targets)[:1]
+    out += ex.temporal(scene, vis, allowed)[:2]
+    if cfg.format != "refavs":  # RefAVS expressions refer to a single object
+        out += ex.multi(scene, rng)
+        out.append(ex.null(scene, shapes, rng, with_sound=False))
+    return out
+
+
+def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(1)
+        fh.setsampwidth(2)
+        fh.setframerate(sr)
+        fh.writeframes(pcm.tobytes())
+
+
+def _write_frames(folder: Path, frames: np.ndarray, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame, name in zip(frames, names, strict=True):
+        Image.fromarray(frame).save(folder / f"{name}.jpg", quality=92)
+
+
+def _frame_names(cfg: SynthConfig, n: int) -> list[str]:
+    return [str(i) for i in range(n)] if cfg.format == "refavs" else [f"{i:05d}" for i in range(n)]
+
+
+def _make_video(cfg: SynthConfig, index: int, staging: Path) -> VideoResult:
+    from omnir1.media.encode import write_video
+
+    rng = np.random.default_rng([cfg.seed, index])
+    split = SPLIT_CYCLES[cfg.format][index % len(SPLIT_CYCLES[cfg.format])]
+    vid = f"syn{index:04d}"
+    scene = _sample_scene(cfg, split, rng)
+    frames, masks = render(scene)
+    audio = soundtrack(scene, cfg.sample_rate, rng)
+    vis = {i: ex.Visibility(*first_last_visible(m, scene.fps)) for i, m in masks.items()}
+    exps = _expressions(cfg, split, scene, vis, rng)
+    names = _frame_names(cfg, scene.num_frames)
+
+    if cfg.format == "refavs":
+        media = staging / "media" / vid
+        _write_frames(media / "frames", frames, names)
+        _write_wav(media / "audio.wav", audio, cfg.sample_rate)
+        fids = {i for e in exps for i in e.obj_ids}
+        if any(not e.obj_ids for e in exps):
+            fids.add(0)  # null rows point at object 0, which no video has: all-empty masks
+        for fid in sorted(fids):
+            folder = staging / "gt_mask" / vid / f"fid_{fid}"
+            folder.mkdir(parents=True, exist_ok=True)
+            track = masks.get(fid, np.zeros((scene.num_frames, scene.height, scene.width), bool))
+            for i, m in enumerate(track):
+                Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{i:05d}.png")
+    else:
+        base = staging if cfg.format == "revos" else staging / split
+        _write_frames(base / "JPEGImages" / vid, frames, names)
+        (base / "Audio").mkdir(parents=True, exist_ok=True)
+        _write_wav(base / "Audio" / f"{vid}.wav", audio, cfg.sample_rate)
+        write_video(base / "Videos" / f"{vid}.mp4", frames, fps=scene.fps, audio=audio,
+                    sample_rate=cfg.sample_rate)
+
+    rles = {i: [rle.encode(f) if f.any() else None for f in m] for i, m in masks.items()}
+    union = np.zeros_like(next(iter(masks.values())))
+    for m in masks.values():
+        union |= m
+    return VideoResult(vid, split, scene, exps, rles, [rle.encode(f) for f in union])
+
+
+def _write_refavs(staging: Path, results: list[VideoResult]) -> None:
+    with (staging / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["vid", "uid", "fid", "exp", "split"])
+        for r in results:
+            for k, e in enumerate(r.expressions):
+                writer.writerow([r.vid, f"{r.vid}_{k}", e.obj_ids[0] if e.obj_ids else 0, e.text, r.split])
+
+
+def _write_vos(cfg: SynthConfig, staging: Path, results: list[VideoResult]) -> None:
+    """ReVOS / MeViS: meta_expressions + mask_dict (one anno_id per object track)."""
+    groups: dict[str, list[VideoResult]] = {}
+    for r in results:
+        groups.setdefault(r.split, []).append(r)
+    anno = 0
+    mask_dict_all: dict[str, list] = {}
+    foreground: dict[str, dict] = {}
+    for split, members in groups.items():
+        videos: dict[str, dict] = {}
+        mask_dict: dict[str, list] = {}
+        for r in members:
+            ids: dict[int, int] = {}
+            for obj_id, per_frame in r.masks.items():
+                ids[obj_id] = anno
+                mask_dict[str(anno)] = per_frame
+                anno += 1
+            exps = {}
+            for k, e in enumerate(r.expressions):
+                entry = {"exp": e.text, "obj_id": list(e.obj_ids), "anno_id": [ids[i] for i in e.obj_ids]}
+                if cfg.format == "revos":
+                    entry["type_id"] = e.type_id
+                exps[str(k)] = entry
+            videos[r.vid] = {"vid_id": r.vid, "frames": _frame_names(cfg, r.scene.num_frames), "expressions": exps}
+            foreground[r.vid] = {"masks_rle": r.foreground}
+        if cfg.format == "revos":
+            write_json(staging / f"meta_expressions_{split}_.json", {"videos": videos}, indent=None)
+            mask_dict_all.update(mask_dict)
+        else:
+            write_json(staging / split / "meta_expressions.json", {"videos": videos}, indent=None)
+            write_json(staging / split / "mask_dict.json", mask_dict, indent=None)
+    if cfg.format == "revos":
+        write_json(staging / "mask_dict.json", mask_dict_all, indent=None)
+        write_json(staging / "mask_dict_foreground.json", foreground, indent=None)
+
+
+def synthesize(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a synthetic data set to `out`; returns a summary (counts per split and kind)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(out, "output folder exists and is not empty (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+            jobs = pool.map(lambda i: _make_video(cfg, i, staging), range(cfg.videos))
+            results = list(tqdm(jobs, total=cfg.videos, desc=f"synth {cfg.format}", disable=not progress))
+        if cfg.format == "refavs":
+            _write_refavs(staging, results)
+        else:
+            _write_vos(cfg, staging, results)
+        summary = _summary(cfg, results)
+        write_json(staging / "synth_summary.json", summary)
+        if out.exists():  # swap in the new set, then drop the old one
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            out.rename(trash / "old")
+            staging.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def _summary(cfg: SynthConfig, results: list[VideoResult]) -> dict:
+    kinds: dict[str, int] = {}
+    splits: dict[str, int] = {}
+    for r in results:
+        splits[r.split] = splits.get(r.split, 0) + 1
+        for e in r.expressions:
+            kinds[e.kind] = kinds.get(e.kind, 0) + 1
+    return {
+        "format": cfg.format,
+        "seed": cfg.seed,
+        "videos": len(results),
+        "videos_by_split": splits,
+        "expressions": sum(kinds.values()),
+        "expressions_by_kind": kinds,
+        "fps": cfg.frame_rate,
+        "frames_per_video": round(cfg.duration_s * cfg.frame_rate),
+        "width": cfg.width,
+        "height": cfg.height,
+        "sample_rate": cfg.sample_rate,
+    }

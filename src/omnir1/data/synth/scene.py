@@ -1,0 +1,189 @@
+"""Scenes: shapes on a background, their motion, visibility masks and soundtrack."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# shape -> (sound name used in expressions, verb phrase)
+SOUNDS = {
+    "circle": "high whistle",
+    "square": "drum beat",
+    "triangle": "low hum",
+    "diamond": "bell ring",
+    "star": "buzzing",
+}
+SEEN_SHAPES = ("circle", "square", "triangle")
+UNSEEN_SHAPES = ("diamond", "star")  # only in RefAVS test_u / held-out videos
+COLORS = {
+    "red": (215, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 90, 230),
+    "yellow": (235, 205, 35),
+    "purple": (145, 55, 190),
+    "orange": (245, 135, 25),
+}
+SIZES = {"small": 0.08, "large": 0.15}  # radius as a fraction of the frame's shorter side
+
+
+@dataclass
+class SceneObject:
+    obj_id: int
+    shape: str
+    color: str
+    size: str
+    z: int  # drawing order: higher is in front
+    t_in: float  # the object exists from t_in to t_out (seconds)
+    t_out: float
+    start: tuple[float, float]  # centre (x, y) in pixels at t_in
+    end: tuple[float, float]  # centre at t_out
+    sound_intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    def centre(self, t: float) -> tuple[float, float]:
+        a = 0.0 if self.t_out <= self.t_in else (t - self.t_in) / (self.t_out - self.t_in)
+        return (self.start[0] + a * (self.end[0] - self.start[0]),
+                self.start[1] + a * (self.end[1] - self.start[1]))
+
+    def exists(self, t: float) -> bool:
+        return self.t_in <= t <= self.t_out
+
+    def describe(self, *, with_size: bool = False) -> str:
+        return f"{self.size} {self.color} {self.shape}" if with_size else f"{self.color} {self.shape}"
+
+
+@dataclass
+class Scene:
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    objects: list[SceneObject]
+    background: tuple[tuple[int, int, int], tuple[int, int, int]]  # top and bottom colours
+
+    @property
+    def num_frames(self) -> int:
+        return round(self.duration_s * self.fps)
+
+    def frame_time(self, i: int) -> float:
+        return i / self.fps
+
+    def radius(self, obj: SceneObject) -> float:
+        return SIZES[obj.size] * min(self.width, self.height)
+
+
+def _shape_mask(shape: str, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        s = 0.85 * r
+        return (np.abs(dx) <= s) & (np.abs(dy) <= s)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= r
+    if shape == "triangle":  # apex up; inside three half-planes
+        k = math.tan(math.radians(30))
+        return (dy <= 0.5 * r) & (np.abs(dx) <= (dy + r) * k)
+    if shape == "star":
+        rr = np.hypot(dx, dy)
+        theta = np.arctan2(dy, dx) + math.pi / 2
+        return rr <= r * (0.62 + 0.38 * np.cos(5 * theta))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Frames (T, H, W, 3) uint8 and, per object id, its visible masks (T, H, W) bool.
+
+    A mask holds only the pixels of the object that can be seen: parts covered by objects in
+    front of it, and parts outside the frame, are not in it (as in VOS annotations).
+    """
+    h, w, n = scene.height, scene.width, scene.num_frames
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    top, bottom = (np.asarray(c, np.float32) for c in scene.background)
+    ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+    base = top * (1 - ramp) + bottom * ramp
+    base = np.broadcast_to(base, (h, w, 3))
+    frames = np.empty((n, h, w, 3), np.uint8)
+    masks = {o.obj_id: np.zeros((n, h, w), bool) for o in scene.objects}
+    order = sorted(scene.objects, key=lambda o: o.z)
+    for i in range(n):
+        t = scene.frame_time(i)
+        img = base.copy()
+        for obj in order:
+            if not obj.exists(t):
+                continue
+            cx, cy = obj.centre(t)
+            m = _shape_mask(obj.shape, cx, cy, scene.radius(obj), xx, yy)
+            for other in order:  # whatever is drawn now hides what was drawn before
+                if other.z < obj.z:
+                    masks[other.obj_id][i] &= ~m
+            masks[obj.obj_id][i] = m
+            img[m] = COLORS[obj.color]
+        frames[i] = img.astype(np.uint8)
+    return frames, masks
+
+
+def first_last_visible(mask: np.ndarray, fps: float) -> tuple[float | None, float | None]:
+    """Times of the first and last frame in which a (T, H, W) mask is non-empty."""
+    visible = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if visible.size == 0:
+        return None, None
+    return visible[0] / fps, visible[-1] / fps
+
+
+# --------------------------------------------------------------------------------- audio
+
+
+def _envelope(n: int, sr: int, fade_s: float = 0.01) -> np.ndarray:
+    env = np.ones(n, np.float32)
+    k = min(n // 2, int(fade_s * sr))
+    if k:
+        ramp = np.linspace(0, 1, k, dtype=np.float32)
+        env[:k], env[-k:] = ramp, ramp[::-1]
+    return env
+
+
+def sound(shape: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of the sound of a shape class."""
+    t = np.arange(n, dtype=np.float32) / sr
+    if shape == "circle":  # high whistle with a little vibrato
+        y = 0.35 * np.sin(2 * np.pi * (2000 * t + 15 * np.sin(2 * np.pi * 5 * t)))
+    elif shape == "square":  # drum hits every 0.5 s
+        phase = np.mod(t, 0.5)
+        decay = np.exp(-phase / 0.06)
+        y = 0.8 * decay * (np.sin(2 * np.pi * 90 * phase) + 0.3 * rng.standard_normal(n).astype(np.float32))
+    elif shape == "triangle":  # low hum with harmonics
+        y = 0.3 * (np.sin(2 * np.pi * 150 * t) + 0.5 * np.sin(2 * np.pi * 300 * t)
+                   + 0.25 * np.sin(2 * np.pi * 450 * t))
+    elif shape == "diamond":  # bell struck every second
+        phase = np.mod(t, 1.0)
+        y = 0.5 * np.exp(-phase / 0.3) * (np.sin(2 * np.pi * 1200 * t) + 0.4 * np.sin(2 * np.pi * 3312 * t))
+    elif shape == "star":  # buzz
+        y = 0.15 * np.sign(np.sin(2 * np.pi * 440 * t))
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return (y * _envelope(n, sr)).astype(np.float32)
+
+
+# Frequency band (Hz) holding most of each sound's energy: used to check the soundtrack.
+SOUND_BANDS = {
+    "circle": (1900, 2100),
+    "square": (40, 140),
+    "triangle": (140, 160),
+    "diamond": (1150, 1250),
+    "star": (430, 450),
+}
+
+
+def soundtrack(scene: Scene, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Mono float32 audio of the scene: each object sounds in its sound intervals."""
+    n = round(scene.duration_s * sr)
+    audio = 0.002 * rng.standard_normal(n).astype(np.float32)  # faint noise floor
+    for obj in scene.objects:
+        for start, end in obj.sound_intervals:
+            a, b = round(start * sr), min(n, round(end * sr))
+            if b > a:
+                audio[a:b] += sound(obj.shape, b - a, sr, rng)
+    peak = float(np.abs(audio).max())
+    return audio * (0.9 / peak) if peak > 0.9 else audio
