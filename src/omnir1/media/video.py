@@ -190,13 +190,14 @@ def smart_resize(
     max_pixels: int = 128 * QWEN_FACTOR * QWEN_FACTOR,
 ) -> tuple[int, int]:
     """Size (h, w) with both sides multiples of `factor` and h*w within [min_pixels, max_pixels],
-    keeping the aspect ratio as closely as possible (the rule of the Qwen2.5 processors)."""
+    keeping the aspect ratio as closely as possible: the rule of the Qwen2.5 processors, reproduced
+    exactly so that our frames map onto the same patch grid."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio of {height}x{width} exceeds 200")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
     if h * w > max_pixels:
         beta = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)

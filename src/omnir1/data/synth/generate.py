@@ -156,13 +156,18 @@ def _frame_names(cfg: SynthConfig, n: int) -> list[str]:
     return [str(i) for i in range(n)] if cfg.format == "refavs" else [f"{i:05d}" for i in range(n)]
 
 
+def video_scene(cfg: SynthConfig, index: int) -> tuple[str, str, Scene, np.random.Generator]:
+    """(video id, split, scene) of the index-th video, and the random stream to continue with.
+    The same arguments always give the same scene, which is how tests recover the truth."""
+    rng = np.random.default_rng([cfg.seed, index])
+    split = SPLIT_CYCLES[cfg.format][index % len(SPLIT_CYCLES[cfg.format])]
+    return f"syn{index:04d}", split, _sample_scene(cfg, split, rng), rng
+
+
 def _make_video(cfg: SynthConfig, index: int, staging: Path) -> VideoResult:
     from omnir1.media.encode import write_video
 
-    rng = np.random.default_rng([cfg.seed, index])
-    split = SPLIT_CYCLES[cfg.format][index % len(SPLIT_CYCLES[cfg.format])]
-    vid = f"syn{index:04d}"
-    scene = _sample_scene(cfg, split, rng)
+    vid, split, scene, rng = video_scene(cfg, index)
     frames, masks = render(scene)
     audio = soundtrack(scene, cfg.sample_rate, rng)
     vis = {i: ex.Visibility(*first_last_visible(m, scene.fps)) for i, m in masks.items()}

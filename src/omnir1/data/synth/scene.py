@@ -151,11 +151,11 @@ def sound(shape: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         y = 0.35 * np.sin(2 * np.pi * (2000 * t + 15 * np.sin(2 * np.pi * 5 * t)))
     elif shape == "square":  # drum hits every 0.5 s
         phase = np.mod(t, 0.5)
-        decay = np.exp(-phase / 0.06)
-        y = 0.8 * decay * (np.sin(2 * np.pi * 90 * phase) + 0.3 * rng.standard_normal(n).astype(np.float32))
+        decay = np.exp(-phase / 0.12)
+        y = 0.8 * decay * (np.sin(2 * np.pi * 70 * phase) + 0.15 * rng.standard_normal(n).astype(np.float32))
     elif shape == "triangle":  # low hum with harmonics
-        y = 0.3 * (np.sin(2 * np.pi * 150 * t) + 0.5 * np.sin(2 * np.pi * 300 * t)
-                   + 0.25 * np.sin(2 * np.pi * 450 * t))
+        y = 0.3 * (np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 360 * t)
+                   + 0.25 * np.sin(2 * np.pi * 540 * t))
     elif shape == "diamond":  # bell struck every second
         phase = np.mod(t, 1.0)
         y = 0.5 * np.exp(-phase / 0.3) * (np.sin(2 * np.pi * 1200 * t) + 0.4 * np.sin(2 * np.pi * 3312 * t))
@@ -169,8 +169,8 @@ def sound(shape: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 # Frequency band (Hz) holding most of each sound's energy: used to check the soundtrack.
 SOUND_BANDS = {
     "circle": (1900, 2100),
-    "square": (40, 140),
-    "triangle": (140, 160),
+    "square": (50, 90),
+    "triangle": (170, 190),
     "diamond": (1150, 1250),
     "star": (430, 450),
 }

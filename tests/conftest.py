@@ -1,0 +1,66 @@
+"""Shared fixtures: small synthetic data sets and real encoded media files, built once per
+test session (per xdist worker) in temporary folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SAMPLE_RATE = 16_000
+
+
+def tone(freq: float, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    t = np.arange(round(seconds * sr)) / sr
+    return (0.4 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def gradient_frames(n: int, height: int, width: int) -> list[np.ndarray]:
+    """Frames whose mean brightness encodes their index (frame i has value 4*i)."""
+    return [np.full((height, width, 3), 4 * i, np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def synth_sets(tmp_path_factory) -> dict[str, Path]:
+    from omnir1.data.synth import SynthConfig, synthesize
+
+    root = tmp_path_factory.mktemp("synth")
+    sets = {}
+    for fmt in ("refavs", "revos", "mevis"):
+        synthesize(SynthConfig(format=fmt, videos=6, seed=3), root / fmt, progress=False)
+        sets[fmt] = root / fmt
+    return sets
+
+
+@pytest.fixture(scope="session")
+def media_files(tmp_path_factory) -> dict[str, Path]:
+    """Real encoded files: H.264+AAC mp4, mp4 without audio, mkv, webm, a frame folder, a
+    corrupt file and a truncated mp4."""
+    from PIL import Image
+
+    from omnir1.media import write_video
+
+    root = tmp_path_factory.mktemp("media")
+    frames = gradient_frames(60, 180, 320)  # 10 s at 6 fps
+    audio = tone(440.0, 10.0)
+    files = {
+        "mp4": write_video(root / "clip.mp4", frames, fps=6, audio=audio),
+        "silent_mp4": write_video(root / "silent.mp4", frames, fps=6),
+        "mkv": write_video(root / "clip.mkv", frames, fps=6, audio=audio),
+        "webm": write_video(root / "clip.webm", frames, fps=6, audio=audio),
+        "odd_mp4": write_video(root / "odd.mp4", gradient_frames(30, 181, 333), fps=30, audio=tone(440.0, 1.0)),
+    }
+    folder = root / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames[:10]):
+        Image.fromarray(f).save(folder / f"{i}.jpg", quality=95)
+    files["folder"] = folder
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
+    files["corrupt"] = corrupt
+    data = files["mp4"].read_bytes()
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    files["truncated"] = truncated
+    return files

@@ -1,0 +1,193 @@
+"""The synthetic generator: ground truth agrees with the files, expressions are true of the
+scene they describe, and the soundtrack carries the events that expressions name."""
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from omnir1.data.loaders import load
+from omnir1.data.synth import SynthConfig, synthesize
+from omnir1.data.synth.generate import video_scene
+from omnir1.data.synth.scene import COLORS, SIZES, SOUND_BANDS, SOUNDS, UNSEEN_SHAPES, render
+from omnir1.errors import ConfigError
+from omnir1.media import load_audio
+
+FORMATS = ("refavs", "revos", "mevis")
+SR = 16_000
+
+
+def cfg(fmt: str) -> SynthConfig:
+    return SynthConfig(format=fmt, videos=6, seed=3)  # as in the synth_sets fixture
+
+
+def scenes(fmt: str) -> dict:
+    out = {}
+    for i in range(cfg(fmt).videos):
+        vid, split, scene, _ = video_scene(cfg(fmt), i)
+        out[vid] = (split, scene)
+    return out
+
+
+def band_energy(audio: np.ndarray, band: tuple[float, float], win_s: float = 0.1) -> np.ndarray:
+    """Energy in a frequency band for consecutive windows of `win_s` seconds."""
+    n = int(win_s * SR)
+    frames = audio[: len(audio) // n * n].reshape(-1, n) * np.hanning(n)
+    spec = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    return spec[:, (freqs >= band[0]) & (freqs <= band[1])].sum(axis=1)
+
+
+def first_visible(sample) -> float:
+    for t, masks in enumerate(sample.masks()):
+        if masks.any():
+            return t / sample.fps
+    raise AssertionError("never visible")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_masks_agree_with_files_and_frames(synth_sets, fmt):
+    truth = {vid: render(scene)[1] for vid, (_, scene) in scenes(fmt).items()}
+    checked = 0
+    for sample in load(fmt, synth_sets[fmt]):
+        for t, (masks, frame_path) in enumerate(zip(sample.masks(), sample.frame_paths, strict=True)):
+            frame = np.asarray(Image.open(frame_path).convert("RGB")).astype(float)
+            for obj_id, mask in zip(sample.object_ids, masks, strict=True):
+                np.testing.assert_array_equal(mask, truth[sample.video_id][int(obj_id)][t])
+                if mask.sum() > 40:  # the pixels under the mask show the object's colour
+                    _, scene = scenes(fmt)[sample.video_id]
+                    color = next(o.color for o in scene.objects if o.obj_id == int(obj_id))
+                    inner = mask & np.roll(mask, 2, 0) & np.roll(mask, -2, 0) & np.roll(mask, 2, 1) & np.roll(mask, -2, 1)
+                    if inner.sum() > 10:
+                        assert np.abs(frame[inner].mean(0) - COLORS[color]).max() < 30
+                checked += 1
+    assert checked > 50
+
+
+def test_revos_foreground_is_union_of_objects(synth_sets):
+    from omnir1.data import rle
+    from omnir1.fsutil import read_json
+
+    fg = read_json(synth_sets["revos"] / "mask_dict_foreground.json")
+    for vid, (_, scene) in scenes("revos").items():
+        masks = render(scene)[1]
+        union = np.any(np.stack(list(masks.values())), axis=0)
+        decoded = np.stack([rle.decode(r) for r in fg[vid]["masks_rle"]])
+        np.testing.assert_array_equal(decoded, union)
+
+
+def _attributes(text: str) -> dict:
+    words = set(re.findall(r"[a-z]+", text))
+    return {
+        "color": words & set(COLORS),
+        "shape": words & set(SOUNDS),
+        "size": words & set(SIZES),
+    }
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_expressions_are_true_of_their_scene(synth_sets, fmt):
+    all_scenes = scenes(fmt)
+    kinds = set()
+    for sample in load(fmt, synth_sets[fmt]):
+        split, scene = all_scenes[sample.video_id]
+        text, ids = sample.expression, {int(i) for i in sample.object_ids}
+        if sample.is_null:
+            kinds.add("null")
+            attrs = _attributes(text)
+            (color,), (shape,) = attrs["color"], attrs["shape"]
+            assert not any(o.color == color and o.shape == shape for o in scene.objects), text
+            assert not any(m.any() for m in sample.masks())
+        elif "making the" in text:
+            kinds.add("audio")
+            (target,) = [o for o in scene.objects if o.obj_id in ids]
+            assert SOUNDS[target.shape] in text and target.sound_intervals
+            assert sum(o.shape == target.shape for o in scene.objects) == 1
+        elif text.startswith("all the") or " and the " in text:
+            kinds.add("multi")
+            assert len(ids) >= 2
+        elif re.search(r"enters|appears|leaves|never", text):
+            kinds.add("temporal")
+            if fmt == "revos":
+                assert sample.type_id == 1 and sample.expression_type == "reasoning"
+        else:
+            kinds.add("appearance")
+            attrs = _attributes(text)
+            matching = {o.obj_id for o in scene.objects
+                        if all(getattr(o, k) in v for k, v in attrs.items() if v)}
+            assert matching == ids, text
+        if split == "test_u" and not sample.is_null:
+            assert all(o.shape in UNSEEN_SHAPES for o in scene.objects if o.obj_id in ids)
+        if split == "test_n":
+            assert sample.is_null and sample.expression_type == "null"
+    expected = {"appearance", "audio", "temporal", "null"} | ({"multi"} if fmt != "refavs" else set())
+    assert expected <= kinds
+
+
+@pytest.mark.parametrize(("fmt", "source"), [("refavs", "wav"), ("revos", "wav"), ("mevis", "mp4")])
+def test_audio_events_line_up_with_expressions(synth_sets, fmt, source):
+    all_scenes = scenes(fmt)
+    checked = 0
+    for sample in load(fmt, synth_sets[fmt]):
+        if "making the" not in sample.expression and "starts" not in sample.expression:
+            continue
+        _, scene = all_scenes[sample.video_id]
+        shape = next(s for s, name in SOUNDS.items() if name in sample.expression)
+        path = sample.audio_path if source == "wav" else sample.video_path
+        energy = band_energy(load_audio(path), SOUND_BANDS[shape])
+        sounding = np.zeros(len(energy), bool)
+        for obj in scene.objects:
+            if obj.shape == shape:
+                for s, e in obj.sound_intervals:
+                    sounding[int(np.ceil(s / 0.1)) : int(e / 0.1)] = True
+        assert sounding.any()
+        # the named sound is loud exactly when its object sounds
+        assert energy[sounding].mean() > 20 * energy[~sounding].mean()
+        if "starts" in sample.expression:  # "enters after the X starts": check from the files
+            onset = np.flatnonzero(energy > 0.05 * energy[sounding].mean())[0] * 0.1
+            assert first_visible(sample) > onset, sample.expression
+        checked += 1
+    assert checked >= 1
+
+
+def test_refavs_layout(synth_sets):
+    root = synth_sets["refavs"]
+    rows = list(csv.DictReader((root / "metadata.csv").open()))
+    assert set(rows[0]) == {"vid", "uid", "fid", "exp", "split"}
+    assert {r["split"] for r in rows} == {"train", "test_s", "test_u", "test_n"}
+    for r in rows:
+        frames = sorted((root / "media" / r["vid"] / "frames").iterdir())
+        assert [f.name for f in sorted(frames, key=lambda p: int(p.stem))] == [f"{i}.jpg" for i in range(10)]
+        masks = root / "gt_mask" / r["vid"] / f"fid_{r['fid']}"
+        assert sorted(p.name for p in masks.iterdir()) == [f"{i:05d}.png" for i in range(10)]
+        if r["split"] == "test_n":
+            assert all(not np.asarray(Image.open(p)).any() for p in masks.iterdir())
+    with open(root / "media" / rows[0]["vid"] / "audio.wav", "rb") as fh:
+        import wave
+
+        with wave.open(fh) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (SR, 1, 10 * SR)
+
+
+def test_deterministic_and_seed_sensitive(tmp_path: Path):
+    def build(name: str, seed: int) -> Path:
+        synthesize(SynthConfig(format="revos", videos=3, seed=seed), tmp_path / name, progress=False)
+        return tmp_path / name
+
+    a, b, c = build("a", 7), build("b", 7), build("c", 8)
+    for rel in ("meta_expressions_train_.json", "mask_dict.json", "JPEGImages/syn0001/00010.jpg", "Audio/syn0002.wav"):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert (a / "mask_dict.json").read_bytes() != (c / "mask_dict.json").read_bytes()
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path: Path):
+    out = tmp_path / "set"
+    synthesize(SynthConfig(format="mevis", videos=1), out, progress=False)
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        synthesize(SynthConfig(format="mevis", videos=1), out, progress=False)
+    synthesize(SynthConfig(format="mevis", videos=2), out, overwrite=True, progress=False)
+    assert len(list((out / "train" / "JPEGImages").iterdir())) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no staging or old folders left
