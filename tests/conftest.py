@@ -49,7 +49,9 @@ def media_files(tmp_path_factory) -> dict[str, Path]:
         "silent_mp4": write_video(root / "silent.mp4", frames, fps=6),
         "mkv": write_video(root / "clip.mkv", frames, fps=6, audio=audio),
         "webm": write_video(root / "clip.webm", frames, fps=6, audio=audio),
-        "odd_mp4": write_video(root / "odd.mp4", gradient_frames(30, 181, 333), fps=30, audio=tone(440.0, 1.0)),
+        "odd_mp4": write_video(
+            root / "odd.mp4", gradient_frames(30, 181, 333), fps=30, audio=tone(440.0, 1.0)
+        ),
     }
     folder = root / "frames"
     folder.mkdir()

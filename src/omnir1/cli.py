@@ -52,11 +52,17 @@ def cmd_media_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines.")
+    parser = argparse.ArgumentParser(
+        prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    data = groups.add_parser("data", help="synthesise and check data sets").add_subparsers(dest="cmd", required=True)
-    p = data.add_parser("synth", help="write a synthetic audio-visual data set in an official layout")
+    data = groups.add_parser("data", help="synthesise and check data sets").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = data.add_parser(
+        "synth", help="write a synthetic audio-visual data set in an official layout"
+    )
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
     p.add_argument("--videos", type=int, default=24)
@@ -72,8 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the summary to this JSON file")
     p.set_defaults(func=cmd_data_check)
 
-    media = groups.add_parser("media", help="inspect media files").add_subparsers(dest="cmd", required=True)
-    p = media.add_parser("inspect", help="print duration, fps, size, frames, audio and codec as JSON")
+    media = groups.add_parser("media", help="inspect media files").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = media.add_parser(
+        "inspect", help="print duration, fps, size, frames, audio and codec as JSON"
+    )
     p.add_argument("path", help="video file or folder of frames")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames")
     p.set_defaults(func=cmd_media_inspect)

@@ -54,10 +54,14 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise DataError(path, "file not found") from None
     except json.JSONDecodeError as exc:
-        raise DataError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise DataError(
+            path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
 
 
-def inside(root: Path, *parts: str, source: str | Path | None = None, field: str | None = None) -> Path:
+def inside(
+    root: Path, *parts: str, source: str | Path | None = None, field: str | None = None
+) -> Path:
     """Join `parts` under `root` and refuse any result that escapes `root`.
 
     Ids read from annotation files become path components; an id such as `../../etc` must not

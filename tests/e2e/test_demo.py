@@ -11,8 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_demo_script(tmp_path):
-    out = subprocess.run(["bash", str(ROOT / "scripts/demo.sh"), str(tmp_path / "demo")],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts/demo.sh"), str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     for fmt in ("refavs", "revos", "mevis"):
         report = json.loads((tmp_path / "demo" / f"{fmt}.check.json").read_text())

@@ -17,7 +17,9 @@ def test_dvc_repro_data_stage(tmp_path):
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work)
-    shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(
+        ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["synth"]["videos"] = 2  # same stages, a smaller set
     (work / "params.yaml").write_text(yaml.safe_dump(params))

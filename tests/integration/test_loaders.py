@@ -16,7 +16,9 @@ from omnir1.data.records import Sample
 
 
 def omnir1(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "omnir1.cli", *args], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "omnir1.cli", *args], capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -106,7 +108,10 @@ def test_missing_frame_file(broken):
 
 def test_bad_rle(broken):
     root = broken("revos")
-    edit_json(root / "mask_dict.json", lambda d: d["0"].__setitem__(0, {"size": [180, 320], "counts": "~~~~"}))
+    edit_json(
+        root / "mask_dict.json",
+        lambda d: d["0"].__setitem__(0, {"size": [180, 320], "counts": "~~~~"}),
+    )
     assert_check_fails("revos", root, "mask_dict.json: 0[0]: RLE does not decode")
 
 
@@ -116,7 +121,11 @@ def test_mask_size_does_not_match_frame(broken):
     root = broken("mevis")
     small = rle.encode(np.ones((90, 160), bool))
     edit_json(root / "train" / "mask_dict.json", lambda d: d["0"].__setitem__(3, small))
-    assert_check_fails("mevis", root, "train/mask_dict.json: 0[3]: mask size 90x160 does not match its frame 180x320")
+    assert_check_fails(
+        "mevis",
+        root,
+        "train/mask_dict.json: 0[3]: mask size 90x160 does not match its frame 180x320",
+    )
 
 
 def test_refavs_mask_png_wrong_size(broken):
@@ -146,7 +155,9 @@ def test_unknown_anno_id(broken):
 
 def test_unknown_video_in_foreground(broken):
     root = broken("revos")
-    edit_json(root / "mask_dict_foreground.json", lambda d: d.__setitem__("ghost", {"masks_rle": []}))
+    edit_json(
+        root / "mask_dict_foreground.json", lambda d: d.__setitem__("ghost", {"masks_rle": []})
+    )
     assert_check_fails("revos", root, "mask_dict_foreground.json: ghost: unknown video id 'ghost'")
 
 
@@ -155,7 +166,7 @@ def test_path_escaping_the_data_root(broken, escape):
     root = broken("revos")
 
     def change(meta):
-        vid, video = first_video(meta)
+        _, video = first_video(meta)
         meta["videos"] = {escape: video}
 
     edit_json(root / "meta_expressions_valid_.json", change)
@@ -179,9 +190,13 @@ def test_refavs_vid_escaping(broken):
 )
 def test_wrong_types(broken, field, value, message):
     root = broken("revos")
-    edit_json(root / "meta_expressions_train_.json",
-              lambda meta: first_video(meta)[1]["expressions"]["0"].__setitem__(field, value))
-    assert_check_fails("revos", root, "meta_expressions_train_.json: videos.syn0000.expressions.0", message)
+    edit_json(
+        root / "meta_expressions_train_.json",
+        lambda meta: first_video(meta)[1]["expressions"]["0"].__setitem__(field, value),
+    )
+    assert_check_fails(
+        "revos", root, "meta_expressions_train_.json: videos.syn0000.expressions.0", message
+    )
 
 
 def test_null_expression_with_visible_mask(broken):

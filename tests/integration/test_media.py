@@ -98,12 +98,27 @@ def test_missing_file(tmp_path):
 
 
 def test_cli_inspect(media_files):
-    out = subprocess.run([sys.executable, "-m", "omnir1.cli", "media", "inspect", str(media_files["mp4"])],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "omnir1.cli", "media", "inspect", str(media_files["mp4"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(out.stdout)
-    assert set(info) == {"duration_s", "fps", "width", "height", "num_frames", "has_audio",
-                         "audio_sample_rate", "video_codec"}
-    bad = subprocess.run([sys.executable, "-m", "omnir1.cli", "media", "inspect", str(media_files["corrupt"])],
-                         capture_output=True, text=True)
+    assert set(info) == {
+        "duration_s",
+        "fps",
+        "width",
+        "height",
+        "num_frames",
+        "has_audio",
+        "audio_sample_rate",
+        "video_codec",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "omnir1.cli", "media", "inspect", str(media_files["corrupt"])],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
     assert "corrupt.mp4" in bad.stderr and "Traceback" not in bad.stderr

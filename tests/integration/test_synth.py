@@ -53,14 +53,22 @@ def test_masks_agree_with_files_and_frames(synth_sets, fmt):
     truth = {vid: render(scene)[1] for vid, (_, scene) in scenes(fmt).items()}
     checked = 0
     for sample in load(fmt, synth_sets[fmt]):
-        for t, (masks, frame_path) in enumerate(zip(sample.masks(), sample.frame_paths, strict=True)):
+        for t, (masks, frame_path) in enumerate(
+            zip(sample.masks(), sample.frame_paths, strict=True)
+        ):
             frame = np.asarray(Image.open(frame_path).convert("RGB")).astype(float)
             for obj_id, mask in zip(sample.object_ids, masks, strict=True):
                 np.testing.assert_array_equal(mask, truth[sample.video_id][int(obj_id)][t])
                 if mask.sum() > 40:  # the pixels under the mask show the object's colour
                     _, scene = scenes(fmt)[sample.video_id]
                     color = next(o.color for o in scene.objects if o.obj_id == int(obj_id))
-                    inner = mask & np.roll(mask, 2, 0) & np.roll(mask, -2, 0) & np.roll(mask, 2, 1) & np.roll(mask, -2, 1)
+                    inner = (
+                        mask
+                        & np.roll(mask, 2, 0)
+                        & np.roll(mask, -2, 0)
+                        & np.roll(mask, 2, 1)
+                        & np.roll(mask, -2, 1)
+                    )
                     if inner.sum() > 10:
                         assert np.abs(frame[inner].mean(0) - COLORS[color]).max() < 30
                 checked += 1
@@ -116,14 +124,19 @@ def test_expressions_are_true_of_their_scene(synth_sets, fmt):
         else:
             kinds.add("appearance")
             attrs = _attributes(text)
-            matching = {o.obj_id for o in scene.objects
-                        if all(getattr(o, k) in v for k, v in attrs.items() if v)}
+            matching = {
+                o.obj_id
+                for o in scene.objects
+                if all(getattr(o, k) in v for k, v in attrs.items() if v)
+            }
             assert matching == ids, text
         if split == "test_u" and not sample.is_null:
             assert all(o.shape in UNSEEN_SHAPES for o in scene.objects if o.obj_id in ids)
         if split == "test_n":
             assert sample.is_null and sample.expression_type == "null"
-    expected = {"appearance", "audio", "temporal", "null"} | ({"multi"} if fmt != "refavs" else set())
+    expected = {"appearance", "audio", "temporal", "null"} | (
+        {"multi"} if fmt != "refavs" else set()
+    )
     assert expected <= kinds
 
 
@@ -160,12 +173,14 @@ def test_refavs_layout(synth_sets):
     assert {r["split"] for r in rows} == {"train", "test_s", "test_u", "test_n"}
     for r in rows:
         frames = sorted((root / "media" / r["vid"] / "frames").iterdir())
-        assert [f.name for f in sorted(frames, key=lambda p: int(p.stem))] == [f"{i}.jpg" for i in range(10)]
+        assert [f.name for f in sorted(frames, key=lambda p: int(p.stem))] == [
+            f"{i}.jpg" for i in range(10)
+        ]
         masks = root / "gt_mask" / r["vid"] / f"fid_{r['fid']}"
         assert sorted(p.name for p in masks.iterdir()) == [f"{i:05d}.png" for i in range(10)]
         if r["split"] == "test_n":
             assert all(not np.asarray(Image.open(p)).any() for p in masks.iterdir())
-    with open(root / "media" / rows[0]["vid"] / "audio.wav", "rb") as fh:
+    with (root / "media" / rows[0]["vid"] / "audio.wav").open("rb") as fh:
         import wave
 
         with wave.open(fh) as w:
@@ -174,11 +189,18 @@ def test_refavs_layout(synth_sets):
 
 def test_deterministic_and_seed_sensitive(tmp_path: Path):
     def build(name: str, seed: int) -> Path:
-        synthesize(SynthConfig(format="revos", videos=3, seed=seed), tmp_path / name, progress=False)
+        synthesize(
+            SynthConfig(format="revos", videos=3, seed=seed), tmp_path / name, progress=False
+        )
         return tmp_path / name
 
     a, b, c = build("a", 7), build("b", 7), build("c", 8)
-    for rel in ("meta_expressions_train_.json", "mask_dict.json", "JPEGImages/syn0001/00010.jpg", "Audio/syn0002.wav"):
+    for rel in (
+        "meta_expressions_train_.json",
+        "mask_dict.json",
+        "JPEGImages/syn0001/00010.jpg",
+        "Audio/syn0002.wav",
+    ):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     assert (a / "mask_dict.json").read_bytes() != (c / "mask_dict.json").read_bytes()
 

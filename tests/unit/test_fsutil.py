@@ -16,9 +16,11 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left
 
 
-@pytest.mark.parametrize("parts", [("..", "etc"), ("a", "..", "..", "x"), ("/etc/passwd",), ("",), ("a\x00b",)])
+@pytest.mark.parametrize(
+    "parts", [("..", "etc"), ("a", "..", "..", "x"), ("/etc/passwd",), ("",), ("a\x00b",)]
+)
 def test_inside_refuses_escapes(tmp_path: Path, parts):
-    with pytest.raises(DataError, match="escapes|invalid path component") as info:
+    with pytest.raises(DataError, match=r"escapes|invalid path component") as info:
         inside(tmp_path, *parts, source="meta.json", field="videos.x")
     assert "meta.json: videos.x:" in str(info.value)
 
@@ -32,5 +34,5 @@ def test_read_json_errors_name_file(tmp_path: Path):
     bad.write_text("{oops")
     with pytest.raises(DataError, match=r"bad.json: invalid JSON at line 1"):
         read_json(bad)
-    with pytest.raises(DataError, match="missing.json: file not found"):
+    with pytest.raises(DataError, match=r"missing\.json: file not found"):
         read_json(tmp_path / "missing.json")

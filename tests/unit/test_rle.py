@@ -14,7 +14,9 @@ def test_roundtrip_matches_pycocotools(shape):
         encoded = rle.encode(mask)
         assert encoded["size"] == list(shape)
         np.testing.assert_array_equal(rle.decode(encoded), mask)
-        reference = mask_utils.decode({"size": encoded["size"], "counts": encoded["counts"].encode()})
+        reference = mask_utils.decode(
+            {"size": encoded["size"], "counts": encoded["counts"].encode()}
+        )
         np.testing.assert_array_equal(reference.astype(bool), mask)
 
 

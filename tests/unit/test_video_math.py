@@ -4,7 +4,9 @@ import pytest
 from omnir1.media import sample_times, smart_resize
 
 
-@pytest.mark.parametrize(("h", "w"), [(180, 320), (1080, 1920), (181, 333), (28, 28), (10, 2000), (4000, 3000)])
+@pytest.mark.parametrize(
+    ("h", "w"), [(180, 320), (1080, 1920), (181, 333), (28, 28), (10, 2000), (4000, 3000)]
+)
 def test_smart_resize_budget_and_multiples(h, w):
     budget = 128 * 28 * 28
     rh, rw = smart_resize(h, w, max_pixels=budget)
@@ -27,7 +29,10 @@ def test_smart_resize_matches_qwen_processor(budget):
     for h, w in [(10, 2000), (20, 20), *rng.integers(8, 4000, size=(200, 2)).tolist()]:
         if max(h, w) / min(h, w) > 200:
             continue
-        assert smart_resize(h, w, max_pixels=budget) == reference(h, w, 28, 4 * 28 * 28, budget), (h, w)
+        assert smart_resize(h, w, max_pixels=budget) == reference(h, w, 28, 4 * 28 * 28, budget), (
+            h,
+            w,
+        )
 
 
 def test_smart_resize_rejects_extreme_aspect():

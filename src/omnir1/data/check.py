@@ -70,7 +70,9 @@ def _check_video(sample: Sample, report: CheckReport) -> None:
         except (OSError, SyntaxError) as exc:
             raise DataError(path, f"cannot read frame ({exc})") from None
         if size is not None and this != size:
-            raise DataError(path, f"frame size {this[0]}x{this[1]} differs from the video's {size[0]}x{size[1]}")
+            raise DataError(
+                path, f"frame size {this[0]}x{this[1]} differs from the video's {size[0]}x{size[1]}"
+            )
         size = this
     report.frames += sample.num_frames
     if sample.audio_path is not None:
@@ -90,8 +92,10 @@ def _check_masks(sample: Sample) -> None:
         height, width = sample.frame_size()
         for t in range(sample.num_frames):
             if sample.mask_source.frame_masks(t, height, width).any():
-                raise DataError(sample.frame_paths[t],
-                                f"null expression {sample.expression_id!r} has a non-empty mask")
+                raise DataError(
+                    sample.frame_paths[t],
+                    f"null expression {sample.expression_id!r} has a non-empty mask",
+                )
         return
     for _ in sample.masks():  # decodes every mask: bad RLE, wrong sizes, missing PNGs
         pass
@@ -106,7 +110,11 @@ def check_dataset(fmt: str, root: str | Path) -> CheckReport:
             key = (sample.split, sample.video_id, sample.expression_id)
             try:
                 if key in seen_ids:
-                    raise DataError(root, f"duplicate expression id {sample.expression_id!r} in video {sample.video_id!r}")
+                    raise DataError(
+                        root,
+                        f"duplicate expression id {sample.expression_id!r} "
+                        f"in video {sample.video_id!r}",
+                    )
                 seen_ids.add(key)
                 if sample.video_id not in report.videos:
                     report.videos.add(sample.video_id)

@@ -56,20 +56,34 @@ def load_refavs(root: str | Path, *, fps: float = DEFAULT_FPS["refavs"]) -> Iter
             where = f"line {line}"
             vid, uid, fid, exp, split = (row[c] for c in REFAVS_COLUMNS)
             if split not in REFAVS_SPLITS:
-                raise DataError(meta, f"split {split!r} is not one of {REFAVS_SPLITS}", f"{where}: split")
+                raise DataError(
+                    meta, f"split {split!r} is not one of {REFAVS_SPLITS}", f"{where}: split"
+                )
             if not exp or not exp.strip():
                 raise DataError(meta, "empty expression", f"{where}: exp")
             if not uid:
                 raise DataError(meta, "empty uid", f"{where}: uid")
-            media = inside(root, "media", *_video_parts(vid, meta, f"{where}: vid"), source=meta, field=f"{where}: vid")
+            media = inside(
+                root,
+                "media",
+                *_video_parts(vid, meta, f"{where}: vid"),
+                source=meta,
+                field=f"{where}: vid",
+            )
             if vid not in frames_cache:
                 frame_dir = _require_dir(media / "frames", f"frames of video {vid!r} ({where})")
                 frames_cache.clear()  # one video at a time: rows of a video are contiguous
                 frames_cache[vid] = list_frame_files(frame_dir)
             frames = frames_cache[vid]
             is_null = split == "test_n"
-            mask_dir = inside(root, "gt_mask", *_video_parts(vid, meta, f"{where}: vid"), f"fid_{fid}",
-                              source=meta, field=f"{where}: fid")
+            mask_dir = inside(
+                root,
+                "gt_mask",
+                *_video_parts(vid, meta, f"{where}: vid"),
+                f"fid_{fid}",
+                source=meta,
+                field=f"{where}: fid",
+            )
             masks = [[mask_dir / f"{i:05d}.png" for i in range(len(frames))]]
             if is_null and not mask_dir.exists():
                 masks = [[None] * len(frames)]
@@ -118,17 +132,30 @@ def _expressions(
         if not isinstance(video, dict):
             raise DataError(meta_path, "expected an object", vfield)
         frames = video.get("frames")
-        if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
-            raise DataError(meta_path, "expected a non-empty list of frame names", f"{vfield}.frames")
+        if (
+            not isinstance(frames, list)
+            or not frames
+            or not all(isinstance(f, str) for f in frames)
+        ):
+            raise DataError(
+                meta_path, "expected a non-empty list of frame names", f"{vfield}.frames"
+            )
         frame_dir = inside(image_root, *parts, source=meta_path, field=vfield)
-        frame_paths = tuple(inside(frame_dir, f"{f}.jpg", source=meta_path, field=f"{vfield}.frames") for f in frames)
+        frame_paths = tuple(
+            inside(frame_dir, f"{f}.jpg", source=meta_path, field=f"{vfield}.frames")
+            for f in frames
+        )
         exps = video.get("expressions")
         if not isinstance(exps, dict):
             raise DataError(meta_path, "expected an object of expressions", f"{vfield}.expressions")
         # Not part of the official layouts: the synthetic sets (and users with audio) add the
         # soundtrack as Audio/{vid}.wav and the encoded clip as Videos/{vid}.mp4.
-        audio = inside(extras_root, "Audio", *parts[:-1], f"{parts[-1]}.wav", source=meta_path, field=vfield)
-        video_file = inside(extras_root, "Videos", *parts[:-1], f"{parts[-1]}.mp4", source=meta_path, field=vfield)
+        audio = inside(
+            extras_root, "Audio", *parts[:-1], f"{parts[-1]}.wav", source=meta_path, field=vfield
+        )
+        video_file = inside(
+            extras_root, "Videos", *parts[:-1], f"{parts[-1]}.mp4", source=meta_path, field=vfield
+        )
         for eid, e in exps.items():
             efield = f"{vfield}.expressions.{eid}"
             if not isinstance(e, dict):
@@ -139,14 +166,24 @@ def _expressions(
             obj_ids = e.get("obj_id", [])
             anno_ids = e.get("anno_id", [])
             for name, ids in (("obj_id", obj_ids), ("anno_id", anno_ids)):
-                if not isinstance(ids, list) or not all(isinstance(i, int | str) and not isinstance(i, bool) for i in ids):
-                    raise DataError(meta_path, f"expected a list of ids, got {ids!r}", f"{efield}.{name}")
+                if not isinstance(ids, list) or not all(
+                    isinstance(i, int | str) and not isinstance(i, bool) for i in ids
+                ):
+                    raise DataError(
+                        meta_path, f"expected a list of ids, got {ids!r}", f"{efield}.{name}"
+                    )
             if len(obj_ids) != len(anno_ids):
-                raise DataError(meta_path, f"{len(obj_ids)} obj_id but {len(anno_ids)} anno_id", efield)
+                raise DataError(
+                    meta_path, f"{len(obj_ids)} obj_id but {len(anno_ids)} anno_id", efield
+                )
             type_id = e.get("type_id")
             if dataset == "revos":
                 if type_id not in REVOS_TYPES:
-                    raise DataError(meta_path, f"type_id must be one of {sorted(REVOS_TYPES)}, got {type_id!r}", f"{efield}.type_id")
+                    raise DataError(
+                        meta_path,
+                        f"type_id must be one of {sorted(REVOS_TYPES)}, got {type_id!r}",
+                        f"{efield}.type_id",
+                    )
                 etype = REVOS_TYPES[type_id]
             else:
                 etype = "referring"
@@ -155,15 +192,27 @@ def _expressions(
             source = None
             if anno_ids:
                 if mask_dict is None:
-                    raise DataError(meta_path, f"split {split!r} has no mask_dict.json for its anno_ids", efield)
+                    raise DataError(
+                        meta_path, f"split {split!r} has no mask_dict.json for its anno_ids", efield
+                    )
                 rles = []
                 for a in anno_ids:
                     per_frame = mask_dict.get(str(a))
                     if per_frame is None:
-                        raise DataError(mask_dict_path, f"unknown anno_id {a!r} (used by {efield})", str(a))
+                        raise DataError(
+                            mask_dict_path, f"unknown anno_id {a!r} (used by {efield})", str(a)
+                        )
                     if not isinstance(per_frame, list) or len(per_frame) != len(frames):
-                        n = len(per_frame) if isinstance(per_frame, list) else type(per_frame).__name__
-                        raise DataError(mask_dict_path, f"expected {len(frames)} per-frame entries, got {n}", str(a))
+                        n = (
+                            len(per_frame)
+                            if isinstance(per_frame, list)
+                            else type(per_frame).__name__
+                        )
+                        raise DataError(
+                            mask_dict_path,
+                            f"expected {len(frames)} per-frame entries, got {n}",
+                            str(a),
+                        )
                     rles.append(per_frame)
                 source = RLEMaskSource(rles, mask_dict_path, [str(a) for a in anno_ids])
             yield Sample(
@@ -193,12 +242,15 @@ def load_revos(root: str | Path, *, fps: float = DEFAULT_FPS["revos"]) -> Iterat
     root = Path(root)
     metas = sorted(p for p in root.glob("meta_expressions*.json") if _REVOS_META.match(p.name))
     if not metas:
-        raise DataError(root / "meta_expressions.json", "file not found (nor meta_expressions_{split}_.json)")
+        raise DataError(
+            root / "meta_expressions.json", "file not found (nor meta_expressions_{split}_.json)"
+        )
     image_root = _require_dir(root / "JPEGImages", "JPEGImages folder")
     for meta in metas:
         split = _REVOS_META.match(meta.name).group("split") or "all"
-        yield from _expressions(meta, root / "mask_dict.json", image_root, root,
-                                dataset="revos", split=split, fps=fps)
+        yield from _expressions(
+            meta, root / "mask_dict.json", image_root, root, dataset="revos", split=split, fps=fps
+        )
 
 
 def load_mevis(root: str | Path, *, fps: float = DEFAULT_FPS["mevis"]) -> Iterator[Sample]:

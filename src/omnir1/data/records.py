@@ -79,7 +79,8 @@ class PNGMaskSource:
             if arr.shape != (height, width):
                 raise DataError(
                     path,
-                    f"mask size {arr.shape[0]}x{arr.shape[1]} does not match its frame {height}x{width}",
+                    f"mask size {arr.shape[0]}x{arr.shape[1]} does not match its frame "
+                    f"{height}x{width}",
                 )
             out[k] = arr > 127
         return out

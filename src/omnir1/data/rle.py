@@ -20,7 +20,10 @@ def encode(mask: np.ndarray) -> dict:
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": rle["counts"].decode("ascii"),
+    }
 
 
 def _counts_from_string(s: str) -> list[int]:
@@ -57,7 +60,9 @@ def decode(rle: Any, *, source: str | Path | None = None, field: str | None = No
         or len(size) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)
     ):
-        raise DataError(source, f"RLE size must be [height, width] of non-negative ints, got {size!r}", field)
+        raise DataError(
+            source, f"RLE size must be [height, width] of non-negative ints, got {size!r}", field
+        )
     h, w = size
     raw = rle["counts"]
     try:
@@ -65,7 +70,9 @@ def decode(rle: Any, *, source: str | Path | None = None, field: str | None = No
             raw = raw.decode("ascii")
         if isinstance(raw, str):
             counts = _counts_from_string(raw)
-        elif isinstance(raw, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        elif isinstance(raw, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in raw
+        ):
             counts = list(raw)
         else:
             raise ValueError(f"counts must be a string or a list of ints, got {type(raw).__name__}")

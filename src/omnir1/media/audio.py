@@ -39,8 +39,11 @@ def load_audio(path: str | Path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     with container:
         if not container.streams.audio:
             duration = (container.duration or 0) / 1_000_000
-            warnings.warn(f"{path}: no audio track; using {duration:.2f} s of silence",
-                          NoAudioWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: no audio track; using {duration:.2f} s of silence",
+                NoAudioWarning,
+                stacklevel=2,
+            )
             return np.zeros(round(duration * sample_rate), dtype=np.float32)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)

@@ -156,12 +156,18 @@ def _iter_av_frames(path: Path) -> Iterator[tuple[int, float, object]]:
         t0: float | None = None
         index = -1
         try:
-            for index, frame in enumerate(container.decode(stream)):  # noqa: B007
-                t = frame.time if frame.time is not None else index / float(stream.average_rate or 1)
+            for index, frame in enumerate(container.decode(stream)):
+                t = (
+                    frame.time
+                    if frame.time is not None
+                    else index / float(stream.average_rate or 1)
+                )
                 t0 = t if t0 is None else t0
                 yield index, t - t0, frame
         except av.error.FFmpegError as exc:
-            raise MediaError(path, f"corrupt or truncated video after frame {index} ({exc})") from None
+            raise MediaError(
+                path, f"corrupt or truncated video after frame {index} ({exc})"
+            ) from None
         decoded = index + 1
         if decoded == 0:
             raise MediaError(path, "no decodable video frames")

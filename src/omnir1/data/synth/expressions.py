@@ -44,7 +44,9 @@ def _appearance_text(obj: SceneObject, scene: Scene, rng: np.random.Generator) -
     return options[rng.integers(len(options))]
 
 
-def appearance(scene: Scene, targets: list[SceneObject], rng: np.random.Generator) -> list[Expression]:
+def appearance(
+    scene: Scene, targets: list[SceneObject], rng: np.random.Generator
+) -> list[Expression]:
     return [Expression(_appearance_text(o, scene, rng), "appearance", (o.obj_id,)) for o in targets]
 
 
@@ -54,7 +56,9 @@ def audio(scene: Scene, targets: list[SceneObject]) -> list[Expression]:
     out = []
     for obj in targets:
         if obj.sound_intervals and all(o.shape != obj.shape for o in scene.objects if o is not obj):
-            out.append(Expression(f"the object making the {SOUNDS[obj.shape]}", "audio", (obj.obj_id,)))
+            out.append(
+                Expression(f"the object making the {SOUNDS[obj.shape]}", "audio", (obj.obj_id,))
+            )
     return out
 
 
@@ -64,8 +68,11 @@ def temporal(scene: Scene, vis: dict[int, Visibility], allowed: set[int]) -> lis
     out: list[Expression] = []
     objs = scene.objects
     end_t = scene.frame_time(scene.num_frames - 1)
-    entering = {o.obj_id: vis[o.obj_id].first for o in objs
-                if vis[o.obj_id].first is not None and vis[o.obj_id].first > 0}
+    entering = {
+        o.obj_id: vis[o.obj_id].first
+        for o in objs
+        if vis[o.obj_id].first is not None and vis[o.obj_id].first > 0
+    }
 
     # "the shape that enters after the drum beat starts"
     for src in objs:
@@ -75,8 +82,13 @@ def temporal(scene: Scene, vis: dict[int, Visibility], allowed: set[int]) -> lis
         after = [i for i, t in entering.items() if t > onset + MARGIN_S and i != src.obj_id]
         close = [i for i, t in entering.items() if abs(t - onset) <= MARGIN_S]
         if len(after) == 1 and not close and after[0] in allowed:
-            out.append(Expression(f"the shape that enters after the {SOUNDS[src.shape]} starts",
-                                  "temporal", (after[0],)))
+            out.append(
+                Expression(
+                    f"the shape that enters after the {SOUNDS[src.shape]} starts",
+                    "temporal",
+                    (after[0],),
+                )
+            )
             break
 
     # "the shape that appears last"
@@ -87,7 +99,9 @@ def temporal(scene: Scene, vis: dict[int, Visibility], allowed: set[int]) -> lis
     # "the shape that leaves before the end"
     leaving = [i for i, v in vis.items() if v.last is not None and v.last < end_t - MARGIN_S]
     if len(leaving) == 1 and leaving[0] in allowed:
-        out.append(Expression("the shape that leaves before the video ends", "temporal", (leaving[0],)))
+        out.append(
+            Expression("the shape that leaves before the video ends", "temporal", (leaving[0],))
+        )
 
     # "the shape that never makes a sound"
     silent = [o.obj_id for o in objs if not o.sound_intervals]
@@ -107,12 +121,19 @@ def multi(scene: Scene, rng: np.random.Generator) -> list[Expression]:
     if len(scene.objects) >= 2:
         a, b = rng.choice(len(scene.objects), size=2, replace=False)
         oa, ob = scene.objects[int(a)], scene.objects[int(b)]
-        return [Expression(f"the {oa.color} {oa.shape} and the {ob.color} {ob.shape}", "multi",
-                           tuple(sorted((oa.obj_id, ob.obj_id))))]
+        return [
+            Expression(
+                f"the {oa.color} {oa.shape} and the {ob.color} {ob.shape}",
+                "multi",
+                tuple(sorted((oa.obj_id, ob.obj_id))),
+            )
+        ]
     return []
 
 
-def null(scene: Scene, shapes: tuple[str, ...], rng: np.random.Generator, *, with_sound: bool) -> Expression:
+def null(
+    scene: Scene, shapes: tuple[str, ...], rng: np.random.Generator, *, with_sound: bool
+) -> Expression:
     """An expression whose referent is not in the video: a colour/shape pair no object has."""
     present = {(o.color, o.shape) for o in scene.objects}
     absent = [(c, s) for c in COLORS for s in shapes if (c, s) not in present]

@@ -59,11 +59,15 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.format not in SPLIT_CYCLES:
-            raise ConfigError(None, f"unknown format {self.format!r}; valid: {', '.join(SPLIT_CYCLES)}", "format")
+            raise ConfigError(
+                None, f"unknown format {self.format!r}; valid: {', '.join(SPLIT_CYCLES)}", "format"
+            )
         if self.videos < 1:
             raise ConfigError(None, f"need at least 1 video, got {self.videos}", "videos")
         if self.width < 64 or self.height < 64:
-            raise ConfigError(None, f"frames must be at least 64x64, got {self.width}x{self.height}", "size")
+            raise ConfigError(
+                None, f"frames must be at least 64x64, got {self.width}x{self.height}", "size"
+            )
 
     @property
     def frame_rate(self) -> float:
@@ -80,6 +84,18 @@ class VideoResult:
     foreground: list[dict]  # per-frame RLE of all objects
 
 
+def _inner_point(rng: np.random.Generator, r: float, w: int, h: int) -> tuple[float, float]:
+    """A centre that keeps a shape of radius r wholly inside the frame."""
+    return (float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r)))
+
+
+def _outside_point(rng: np.random.Generator, r: float, w: int, h: int) -> tuple[float, float]:
+    """A centre just beyond a random edge, so the shape is wholly out of view."""
+    x, y = _inner_point(rng, r, w, h)
+    edge = int(rng.integers(4))
+    return [(-r - 1, y), (w + r + 1, y), (x, -r - 1), (x, h + r + 1)][edge]
+
+
 def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Scene:
     w, h, dur = cfg.width, cfg.height, cfg.duration_s
     shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
@@ -93,42 +109,43 @@ def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Sce
     for k, (color, shape) in enumerate(chosen):
         size = "small" if rng.random() < 0.5 else "large"
         r = SIZES[size] * min(w, h)
-
-        def inner() -> tuple[float, float]:
-            return (float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r)))
-
-        def outside() -> tuple[float, float]:  # just beyond a random edge
-            x, y = inner()
-            edge = int(rng.integers(4))
-            return [(-r - 1, y), (w + r + 1, y), (x, -r - 1), (x, h + r + 1)][edge]
-
         mode = rng.choice(["stay", "enter", "leave"], p=[0.4, 0.35, 0.25])
-        t_in, t_out, start, end = 0.0, dur, inner(), inner()
+        t_in, t_out = 0.0, dur
+        start, end = _inner_point(rng, r, w, h), _inner_point(rng, r, w, h)
         if mode == "enter":
             t_in = float(rng.uniform(0.5, 0.6 * dur))
-            start = outside()
+            start = _outside_point(rng, r, w, h)
         elif mode == "leave":
             t_out = float(rng.uniform(0.45 * dur, 0.9 * dur))
-            end = outside()
+            end = _outside_point(rng, r, w, h)
         sounds: list[tuple[float, float]] = []
         if rng.random() < 0.7:  # sounds only while it exists
             s = float(rng.uniform(t_in, max(t_in, t_out - 1.5)))
             sounds.append((s, min(t_out, s + float(rng.uniform(1.5, 4.0)))))
-        objects.append(SceneObject(k + 1, shape, color, size, int(z_order[k]), t_in, t_out, start, end, sounds))
+        objects.append(
+            SceneObject(k + 1, shape, color, size, int(z_order[k]), t_in, t_out, start, end, sounds)
+        )
     top = tuple(int(v) for v in rng.integers(150, 256, 3))
     bottom = tuple(int(v) for v in rng.integers(60, 160, 3))
     return Scene(w, h, cfg.frame_rate, dur, objects, (top, bottom))
 
 
-def _expressions(cfg: SynthConfig, split: str, scene: Scene, vis: dict[int, ex.Visibility],
-                 rng: np.random.Generator) -> list[ex.Expression]:
+def _expressions(
+    cfg: SynthConfig,
+    split: str,
+    scene: Scene,
+    vis: dict[int, ex.Visibility],
+    rng: np.random.Generator,
+) -> list[ex.Expression]:
     shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
     if split == "test_n":
         return [ex.null(scene, shapes, rng, with_sound=bool(rng.random() < 0.5)) for _ in range(2)]
     visible = [o for o in scene.objects if vis[o.obj_id].first is not None]
     targets = [o for o in visible if split != "test_u" or o.shape in UNSEEN_SHAPES] or visible
     allowed = {o.obj_id for o in targets}
-    picked = [targets[i] for i in rng.choice(len(targets), size=min(2, len(targets)), replace=False)]
+    picked = [
+        targets[i] for i in rng.choice(len(targets), size=min(2, len(targets)), replace=False)
+    ]
     out = ex.appearance(scene, picked, rng) + ex.audio(scene, targets)[:1]
     out += ex.temporal(scene, vis, allowed)[:2]
     if cfg.format != "refavs":  # RefAVS expressions refer to a single object
@@ -192,8 +209,13 @@ def _make_video(cfg: SynthConfig, index: int, staging: Path) -> VideoResult:
         _write_frames(base / "JPEGImages" / vid, frames, names)
         (base / "Audio").mkdir(parents=True, exist_ok=True)
         _write_wav(base / "Audio" / f"{vid}.wav", audio, cfg.sample_rate)
-        write_video(base / "Videos" / f"{vid}.mp4", frames, fps=scene.fps, audio=audio,
-                    sample_rate=cfg.sample_rate)
+        write_video(
+            base / "Videos" / f"{vid}.mp4",
+            frames,
+            fps=scene.fps,
+            audio=audio,
+            sample_rate=cfg.sample_rate,
+        )
 
     rles = {i: [rle.encode(f) if f.any() else None for f in m] for i, m in masks.items()}
     union = np.zeros_like(next(iter(masks.values())))
@@ -208,7 +230,9 @@ def _write_refavs(staging: Path, results: list[VideoResult]) -> None:
         writer.writerow(["vid", "uid", "fid", "exp", "split"])
         for r in results:
             for k, e in enumerate(r.expressions):
-                writer.writerow([r.vid, f"{r.vid}_{k}", e.obj_ids[0] if e.obj_ids else 0, e.text, r.split])
+                writer.writerow(
+                    [r.vid, f"{r.vid}_{k}", e.obj_ids[0] if e.obj_ids else 0, e.text, r.split]
+                )
 
 
 def _write_vos(cfg: SynthConfig, staging: Path, results: list[VideoResult]) -> None:
@@ -230,11 +254,19 @@ def _write_vos(cfg: SynthConfig, staging: Path, results: list[VideoResult]) -> N
                 anno += 1
             exps = {}
             for k, e in enumerate(r.expressions):
-                entry = {"exp": e.text, "obj_id": list(e.obj_ids), "anno_id": [ids[i] for i in e.obj_ids]}
+                entry = {
+                    "exp": e.text,
+                    "obj_id": list(e.obj_ids),
+                    "anno_id": [ids[i] for i in e.obj_ids],
+                }
                 if cfg.format == "revos":
                     entry["type_id"] = e.type_id
                 exps[str(k)] = entry
-            videos[r.vid] = {"vid_id": r.vid, "frames": _frame_names(cfg, r.scene.num_frames), "expressions": exps}
+            videos[r.vid] = {
+                "vid_id": r.vid,
+                "frames": _frame_names(cfg, r.scene.num_frames),
+                "expressions": exps,
+            }
             foreground[r.vid] = {"masks_rle": r.foreground}
         if cfg.format == "revos":
             write_json(staging / f"meta_expressions_{split}_.json", {"videos": videos}, indent=None)
@@ -247,19 +279,25 @@ def _write_vos(cfg: SynthConfig, staging: Path, results: list[VideoResult]) -> N
         write_json(staging / "mask_dict_foreground.json", foreground, indent=None)
 
 
-def synthesize(cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+def synthesize(
+    cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True
+) -> dict:
     """Write a synthetic data set to `out`; returns a summary (counts per split and kind)."""
     from tqdm import tqdm
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(out, "output folder exists and is not empty (pass --overwrite to replace it)")
+        raise ConfigError(
+            out, "output folder exists and is not empty (pass --overwrite to replace it)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
             jobs = pool.map(lambda i: _make_video(cfg, i, staging), range(cfg.videos))
-            results = list(tqdm(jobs, total=cfg.videos, desc=f"synth {cfg.format}", disable=not progress))
+            results = list(
+                tqdm(jobs, total=cfg.videos, desc=f"synth {cfg.format}", disable=not progress)
+            )
         if cfg.format == "refavs":
             _write_refavs(staging, results)
         else:

@@ -43,14 +43,18 @@ class SceneObject:
 
     def centre(self, t: float) -> tuple[float, float]:
         a = 0.0 if self.t_out <= self.t_in else (t - self.t_in) / (self.t_out - self.t_in)
-        return (self.start[0] + a * (self.end[0] - self.start[0]),
-                self.start[1] + a * (self.end[1] - self.start[1]))
+        return (
+            self.start[0] + a * (self.end[0] - self.start[0]),
+            self.start[1] + a * (self.end[1] - self.start[1]),
+        )
 
     def exists(self, t: float) -> bool:
         return self.t_in <= t <= self.t_out
 
     def describe(self, *, with_size: bool = False) -> str:
-        return f"{self.size} {self.color} {self.shape}" if with_size else f"{self.color} {self.shape}"
+        return (
+            f"{self.size} {self.color} {self.shape}" if with_size else f"{self.color} {self.shape}"
+        )
 
 
 @dataclass
@@ -73,7 +77,9 @@ class Scene:
         return SIZES[obj.size] * min(self.width, self.height)
 
 
-def _shape_mask(shape: str, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+def _shape_mask(
+    shape: str, cx: float, cy: float, r: float, xx: np.ndarray, yy: np.ndarray
+) -> np.ndarray:
     dx, dy = xx - cx, yy - cy
     if shape == "circle":
         return dx * dx + dy * dy <= r * r
@@ -152,13 +158,24 @@ def sound(shape: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     elif shape == "square":  # drum hits every 0.5 s
         phase = np.mod(t, 0.5)
         decay = np.exp(-phase / 0.12)
-        y = 0.8 * decay * (np.sin(2 * np.pi * 70 * phase) + 0.15 * rng.standard_normal(n).astype(np.float32))
+        y = (
+            0.8
+            * decay
+            * (np.sin(2 * np.pi * 70 * phase) + 0.15 * rng.standard_normal(n).astype(np.float32))
+        )
     elif shape == "triangle":  # low hum with harmonics
-        y = 0.3 * (np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 360 * t)
-                   + 0.25 * np.sin(2 * np.pi * 540 * t))
+        y = 0.3 * (
+            np.sin(2 * np.pi * 180 * t)
+            + 0.5 * np.sin(2 * np.pi * 360 * t)
+            + 0.25 * np.sin(2 * np.pi * 540 * t)
+        )
     elif shape == "diamond":  # bell struck every second
         phase = np.mod(t, 1.0)
-        y = 0.5 * np.exp(-phase / 0.3) * (np.sin(2 * np.pi * 1200 * t) + 0.4 * np.sin(2 * np.pi * 3312 * t))
+        y = (
+            0.5
+            * np.exp(-phase / 0.3)
+            * (np.sin(2 * np.pi * 1200 * t) + 0.4 * np.sin(2 * np.pi * 3312 * t))
+        )
     elif shape == "star":  # buzz
         y = 0.15 * np.sign(np.sin(2 * np.pi * 440 * t))
     else:

@@ -1,0 +1,124 @@
+"""Region similarity J and boundary accuracy F, exactly as DAVIS-2017 defines them.
+
+    J = |P ∩ G| / |P ∪ G|                       (both empty -> 1)
+    F = 2PR / (P + R) on 1-px boundary maps, a boundary pixel counting as matched when the other
+        boundary has a pixel within a disk of radius ceil(0.008 * image diagonal)
+        (both empty -> 1, one empty -> 0)
+
+The boundary map follows DAVIS's `seg2bmap`: a pixel is on the boundary when it differs from its
+right, lower or lower-right neighbour; on the last row only the right neighbour counts, on the
+last column only the lower one, and the bottom-right pixel is never a boundary.
+
+Why it is fast: F only ever looks at boundary pixels. We crop both masks to the box around
+their foreground (plus the one-pixel ring where boundaries of background pixels can lie), build
+the boundary maps there, and match boundary pixels with a k-d tree instead of dilating whole
+frames with a disk. Results are identical to the dilation form (tested against it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(
+            f"prediction shape {pred.shape} does not match ground-truth shape {gt.shape}"
+        )
+    if pred.ndim not in (2, 3):
+        raise ValueError(f"masks must be (H, W) or (T, H, W), got shape {pred.shape}")
+    return pred.astype(bool, copy=False), gt.astype(bool, copy=False)
+
+
+def jaccard(pred: np.ndarray, gt: np.ndarray) -> float | np.ndarray:
+    """J of (H, W) masks as a float, or of (T, H, W) masks as an array of T floats."""
+    pred, gt = _check_pair(pred, gt)
+    inter = np.count_nonzero(pred & gt, axis=(-2, -1))
+    union = np.count_nonzero(pred | gt, axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    return float(j) if pred.ndim == 2 else j.astype(np.float64)
+
+
+def boundary_radius(shape: tuple[int, int], bound_th: float = 0.008) -> int:
+    """Tolerance in pixels: `bound_th` of the diagonal, rounded up (or `bound_th` if >= 1)."""
+    if bound_th >= 1:
+        return int(bound_th)
+    return math.ceil(bound_th * math.hypot(shape[0], shape[1]))
+
+
+def seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """DAVIS boundary map of a (H, W) mask (see the module docstring)."""
+    seg = np.asarray(seg, dtype=bool)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+    b[-1, :] = seg[-1, :] ^ e[-1, :]
+    b[:, -1] = seg[:, -1] ^ s[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+def _span(mask_any: np.ndarray) -> tuple[int, int] | None:
+    idx = np.flatnonzero(mask_any)
+    return (int(idx[0]), int(idx[-1])) if idx.size else None
+
+
+def _matched(points: np.ndarray, others: np.ndarray, radius: int) -> int:
+    """How many of `points` have a point of `others` within Euclidean distance `radius`."""
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(others).query(points, k=1, distance_upper_bound=radius + 0.5)
+    found = np.isfinite(dist)
+    # decide on exact integer squared distances, as the disk structuring element does
+    diff = points[found] - others[idx[found]]
+    return int(np.count_nonzero((diff * diff).sum(axis=1) <= radius * radius))
+
+
+def _f_single(pred: np.ndarray, gt: np.ndarray, radius: int) -> float:
+    h, w = pred.shape
+    rows = _span(pred.any(axis=1) | gt.any(axis=1))
+    if rows is None:
+        return 1.0  # both empty
+    cols = _span(pred.any(axis=0) | gt.any(axis=0))
+    # One pixel before the foreground (background pixels next to it are boundary pixels) and
+    # one after (so the crop's last row/column is background, unless it is the image's own).
+    r0, r1 = max(rows[0] - 1, 0), min(rows[1] + 2, h)
+    c0, c1 = max(cols[0] - 1, 0), min(cols[1] + 2, w)
+    bp = seg2bmap(pred[r0:r1, c0:c1])
+    bg = seg2bmap(gt[r0:r1, c0:c1])
+    pts_p = np.argwhere(bp)
+    pts_g = np.argwhere(bg)
+    n_p, n_g = len(pts_p), len(pts_g)
+    if n_p == 0 and n_g == 0:
+        return 1.0
+    if n_p == 0 or n_g == 0:
+        return 0.0
+    precision = _matched(pts_p, pts_g, radius) / n_p
+    recall = _matched(pts_g, pts_p, radius) / n_g
+    if precision + recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float | np.ndarray:
+    """F of (H, W) masks as a float, or of (T, H, W) masks as an array of T floats."""
+    pred, gt = _check_pair(pred, gt)
+    radius = boundary_radius(pred.shape[-2:], bound_th)
+    if pred.ndim == 2:
+        return _f_single(pred, gt, radius)
+    return np.array(
+        [_f_single(p, g, radius) for p, g in zip(pred, gt, strict=True)], dtype=np.float64
+    )
+
+
+def jaccard_and_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> tuple:
+    """(J, F) of the same masks."""
+    return jaccard(pred, gt), boundary_f(pred, gt, bound_th)
