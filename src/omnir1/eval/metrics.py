@@ -36,11 +36,10 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def jaccard(pred: np.ndarray, gt: np.ndarray) -> float | np.ndarray:
     """J of (H, W) masks as a float, or of (T, H, W) masks as an array of T floats."""
     pred, gt = _check_pair(pred, gt)
-    inter = np.count_nonzero(pred & gt, axis=(-2, -1))
-    union = np.count_nonzero(pred | gt, axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    return float(j) if pred.ndim == 2 else j.astype(np.float64)
+    if pred.ndim == 2:  # whole-array count_nonzero is several times faster than with an axis
+        union = np.count_nonzero(pred | gt)
+        return 1.0 if union == 0 else np.count_nonzero(pred & gt) / union
+    return np.array([jaccard(p, g) for p, g in zip(pred, gt, strict=True)], dtype=np.float64)
 
 
 def boundary_radius(shape: tuple[int, int], bound_th: float = 0.008) -> int:
