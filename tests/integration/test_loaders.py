@@ -138,7 +138,7 @@ def test_refavs_mask_png_wrong_size(broken):
 def test_unknown_video_id_in_metadata(broken):
     root = broken("refavs")
     with (root / "metadata.csv").open("a") as fh:
-        fh.write("nope,nope_0,1,the red circle,train\n")
+        fh.write("nope,nope_0,train,1,the red circle\n")
     assert_check_fails("refavs", root, "frames of video 'nope'", "not found")
 
 
@@ -176,7 +176,7 @@ def test_path_escaping_the_data_root(broken, escape):
 def test_refavs_vid_escaping(broken):
     root = broken("refavs")
     with (root / "metadata.csv").open("a") as fh:
-        fh.write("../../tmp,x_0,1,the red circle,train\n")
+        fh.write("../../tmp,x_0,train,1,the red circle\n")
     assert_check_fails("refavs", root, "metadata.csv: line", ": vid: invalid path component '..'")
 
 
@@ -217,3 +217,18 @@ def test_check_collects_several_problems(broken):
     (root / "JPEGImages" / "syn0001" / "00002.jpg").unlink()
     report = check_dataset("revos", root)
     assert not report.ok and len(report.problems) == 2
+
+
+def test_refavs_official_header_and_val_split(broken):
+    """The official metadata.csv has its own column order and a `val` split; the loader reads
+    columns by name."""
+    root = broken("refavs")
+    lines = (root / "metadata.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+    rows[0]["split"] = "val"
+    order = ["exp", "fid", "split", "uid", "vid"]  # any order works
+    text = "\n".join([",".join(order)] + [",".join(r[c] for c in order) for r in rows])
+    (root / "metadata.csv").write_text(text + "\n")
+    samples = list(load("refavs", root))
+    assert samples[0].split == "val" and len(samples) == len(rows)

@@ -18,8 +18,8 @@ from omnir1.errors import DataError
 from omnir1.fsutil import inside, read_json
 from omnir1.media.video import list_frame_files
 
-REFAVS_COLUMNS = ("vid", "uid", "fid", "exp", "split")
-REFAVS_SPLITS = ("train", "test_s", "test_u", "test_n")
+REFAVS_COLUMNS = ("vid", "uid", "split", "fid", "exp")  # the official header order
+REFAVS_SPLITS = ("train", "val", "test_s", "test_u", "test_n")
 REVOS_TYPES = {0: "referring", 1: "reasoning", 2: "excluded"}
 DEFAULT_FPS = {"refavs": 1.0, "revos": 6.0, "mevis": 6.0}
 
@@ -54,7 +54,7 @@ def load_refavs(root: str | Path, *, fps: float = DEFAULT_FPS["refavs"]) -> Iter
         frames_cache: dict[str, list[Path]] = {}
         for line, row in enumerate(reader, start=2):
             where = f"line {line}"
-            vid, uid, fid, exp, split = (row[c] for c in REFAVS_COLUMNS)
+            vid, uid, split, fid, exp = (row[c] for c in REFAVS_COLUMNS)
             if split not in REFAVS_SPLITS:
                 raise DataError(
                     meta, f"split {split!r} is not one of {REFAVS_SPLITS}", f"{where}: split"

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from omnir1.data import rle
+from omnir1.data.loaders import REFAVS_COLUMNS
 from omnir1.data.synth import expressions as ex
 from omnir1.data.synth.scene import (
     COLORS,
@@ -227,12 +228,11 @@ def _make_video(cfg: SynthConfig, index: int, staging: Path) -> VideoResult:
 def _write_refavs(staging: Path, results: list[VideoResult]) -> None:
     with (staging / "metadata.csv").open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["vid", "uid", "fid", "exp", "split"])
+        writer.writerow(REFAVS_COLUMNS)
         for r in results:
             for k, e in enumerate(r.expressions):
-                writer.writerow(
-                    [r.vid, f"{r.vid}_{k}", e.obj_ids[0] if e.obj_ids else 0, e.text, r.split]
-                )
+                fid = e.obj_ids[0] if e.obj_ids else 0
+                writer.writerow([r.vid, f"{r.vid}_{k}", r.split, fid, e.text])
 
 
 def _write_vos(cfg: SynthConfig, staging: Path, results: list[VideoResult]) -> None:
