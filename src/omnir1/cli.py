@@ -11,9 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from omnir1.data import FORMATS
 from omnir1.errors import OmniR1Error
-
-FORMATS = ("refavs", "revos", "mevis")
 
 
 def _print_json(obj: object) -> None:

@@ -10,29 +10,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def lock_pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
+def pins(text: str) -> dict[str, str]:
+    """{normalised name: version} of the `name==version` lines of a lock or `pip freeze`."""
+    out = {}
+    for line in text.splitlines():
+        if "==" in line and not line.startswith("#"):
             name, _, version = line.partition("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+            out[name.lower().replace("_", "-")] = version
+    return out
 
 
 def installed(python: Path) -> dict[str, str]:
     out = subprocess.run(
         [str(python), "-m", "pip", "freeze", "--all"], capture_output=True, text=True, check=True
     )
-    return lock_pins_text(out.stdout)
-
-
-def lock_pins_text(text: str) -> dict[str, str]:
-    pins = {}
-    for line in text.splitlines():
-        if "==" in line and not line.startswith("#"):
-            name, _, version = line.partition("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+    return pins(out.stdout)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +32,7 @@ def lock_pins_text(text: str) -> dict[str, str]:
 )
 def test_venv_matches_its_lock(venv, lock):
     have = installed(ROOT / venv / "bin" / "python")
-    want = lock_pins(ROOT / "requirements" / lock)
+    want = pins((ROOT / "requirements" / lock).read_text())
     assert {k: have.get(k) for k in want} == want
     extra = set(have) - set(want) - {"pip", "sam2", "omnir1"}
     assert not extra, f"installed but not locked: {sorted(extra)}"

@@ -13,7 +13,8 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from omnir1.data.records import FORMATS, PNGMaskSource, RLEMaskSource, Sample
+from omnir1.data import FORMATS
+from omnir1.data.records import PNGMaskSource, RLEMaskSource, Sample
 from omnir1.errors import DataError
 from omnir1.fsutil import inside, read_json
 from omnir1.media.video import list_frame_files
@@ -51,7 +52,7 @@ def load_refavs(root: str | Path, *, fps: float = DEFAULT_FPS["refavs"]) -> Iter
         missing = [c for c in REFAVS_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(meta, f"missing columns {missing}; found {reader.fieldnames}", "header")
-        frames_cache: dict[str, list[Path]] = {}
+        listed_vid, frames = None, []
         for line, row in enumerate(reader, start=2):
             where = f"line {line}"
             vid, uid, split, fid, exp = (row[c] for c in REFAVS_COLUMNS)
@@ -63,26 +64,14 @@ def load_refavs(root: str | Path, *, fps: float = DEFAULT_FPS["refavs"]) -> Iter
                 raise DataError(meta, "empty expression", f"{where}: exp")
             if not uid:
                 raise DataError(meta, "empty uid", f"{where}: uid")
-            media = inside(
-                root,
-                "media",
-                *_video_parts(vid, meta, f"{where}: vid"),
-                source=meta,
-                field=f"{where}: vid",
-            )
-            if vid not in frames_cache:
+            parts = _video_parts(vid, meta, f"{where}: vid")
+            media = inside(root, "media", *parts, source=meta, field=f"{where}: vid")
+            if vid != listed_vid:  # rows of a video are contiguous: list its frames once
                 frame_dir = _require_dir(media / "frames", f"frames of video {vid!r} ({where})")
-                frames_cache.clear()  # one video at a time: rows of a video are contiguous
-                frames_cache[vid] = list_frame_files(frame_dir)
-            frames = frames_cache[vid]
+                listed_vid, frames = vid, list_frame_files(frame_dir)
             is_null = split == "test_n"
             mask_dir = inside(
-                root,
-                "gt_mask",
-                *_video_parts(vid, meta, f"{where}: vid"),
-                f"fid_{fid}",
-                source=meta,
-                field=f"{where}: fid",
+                root, "gt_mask", *parts, f"fid_{fid}", source=meta, field=f"{where}: fid"
             )
             masks = [[mask_dir / f"{i:05d}.png" for i in range(len(frames))]]
             if is_null and not mask_dir.exists():
@@ -240,14 +229,17 @@ def load_revos(root: str | Path, *, fps: float = DEFAULT_FPS["revos"]) -> Iterat
     """ReVOS: `meta_expressions.json` (split "all") or `meta_expressions_{split}_.json` files,
     one shared `mask_dict.json`, frames under `JPEGImages/{vid}/`."""
     root = Path(root)
-    metas = sorted(p for p in root.glob("meta_expressions*.json") if _REVOS_META.match(p.name))
+    metas = sorted(
+        (p, m.group("split") or "all")
+        for p in root.glob("meta_expressions*.json")
+        if (m := _REVOS_META.match(p.name))
+    )
     if not metas:
         raise DataError(
             root / "meta_expressions.json", "file not found (nor meta_expressions_{split}_.json)"
         )
     image_root = _require_dir(root / "JPEGImages", "JPEGImages folder")
-    for meta in metas:
-        split = _REVOS_META.match(meta.name).group("split") or "all"
+    for meta, split in metas:
         yield from _expressions(
             meta, root / "mask_dict.json", image_root, root, dataset="revos", split=split, fps=fps
         )

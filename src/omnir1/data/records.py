@@ -18,8 +18,18 @@ from omnir1.data import rle
 from omnir1.data.masks import mask_box
 from omnir1.errors import DataError
 
-FORMATS = ("refavs", "revos", "mevis")
 EXPRESSION_TYPES = ("referring", "reasoning", "excluded", "null")
+
+
+def _require_frame_size(
+    mask: np.ndarray, height: int, width: int, path: Path, field: str | None = None
+) -> None:
+    if mask.shape != (height, width):
+        raise DataError(
+            path,
+            f"mask size {mask.shape[0]}x{mask.shape[1]} does not match its frame {height}x{width}",
+            field,
+        )
 
 
 class MaskSource(Protocol):
@@ -46,13 +56,7 @@ class RLEMaskSource:
                 continue
             where = f"{self.object_fields[k]}[{frame}]"
             mask = rle.decode(entry, source=self.source, field=where)
-            if mask.shape != (height, width):
-                raise DataError(
-                    self.source,
-                    f"mask size {mask.shape[0]}x{mask.shape[1]} does not match its frame "
-                    f"{height}x{width}",
-                    where,
-                )
+            _require_frame_size(mask, height, width, self.source, where)
             out[k] = mask
         return out
 
@@ -76,12 +80,7 @@ class PNGMaskSource:
                 raise DataError(path, "mask file not found") from None
             except OSError as exc:
                 raise DataError(path, f"cannot decode mask PNG ({exc})") from None
-            if arr.shape != (height, width):
-                raise DataError(
-                    path,
-                    f"mask size {arr.shape[0]}x{arr.shape[1]} does not match its frame "
-                    f"{height}x{width}",
-                )
+            _require_frame_size(arr, height, width, path)
             out[k] = arr > 127
         return out
 
@@ -90,7 +89,7 @@ class PNGMaskSource:
 class Sample:
     """One expression on one video, in any of the supported formats."""
 
-    dataset: str  # one of FORMATS
+    dataset: str  # one of omnir1.data.FORMATS
     split: str
     video_id: str
     expression_id: str

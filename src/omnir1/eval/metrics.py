@@ -137,8 +137,3 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> flo
     return np.array(
         [_f_single(p, g, radius) for p, g in zip(pred, gt, strict=True)], dtype=np.float64
     )
-
-
-def jaccard_and_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> tuple:
-    """(J, F) of the same masks."""
-    return jaccard(pred, gt), boundary_f(pred, gt, bound_th)

@@ -256,22 +256,26 @@ def sample_frames(
     if path.is_dir():
         files = list_frame_files(path)
         idx = np.minimum((times * folder_fps + 1e-9).astype(int), len(files) - 1)
-        frames = np.stack([_resize(_read_image(files[i]), size) for i in idx])
+        loaded = {i: _resize(_read_image(files[i]), size) for i in np.unique(idx).tolist()}
+        frames = np.stack([loaded[i] for i in idx.tolist()])
         return SampledFrames(frames, times, idx, (info.height, info.width))
 
     chosen: list[np.ndarray] = []
     indices: list[int] = []
-    k = 0
+    converted: tuple[int, np.ndarray] | None = None  # a source frame may serve several samples
+
+    def take(index: int, frame) -> None:
+        nonlocal converted
+        if converted is None or converted[0] != index:
+            converted = (index, _resize(frame.to_ndarray(format="rgb24"), size))
+        chosen.append(converted[1])
+        indices.append(index)
+
     prev = None  # (index, av frame) of the last frame at or before the next sample time
     for index, t, frame in _iter_av_frames(path):
-        while k < len(times) and t > times[k] + 1e-6:
-            use = prev if prev is not None else (index, frame)
-            chosen.append(_resize(use[1].to_ndarray(format="rgb24"), size))
-            indices.append(use[0])
-            k += 1
+        while len(chosen) < len(times) and t > times[len(chosen)] + 1e-6:
+            take(*(prev or (index, frame)))
         prev = (index, frame)
-    while k < len(times) and prev is not None:
-        chosen.append(_resize(prev[1].to_ndarray(format="rgb24"), size))
-        indices.append(prev[0])
-        k += 1
+    while len(chosen) < len(times) and prev is not None:
+        take(*prev)
     return SampledFrames(np.stack(chosen), times, np.asarray(indices), (info.height, info.width))

@@ -22,6 +22,7 @@ from PIL import Image
 
 from omnir1.data import rle
 from omnir1.data.loaders import REFAVS_COLUMNS
+from omnir1.data.masks import union
 from omnir1.data.synth import expressions as ex
 from omnir1.data.synth.scene import (
     COLORS,
@@ -219,10 +220,8 @@ def _make_video(cfg: SynthConfig, index: int, staging: Path) -> VideoResult:
         )
 
     rles = {i: [rle.encode(f) if f.any() else None for f in m] for i, m in masks.items()}
-    union = np.zeros_like(next(iter(masks.values())))
-    for m in masks.values():
-        union |= m
-    return VideoResult(vid, split, scene, exps, rles, [rle.encode(f) for f in union])
+    foreground = union(np.stack(list(masks.values())))
+    return VideoResult(vid, split, scene, exps, rles, [rle.encode(f) for f in foreground])
 
 
 def _write_refavs(staging: Path, results: list[VideoResult]) -> None:
