@@ -58,7 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = {}
-    print(f"{'size':6} {'metric':6} {'ours ms':>9} {'ref ms':>9} {'ratio':>7} {'DAVIS ms':>9}")
+    print(
+        f"{'size':6} {'metric':6} {'ours ms':>9} {'ref ms':>9} {'ratio':>7} "
+        f"{'DAVIS ms':>9} {'vs DAVIS':>8}"
+    )
     for name, (h, w) in SIZES.items():
         data = pairs(rng, h, w, args.frames)
         ref_data = data[: args.reference_frames]
@@ -76,10 +79,12 @@ def main() -> None:
                 "reference_ms": ref_ms,
                 "ratio": ref_ms / ours_ms,
                 "davis_toolkit_ms": davis,
+                "ratio_vs_davis_toolkit": None if davis is None else davis / ours_ms,
             }
+            vs_davis = "-" if davis is None else f"{davis / ours_ms:.1f}x"
             print(
                 f"{name:6} {metric:6} {ours_ms:9.2f} {ref_ms:9.2f} {ref_ms / ours_ms:6.1f}x "
-                f"{davis if davis is not None else '-':>9}"
+                f"{davis if davis is not None else '-':>9} {vs_davis:>8}"
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,3 +108,25 @@ def test_identical_to_reference_at_480p_video():
     gt = np.stack([random_blobs(rng, 480, 854) for _ in range(3)])
     expected = [boundary_f_reference(p, g) for p, g in zip(pred, gt, strict=True)]
     np.testing.assert_allclose(boundary_f(pred, gt), expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("bound_th", [1, 2, 0.05])
+def test_identical_to_reference_for_any_tolerance(bound_th):
+    rng = np.random.default_rng(11)
+    for _ in range(12):
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        pred, gt = random_blobs(rng, h, w), random_blobs(rng, h, w)
+        got, expected = boundary_f(pred, gt, bound_th), boundary_f_reference(pred, gt, bound_th)
+        assert abs(got - expected) <= 1e-9, (h, w)
+
+
+def test_identical_to_reference_for_a_radius_wider_than_a_word():
+    # The packed dilation works 64 pixels per word: runs wider than a word carry across words.
+    for h, w in ((40, 300), (70, 257)):
+        pred = np.zeros((h, w), bool)
+        pred[5:9, 3:6] = True
+        gt = np.roll(pred, 60, axis=1)  # 60 px away: within the radius
+        pred[30:35, w - 50 : w - 2] = True  # beyond the radius of anything in gt
+        got, expected = boundary_f(pred, gt, 66), boundary_f_reference(pred, gt, 66)
+        assert 0 < expected < 1
+        assert abs(got - expected) <= 1e-9, (h, w)

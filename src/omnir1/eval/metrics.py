@@ -11,9 +11,9 @@ last column only the lower one, and the bottom-right pixel is never a boundary.
 
 Why it is fast: F only ever looks at boundary pixels. We crop both masks to the box around
 their foreground (plus the one-pixel ring where boundaries of background pixels can lie), build
-the boundary maps there, and test each boundary pixel against the other boundary with row-wise
-prefix sums (one lookup pair per row of the disk) instead of dilating whole frames with a disk.
-Results are identical to the dilation form (tested against it).
+the boundary maps there, pack them 64 pixels to a machine word and dilate the packed rows with
+the disk (`_dilate_disk`), counting matches with popcounts. Results are identical to dilating
+whole frames pixel by pixel (tested against that reference).
 """
 
 from __future__ import annotations
@@ -53,16 +53,10 @@ def boundary_radius(shape: tuple[int, int], bound_th: float = 0.008) -> int:
 def seg2bmap(seg: np.ndarray) -> np.ndarray:
     """DAVIS boundary map of a (H, W) mask (see the module docstring)."""
     seg = np.asarray(seg, dtype=bool)
-    e = np.zeros_like(seg)
-    s = np.zeros_like(seg)
-    se = np.zeros_like(seg)
-    e[:, :-1] = seg[:, 1:]
-    s[:-1, :] = seg[1:, :]
-    se[:-1, :-1] = seg[1:, 1:]
-    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
-    b[-1, :] = seg[-1, :] ^ e[-1, :]
-    b[:, -1] = seg[:, -1] ^ s[:, -1]
-    b[-1, -1] = False
+    b = np.zeros_like(seg)
+    b[:, :-1] = seg[:, :-1] ^ seg[:, 1:]  # right neighbour: every row, not the last column
+    b[:-1, :] |= seg[:-1, :] ^ seg[1:, :]  # lower neighbour: every column, not the last row
+    b[:-1, :-1] |= seg[:-1, :-1] ^ seg[1:, 1:]  # lower-right: interior only
     return b
 
 
@@ -71,58 +65,76 @@ def _span(mask_any: np.ndarray) -> tuple[int, int] | None:
     return (int(idx[0]), int(idx[-1])) if idx.size else None
 
 
-def _disk_rows(radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row offsets dy of a disk of `radius` and the half-width of the disk on each row."""
-    dy = np.arange(-radius, radius + 1)
-    return dy, np.array([math.isqrt(radius * radius - d * d) for d in dy.tolist()], np.int64)
+def _pack_rows(bmap: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, ceil(W/64)) uint64, pixel x at bit 63 - x % 64 of word x // 64."""
+    h, w = bmap.shape
+    packed = np.zeros((h, -(-w // 64) * 8), np.uint8)
+    packed[:, : -(-w // 8)] = np.packbits(bmap, axis=1)
+    return packed.view(">u8").astype(np.uint64)
 
 
-def _matched(ys: np.ndarray, xs: np.ndarray, other: np.ndarray, radius: int) -> int:
-    """How many points (ys, xs) have a True pixel of `other` within the disk of `radius`.
+def _shift_or(packed: np.ndarray, d: int) -> np.ndarray:
+    """packed | packed shifted d pixels left | d pixels right (0 < d < 64), bits carried
+    across word boundaries."""
+    d_, back = np.uint64(d), np.uint64(64 - d)
+    right = packed >> d_
+    right[:, 1:] |= packed[:, :-1] << back
+    left = packed << d_
+    left[:, :-1] |= packed[:, 1:] >> back
+    right |= left
+    right |= packed
+    return right
 
-    Per row of the disk, the question is whether `other` has a pixel in a horizontal run of
-    that row; prefix sums along x answer it with two lookups, for all points at once. The
-    prefix table is built transposed because numpy sums along the first axis much faster.
+
+def _dilate_disk(packed: np.ndarray, radius: int) -> np.ndarray:
+    """Dilation of packed rows by the disk x^2 + y^2 <= radius^2, clipped to the array.
+
+    The disk is the union of its rows: row dy is a horizontal run of half-width
+    isqrt(r^2 - dy^2). The runs the disk needs are built by widening the previous one (a run
+    of half-width a, OR-ed with itself shifted by +-d, is a run of half-width a + d while
+    d <= 2a + 1), then each disk row ORs its run, shifted by dy, into the result. Working on
+    64 pixels per word keeps this to a few dozen small vectorised operations per frame.
     """
-    dy, half = _disk_rows(radius)
-    h, w = other.shape
-    padded_t = np.zeros((w + 2 * radius, h + 2 * radius), bool)
-    padded_t[radius : radius + w, radius : radius + h] = other.T
-    prefix = np.zeros((w + 2 * radius + 1, h + 2 * radius), np.int32)
-    np.cumsum(padded_t, axis=0, dtype=np.int32, out=prefix[1:])
-    rows = ys[:, None] + radius + dy[None, :]
-    centre = xs[:, None] + radius
-    counts = prefix[centre + half + 1, rows] - prefix[centre - half, rows]
-    return int(np.count_nonzero(counts.any(axis=1)))
+    halves = [math.isqrt(radius * radius - dy * dy) for dy in range(-radius, radius + 1)]
+    runs = {0: packed}
+    width, cur = 0, packed
+    for target in sorted(set(halves))[1:]:
+        while width < target:
+            d = min(target - width, 2 * width + 1, 63)
+            cur, width = _shift_or(cur, d), width + d
+        runs[width] = cur
+    h = packed.shape[0]
+    out = np.zeros((h + 2 * radius, packed.shape[1]), np.uint64)
+    for dy, half in zip(range(-radius, radius + 1), halves, strict=True):
+        out[radius + dy : radius + dy + h] |= runs[half]
+    return out[radius : radius + h]
 
 
-def _points(bmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # flatnonzero + divmod is several times faster than 2-D nonzero
-    return np.divmod(np.flatnonzero(bmap), bmap.shape[1])
+def _count(packed: np.ndarray) -> int:
+    return int(np.bitwise_count(packed).sum())
 
 
 def _f_single(pred: np.ndarray, gt: np.ndarray, radius: int) -> float:
     h, w = pred.shape
-    either = pred | gt
-    rows = _span(either.any(axis=1))
+    # Row flags of each mask separately: cheaper than OR-ing two whole frames first.
+    rows = _span(pred.any(axis=1) | gt.any(axis=1))
     if rows is None:
         return 1.0  # both empty
-    cols = _span(either.any(axis=0))
+    band = slice(rows[0], rows[1] + 1)
+    cols = _span(pred[band].any(axis=0) | gt[band].any(axis=0))
     # One pixel before the foreground (background pixels next to it are boundary pixels) and
     # one after (so the crop's last row/column is background, unless it is the image's own).
     r0, r1 = max(rows[0] - 1, 0), min(rows[1] + 2, h)
     c0, c1 = max(cols[0] - 1, 0), min(cols[1] + 2, w)
-    bp = seg2bmap(pred[r0:r1, c0:c1])
-    bg = seg2bmap(gt[r0:r1, c0:c1])
-    yp, xp = _points(bp)
-    yg, xg = _points(bg)
-    n_p, n_g = len(yp), len(yg)
+    bp = _pack_rows(seg2bmap(pred[r0:r1, c0:c1]))
+    bg = _pack_rows(seg2bmap(gt[r0:r1, c0:c1]))
+    n_p, n_g = _count(bp), _count(bg)
     if n_p == 0 and n_g == 0:
         return 1.0
     if n_p == 0 or n_g == 0:
         return 0.0
-    precision = _matched(yp, xp, bg, radius) / n_p
-    recall = _matched(yg, xg, bp, radius) / n_g
+    precision = _count(bp & _dilate_disk(bg, radius)) / n_p
+    recall = _count(bg & _dilate_disk(bp, radius)) / n_g
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
