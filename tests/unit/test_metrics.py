@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from omnir1.eval.metrics import boundary_f, boundary_radius, jaccard, seg2bmap
-from omnir1.eval.reference import boundary_f_reference, jaccard_reference
+from omnir1.eval.reference import boundary_f_reference, boundary_f_toolkit, jaccard_reference
 
 
 def mask(shape, *pixels):
@@ -130,3 +130,11 @@ def test_identical_to_reference_for_a_radius_wider_than_a_word():
         got, expected = boundary_f(pred, gt, 66), boundary_f_reference(pred, gt, 66)
         assert 0 < expected < 1
         assert abs(got - expected) <= 1e-9, (h, w)
+
+
+def test_toolkit_method_agrees():
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        pred, gt = random_blobs(rng, h, w), random_blobs(rng, h, w)
+        assert abs(boundary_f(pred, gt) - boundary_f_toolkit(pred, gt)) <= 1e-9, (h, w)
