@@ -50,6 +50,23 @@ def cmd_media_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from omnir1.eval.report import evaluate_to_files
+
+    result = evaluate_to_files(
+        args.benchmark,
+        args.data,
+        args.pred,
+        args.out,
+        splits=args.split,
+        workers=args.workers,
+        html_report=not args.no_html,
+        progress=not args.quiet,
+    )
+    _print_json({k: result[k] for k in ("benchmark", "splits", "summary", "counts", "timing")})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
@@ -86,6 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="video file or folder of frames")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames")
     p.set_defaults(func=cmd_media_inspect)
+
+    p = groups.add_parser(
+        "evaluate",
+        help="score predicted masks with a benchmark's protocol (JSON + CSV + HTML report)",
+    )
+    p.add_argument("--benchmark", choices=FORMATS, required=True)
+    p.add_argument("--data", required=True, help="data set folder in the benchmark's layout")
+    p.add_argument(
+        "--pred",
+        required=True,
+        help="predicted PNG masks: PRED/{video}/{expression_id}/{frame}.png (ReVOS, MeViS); "
+        "the gt_mask layout PRED/{vid}/fid_{fid}/0000{i}.png or PRED/{vid}/{uid}/... (RefAVS)",
+    )
+    p.add_argument("--out", required=True, help="summary JSON; .csv and .html are written beside")
+    p.add_argument(
+        "--split",
+        action="append",
+        help="split to evaluate (repeatable; default: RefAVS test_s/test_u/test_n, "
+        "else every split but train)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="processes scoring videos in parallel")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

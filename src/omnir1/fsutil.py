@@ -13,6 +13,15 @@ from typing import IO, Any
 from omnir1.errors import DataError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, before any worker thread exists
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` only on success.
@@ -26,6 +35,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file private (0600); give it the mode a plain open() would
+        tmp_path.chmod(0o666 & ~_UMASK)
         tmp_path.replace(target)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -36,3 +36,12 @@ def test_read_json_errors_name_file(tmp_path: Path):
         read_json(bad)
     with pytest.raises(DataError, match=r"missing\.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+def test_atomic_write_gets_the_usual_file_mode(tmp_path: Path):
+    import os
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -92,6 +92,7 @@ def load_refavs(root: str | Path, *, fps: float = DEFAULT_FPS["refavs"]) -> Iter
                 video_path=None,
                 audio_path=audio if audio.exists() else None,
                 mask_source=PNGMaskSource(masks),
+                refavs_fid=str(fid),
             )
 
 

@@ -103,6 +103,9 @@ class Sample:
     video_path: Path | None = None
     audio_path: Path | None = None
     mask_source: MaskSource | None = field(default=None, compare=False, repr=False)
+    # RefAVS names ground truth by object (fid), also on null rows: predictions in the gt_mask
+    # layout are found through it.
+    refavs_fid: str | None = None
 
     @property
     def is_null(self) -> bool:
@@ -157,4 +160,5 @@ class Sample:
             "frame_dir": str(self.frame_paths[0].parent) if self.frame_paths else None,
             "video_path": None if self.video_path is None else str(self.video_path),
             "audio_path": None if self.audio_path is None else str(self.audio_path),
+            "refavs_fid": self.refavs_fid,
         }

@@ -1,0 +1,92 @@
+"""Where predicted masks live and how they are read.
+
+Layouts (one PNG per frame, foreground = any non-zero value):
+- ReVOS, MeViS: `PRED/{video_id}/{expression_id}/{frame_name}.png` (the layout the official
+  evaluation scripts read; a ReVOS video id with slashes is a nested folder).
+- RefAVS: the gt_mask layout, `PRED/{vid}/fid_{fid}/0000{i}.png`. The official gt_mask folder
+  is named by object, and several expressions can name the same object, so each expression may
+  also have its own folder `PRED/{vid}/{uid}/0000{i}.png`, which wins. A `fid_` folder shared by
+  several expressions of a video is used for each of them (and counted as shared).
+
+A missing file means an empty mask (the caller counts it); a file that cannot be decoded or has
+the wrong size is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from omnir1.data.records import Sample
+from omnir1.errors import InputError
+from omnir1.fsutil import inside
+
+
+class PredictionError(InputError):
+    """A prediction file exists but cannot be used."""
+
+
+def read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) bool mask from a PNG (None when the file does not exist).
+
+    Palette PNGs are read by index (DAVIS-style label images), grey and 16-bit ones by value,
+    colour ones by any non-zero channel; the alpha channel is ignored.
+    """
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+                arr = np.asarray(img.convert("RGB")).any(axis=2)
+            elif img.mode in ("LA", "PA"):
+                arr = np.asarray(img)[..., 0] > 0
+            else:
+                arr = np.asarray(img) > 0
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PredictionError(path, f"cannot decode the predicted mask ({exc})") from None
+    if arr.shape != shape:
+        raise PredictionError(
+            path,
+            f"predicted mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but the frame is "
+            f"{shape[1]}x{shape[0]}; predictions must have the frame's native size",
+        )
+    return arr
+
+
+def expression_dir(sample: Sample, pred_root: Path) -> Path:
+    """Folder holding the predicted masks of one expression (see the module docstring)."""
+    parts = sample.video_id.split("/")
+    own = inside(pred_root, *parts, sample.expression_id, field="prediction folder")
+    if sample.dataset != "refavs" or own.is_dir() or sample.refavs_fid is None:
+        return own
+    return inside(pred_root, *parts, f"fid_{sample.refavs_fid}", field="prediction folder")
+
+
+def frame_file(sample: Sample, folder: Path, index: int) -> Path:
+    if sample.dataset == "refavs":
+        return folder / f"{index:05d}.png"
+    return folder / f"{sample.frame_names[index]}.png"
+
+
+def shared_fid_counts(samples: Iterable[Sample]) -> Counter:
+    """How many expressions name each (video, fid) in RefAVS: >1 means a shared gt_mask folder."""
+    return Counter((s.video_id, s.refavs_fid) for s in samples if s.refavs_fid is not None)
+
+
+def unexpected_folders(pred_root: Path, expected: set[Path]) -> list[str]:
+    """Folders of PNG files under `pred_root` that no evaluated expression reads."""
+    if not pred_root.is_dir():
+        return []
+    wanted = {p.resolve() for p in expected}
+    extra = []
+    for dirpath, _, files in os.walk(pred_root):
+        folder = Path(dirpath)
+        if any(f.endswith(".png") for f in files) and folder.resolve() not in wanted:
+            extra.append(folder.relative_to(pred_root).as_posix())
+    return sorted(extra)

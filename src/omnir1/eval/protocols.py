@@ -1,0 +1,353 @@
+"""The RefAVS, ReVOS and MeViS evaluation protocols (DESIGN.md §4).
+
+`evaluate` scores every expression of the evaluated splits (in one process, or spread over
+worker processes by video) and `summarize` aggregates the scores as each benchmark's official
+protocol does:
+
+- ReVOS: J, F, J&F, A and R means per subset (referring = type_id 0, reasoning = type_id 1),
+  overall = the mean of the two subset means; type_id 2 expressions are excluded. Also a single
+  / multi-object / null breakdown.
+- MeViS: J, F and J&F means over all expressions, with the same breakdown.
+- RefAVS: per split (test_s seen, test_u unseen, test_n null) the official figures, computed as
+  the official test loop does, per batch of 4 expressions x 10 frames in metadata order and then
+  averaged over batches: mIoU (an empty-ground-truth frame scores TN / (H*W)) and the saliency
+  max-F (beta^2 = 0.3 over 255 thresholds, frames without foreground skipped, 0 for a batch
+  without any); on the null split S = sqrt(predicted-foreground fraction). Beside them the same
+  figures pooled over all frames of the split, and DAVIS J, F, J&F at native resolution.
+
+Binary masks are fed to the RefAVS formulas as probabilities in {0, 1}: the official code
+applies a sigmoid to logits, and sigmoid(0) = 0.5 would count every background pixel as
+foreground at its 0.4 threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.data import FORMATS, rle
+from omnir1.data.loaders import load
+from omnir1.data.records import Sample
+from omnir1.errors import ConfigError, DataError
+from omnir1.eval.predictions import expression_dir, shared_fid_counts, unexpected_folders
+from omnir1.eval.scoring import ExpressionScore, score_expression
+from omnir1.fsutil import read_json
+
+REFAVS_SPLIT_NAMES = {"test_s": "seen", "test_u": "unseen", "test_n": "null"}
+REFAVS_BATCH = 4  # expressions per batch in the official test loader
+METRIC_KEYS = ("J", "F", "JF", "A", "R")
+
+
+# ------------------------------------------------------------------------------ selection
+
+
+def default_splits(benchmark: str, available: Sequence[str]) -> list[str]:
+    """RefAVS: its three test splits; ReVOS/MeViS: every split except train."""
+    if benchmark == "refavs":
+        wanted = [s for s in REFAVS_SPLIT_NAMES if s in available]
+    else:
+        wanted = [s for s in available if s != "train"]
+    return wanted or list(available)
+
+
+def load_samples(benchmark: str, data: Path) -> list[Sample]:
+    if benchmark not in FORMATS:
+        raise ConfigError(None, f"unknown benchmark {benchmark!r}; choose one of {FORMATS}")
+    return list(load(benchmark, data))
+
+
+def select_samples(
+    benchmark: str, samples: Sequence[Sample], data: Path, splits: Sequence[str] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """The samples of the evaluated splits in data-set order, and those splits."""
+    available = list(dict.fromkeys(s.split for s in samples))
+    if splits:
+        unknown = [s for s in splits if s not in available]
+        if unknown:
+            raise ConfigError(
+                None, f"split(s) {unknown} not in {data}; it has {available}", "--split"
+            )
+        chosen = list(splits)
+    else:
+        chosen = default_splits(benchmark, available)
+    selected = [s for s in samples if s.split in chosen]
+    unlabelled = sorted({s.split for s in selected if s.mask_source is None and not s.is_null})
+    if unlabelled:
+        raise DataError(data, f"split(s) {unlabelled} have no ground-truth masks to score against")
+    return selected, chosen
+
+
+def is_excluded(sample: Sample) -> bool:
+    return sample.expression_type == "excluded"  # ReVOS type_id 2
+
+
+# ------------------------------------------------------------------------------- scoring
+
+
+def _foreground_counts(
+    video_samples: Sequence[Sample], fg_file: dict | None, fg_path: Path
+) -> list[int]:
+    """|FG| per frame of a ReVOS video: all annotated objects, from mask_dict_foreground.json
+    where present, else the union of the objects of the video's expressions (how that file is
+    made)."""
+    first = video_samples[0]
+    height, width = first.frame_size()
+    vid = first.video_id
+    if fg_file is not None:
+        entry = fg_file.get(vid)
+        rles = entry.get("masks_rle") if isinstance(entry, dict) else None
+        if not isinstance(rles, list) or len(rles) != first.num_frames:
+            raise DataError(
+                fg_path, f"expected {first.num_frames} per-frame RLEs", f"{vid}.masks_rle"
+            )
+        return [
+            int(np.count_nonzero(rle.decode(r, source=fg_path, field=f"{vid}.masks_rle[{t}]")))
+            for t, r in enumerate(rles)
+        ]
+    union = np.zeros((first.num_frames, height, width), bool)
+    for sample in video_samples:
+        for t, objects in enumerate(sample.masks()):
+            if len(objects):
+                union[t] |= objects.any(axis=0)
+    return [int(np.count_nonzero(m)) for m in union]
+
+
+def score_samples(
+    samples: Sequence[Sample], data: Path, pred: Path, *, indices: Sequence[int] | None = None
+) -> Iterator[ExpressionScore]:
+    """Scores of `samples` (one video's expressions together), skipping excluded ones."""
+    indices = list(range(len(samples))) if indices is None else list(indices)
+    by_video: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
+    for i, s in zip(indices, samples, strict=True):
+        by_video[s.video_id].append((i, s))
+    fg_path = data / "mask_dict_foreground.json"
+    fg_file = None
+    if samples and samples[0].dataset == "revos" and fg_path.exists():
+        fg_file = read_json(fg_path)
+        if not isinstance(fg_file, dict):
+            raise DataError(fg_path, "expected an object mapping video ids to {masks_rle: [...]}")
+    for items in by_video.values():
+        scored = [(i, s) for i, s in items if not is_excluded(s)]
+        if not scored:
+            continue
+        counts = None
+        if scored[0][1].dataset == "revos":
+            counts = _foreground_counts([s for _, s in items], fg_file, fg_path)
+        for i, sample in scored:
+            yield score_expression(
+                sample,
+                pred,
+                foreground_count=None if counts is None else counts.__getitem__,
+                index=i,
+            )
+
+
+def shard_videos(samples: Sequence[Sample], n: int) -> list[list[str]]:
+    """Videos split into `n` shards of about equal work (frames x pixels x expressions),
+    largest first onto the least-loaded shard."""
+    work: dict[str, float] = defaultdict(float)
+    for s in samples:
+        if not is_excluded(s):
+            work[s.video_id] += s.num_frames
+    shards: list[list[str]] = [[] for _ in range(n)]
+    load_: list[float] = [0.0] * n
+    for vid, w in sorted(work.items(), key=lambda kv: -kv[1]):
+        k = load_.index(min(load_))
+        shards[k].append(vid)
+        load_[k] += w
+    return [s for s in shards if s]
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def _mean_block(scores: Sequence[ExpressionScore]) -> dict:
+    block: dict[str, float | int | None] = {"expressions": len(scores)}
+    for key in METRIC_KEYS:
+        values = [getattr(s, key) for s in scores if getattr(s, key) is not None]
+        block[key] = float(np.mean(values)) if values else None
+    return block
+
+
+def _by_objects(scores: Sequence[ExpressionScore]) -> dict:
+    groups = {
+        "single_object": [s for s in scores if s.num_objects == 1],
+        "multi_object": [s for s in scores if s.num_objects > 1],
+        "null": [s for s in scores if s.num_objects == 0],
+    }
+    return {name: _mean_block(group) for name, group in groups.items() if group}
+
+
+def _mean_of_means(blocks: Iterable[dict]) -> dict:
+    blocks = [b for b in blocks if b["expressions"]]
+    out: dict[str, float | int | None] = {"expressions": sum(b["expressions"] for b in blocks)}
+    for key in METRIC_KEYS:
+        values = [b[key] for b in blocks if b[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def summarize_revos(scores: Sequence[ExpressionScore]) -> dict:
+    subsets = {
+        "referring": _mean_block([s for s in scores if s.type_id == 0]),
+        "reasoning": _mean_block([s for s in scores if s.type_id == 1]),
+    }
+    return {
+        **subsets,
+        "overall": _mean_of_means(subsets.values()),
+        "by_objects": _by_objects(scores),
+    }
+
+
+def summarize_mevis(scores: Sequence[ExpressionScore]) -> dict:
+    return {"overall": _mean_block(scores), "by_objects": _by_objects(scores)}
+
+
+def _refavs_figures(scores: Sequence[ExpressionScore]) -> dict:
+    """Official (batch) and pooled mIoU, max-F and S of one split's expressions, in order."""
+
+    def miou(group):
+        return float(np.mean([v for s in group for v in s.refavs.iou]))
+
+    def max_f(group):
+        curves = [c for s in group for c in s.refavs.f_curve]
+        return float(np.max(np.mean(curves, axis=0))) if curves else 0.0
+
+    def s_measure(group):
+        pixels = sum(s.refavs.pixels for s in group)
+        return math.sqrt(sum(s.refavs.pred_pixels for s in group) / pixels)
+
+    ordered = sorted(scores, key=lambda s: s.index)
+    batches = [ordered[i : i + REFAVS_BATCH] for i in range(0, len(ordered), REFAVS_BATCH)]
+    return {
+        "official": {
+            "mIoU": float(np.mean([miou(b) for b in batches])),
+            "F": float(np.mean([max_f(b) for b in batches])),
+            "S": float(np.mean([s_measure(b) for b in batches])),
+            "batches": len(batches),
+        },
+        "pooled": {"mIoU": miou(ordered), "F": max_f(ordered), "S": s_measure(ordered)},
+    }
+
+
+def summarize_refavs(scores: Sequence[ExpressionScore]) -> dict:
+    by_split: dict[str, list[ExpressionScore]] = defaultdict(list)
+    for s in scores:
+        by_split[s.split].append(s)
+    out = {}
+    for split, group in by_split.items():
+        figures = _refavs_figures(group)
+        if split == "test_n":  # only S is defined for the null split
+            for kind in ("official", "pooled"):
+                figures[kind] = {k: v for k, v in figures[kind].items() if k in ("S", "batches")}
+        else:
+            for kind in ("official", "pooled"):
+                figures[kind].pop("S")
+        davis = _mean_block(group)
+        figures["davis"] = {k: davis[k] for k in ("J", "F", "JF")}
+        figures["empty_prediction_rate"] = float(np.mean([s.prediction_empty for s in group]))
+        figures["expressions"] = len(group)
+        out[REFAVS_SPLIT_NAMES.get(split, split)] = figures
+    return out
+
+
+SUMMARIES = {"revos": summarize_revos, "mevis": summarize_mevis, "refavs": summarize_refavs}
+
+
+def summarize(benchmark: str, scores: Sequence[ExpressionScore]) -> dict:
+    return SUMMARIES[benchmark](scores)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    benchmark: str
+    splits: list[str]
+    scores: list[ExpressionScore]
+    counts: dict = field(default_factory=dict)
+    unexpected_prediction_folders: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return summarize(self.benchmark, self.scores)
+
+
+def prediction_counts(
+    samples: Sequence[Sample],
+    scores: Sequence[ExpressionScore],
+    pred: Path,
+    all_samples: Sequence[Sample],
+) -> tuple[dict, list[str]]:
+    """How many expressions were scored, excluded, null, missing (whole or in part), empty;
+    RefAVS gt_mask folders shared by several expressions; prediction folders that belong to no
+    expression of the data set (any split)."""
+    shared = shared_fid_counts(samples)
+    expected = {expression_dir(s, pred) for s in all_samples}
+    reads_shared = sum(
+        1
+        for s in samples
+        if s.refavs_fid is not None
+        and shared[(s.video_id, s.refavs_fid)] > 1
+        and expression_dir(s, pred).name == f"fid_{s.refavs_fid}"
+        and expression_dir(s, pred).is_dir()
+    )
+    extra = unexpected_folders(pred, expected)
+    counts = {
+        "expressions": len(samples),
+        "scored": len(scores),
+        "excluded": sum(1 for s in samples if is_excluded(s)),
+        "null": sum(1 for s in scores if s.num_objects == 0),
+        "missing_predictions": sum(1 for s in scores if s.missing),
+        "partly_missing_predictions": sum(1 for s in scores if 0 < s.missing_frames < s.num_frames),
+        "missing_frames": sum(s.missing_frames for s in scores),
+        "frames": sum(s.num_frames for s in scores),
+        "empty_predictions": sum(1 for s in scores if s.prediction_empty),
+        "shared_fid_prediction_folders": reads_shared,
+        "unexpected_prediction_folders": len(extra),
+    }
+    return counts, extra
+
+
+def evaluate(
+    benchmark: str,
+    data: str | Path,
+    pred: str | Path,
+    *,
+    splits: Sequence[str] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> Evaluation:
+    """Score every expression of the evaluated splits of `data` against the masks in `pred`."""
+    from omnir1.eval.parallel import score_in_workers
+
+    data, pred = Path(data), Path(pred)
+    if not pred.is_dir():
+        raise DataError(pred, "prediction folder not found")
+    all_samples = load_samples(benchmark, data)
+    samples, chosen = select_samples(benchmark, all_samples, data, splits)
+    shards = shard_videos(samples, max(1, workers))
+    total = sum(1 for s in samples if not is_excluded(s))
+    if len(shards) <= 1:
+        scores = list(_with_progress(score_samples(samples, data, pred), total, progress))
+    else:
+        task = {"benchmark": benchmark, "data": str(data), "pred": str(pred), "splits": chosen}
+        scores = list(_with_progress(score_in_workers(task, shards), total, progress))
+    scores.sort(key=lambda s: s.index)
+    counts, extra = prediction_counts(samples, scores, pred, all_samples)
+    return Evaluation(benchmark, chosen, scores, counts, extra)
+
+
+def _with_progress(
+    scores: Iterable[ExpressionScore], total: int, enabled: bool
+) -> Iterable[ExpressionScore]:
+    if not enabled:
+        return scores
+    from tqdm import tqdm
+
+    return tqdm(scores, total=total, desc="evaluate", unit="expr")
