@@ -143,6 +143,10 @@ def test_wrong_size_and_corrupt_predictions_name_the_file(tiny_revos):
     bad.write_bytes(b"not a png")
     with pytest.raises(InputError, match=r"00002\.png.*cannot decode"):
         evaluate("revos", data, pred)
+    good = (pred / "v1" / "1" / "00001.png").read_bytes()
+    bad.write_bytes(good[: len(good) // 2])  # a PNG header, then nothing
+    with pytest.raises(InputError, match=r"00002\.png.*cannot decode"):
+        evaluate("revos", data, pred)
 
 
 @pytest.mark.parametrize("mode", ["P", "I;16", "RGB", "1", "LA"])

@@ -44,3 +44,22 @@ def test_bad_rle_names_file_and_field(bad, message):
     with pytest.raises(DataError, match=message) as info:
         rle.decode(bad, source="mask_dict.json", field="17[3]")
     assert str(info.value).startswith("mask_dict.json: 17[3]: ")
+
+
+def test_vectorised_string_decoding_matches_pycocotools_on_random_masks():
+
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        h, w = (int(v) for v in rng.integers(1, 300, 2))
+        mask = rng.random((h, w)) < rng.uniform(0, 1)
+        if rng.random() < 0.5:  # long runs: multi-character values and negative deltas
+            mask = np.zeros((h, w), bool)
+            mask[rng.integers(0, h) :, rng.integers(0, w) :] = True
+        encoded = rle.encode(mask)
+        expected = mask_utils.decode({"size": [h, w], "counts": encoded["counts"].encode()})
+        np.testing.assert_array_equal(rle.decode(encoded), expected.astype(bool))
+
+
+def test_absurdly_long_run_is_rejected():
+    with pytest.raises(DataError, match="run length too long"):
+        rle.decode({"size": [2, 2], "counts": "o" * 20 + "0"})
