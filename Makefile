@@ -21,8 +21,8 @@ test-fast: setup
 	$(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
 
 lint: setup
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/ruff format --check src tests scripts bench
 
 # Re-resolve the locks from the *.in files (needs network access to the package index).
 lock:

@@ -429,3 +429,54 @@ def test_cli_outputs_csv_html_and_clear_errors(synth_sets, tmp_path, capsys):
         == 2
     )
     assert "prediction folder not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- RefAVS, hand-made set
+
+
+def test_refavs_official_protocol_on_a_hand_made_set(tmp_path):
+    """Frames of 256x256, so the official resize is the identity and every number below is
+    worked out by hand: 5 test_s expressions make batches of 4 + 1."""
+    data, pred = tmp_path / "refavs", tmp_path / "pred"
+    size = 256
+    for i in range(2):
+        (data / "media" / "a" / "frames").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (size, size)).save(data / "media" / "a" / "frames" / f"{i}.jpg")
+    square = np.zeros((size, size), bool)
+    square[:128, :128] = True
+    quarter = np.zeros((size, size), bool)
+    quarter[:64, :64] = True
+    nothing, everything = np.zeros_like(square), np.ones_like(square)
+    save_png(data / "gt_mask" / "a" / "fid_1" / "00000.png", square)
+    save_png(data / "gt_mask" / "a" / "fid_1" / "00001.png", nothing)  # object gone
+    rows = ["vid,uid,split,fid,exp"]
+    rows += [f"a,a_1_{k},test_s,1,the square {k}" for k in range(5)]
+    rows += ["a,a_2_0,test_n,2,the absent circle"]
+    (data / "metadata.csv").write_text("\n".join(rows) + "\n")
+    predictions = {
+        "a_1_0": (square, nothing),  # perfect
+        "a_1_1": (nothing, nothing),  # misses the object
+        "a_1_2": (quarter, nothing),  # a quarter of it
+        "a_1_3": (square, everything),  # everything where nothing is
+        "a_1_4": (square, nothing),  # perfect, alone in the second batch
+        "a_2_0": (quarter, nothing),  # something where nothing is (null split)
+    }
+    for uid, frames in predictions.items():
+        for i, m in enumerate(frames):
+            save_png(pred / "a" / uid / f"{i:05d}.png", m)
+
+    summary = evaluate("refavs", data, pred).summary()
+    seen, null = summary["seen"], summary["null"]
+    # mIoU terms per frame: [1, 1], [0, 1], [0.25, 1], [1, 0] | [1, 1]
+    assert seen["official"]["mIoU"] == pytest.approx((5.25 / 8 + 1) / 2, abs=1e-6)
+    assert seen["pooled"]["mIoU"] == pytest.approx(7.25 / 10, abs=1e-6)
+    # max-F over frame 0 only (frame 1 has no foreground): F at thresholds > 0 is 1, 0,
+    # F(p=1, r=0.25), 1 | 1; at threshold 0 it is F(p=0.25, r=1) for all, which is lower
+    f_quarter = 1.3 * 0.25 / (0.3 + 0.25)
+    assert seen["official"]["F"] == pytest.approx(((2 + f_quarter) / 4 + 1) / 2)
+    assert seen["official"]["batches"] == 2
+    assert seen["pooled"]["F"] == pytest.approx((3 + f_quarter) / 5)
+    # S on the null split: 64x64 predicted pixels over 2 frames of 256x256
+    assert null["official"]["S"] == pytest.approx(np.sqrt(64 * 64 / (2 * size * size)))
+    assert null["davis"]["JF"] == 0.0  # no-target rule: the prediction is not empty
+    assert null["empty_prediction_rate"] == 0.0
