@@ -480,3 +480,21 @@ def test_refavs_official_protocol_on_a_hand_made_set(tmp_path):
     assert null["official"]["S"] == pytest.approx(np.sqrt(64 * 64 / (2 * size * size)))
     assert null["davis"]["JF"] == 0.0  # no-target rule: the prediction is not empty
     assert null["empty_prediction_rate"] == 0.0
+
+
+def test_unlabelled_mevis_split_is_not_scored(synth_sets, tmp_path):
+    data = tmp_path / "mevis"
+    shutil.copytree(synth_sets["mevis"], data)
+    # the online split: expressions without objects and no mask_dict.json
+    shutil.copytree(data / "valid_u", data / "valid")
+    (data / "valid" / "mask_dict.json").unlink()
+    meta = json.loads((data / "valid" / "meta_expressions.json").read_text())
+    for video in meta["videos"].values():
+        for e in video["expressions"].values():
+            e.pop("obj_id", None), e.pop("anno_id", None)
+    (data / "valid" / "meta_expressions.json").write_text(json.dumps(meta))
+    pred = tmp_path / "pred"
+    write_predictions("mevis", synth_sets["mevis"], pred, lambda gt, s, t: gt)
+    assert evaluate("mevis", data, pred).splits == ["valid_u"]
+    with pytest.raises(InputError, match=r"\['valid'\] have no ground-truth masks"):
+        evaluate("mevis", data, pred, splits=["valid"])

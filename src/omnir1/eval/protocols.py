@@ -46,12 +46,17 @@ METRIC_KEYS = ("J", "F", "JF", "A", "R")
 # ------------------------------------------------------------------------------ selection
 
 
-def default_splits(benchmark: str, available: Sequence[str]) -> list[str]:
-    """RefAVS: its three test splits; ReVOS/MeViS: every split except train."""
+def labelled(benchmark: str, data: Path, split: str) -> bool:
+    """MeViS ships its online split (`valid`) without masks: no mask_dict.json in its folder."""
+    return benchmark != "mevis" or (data / split / "mask_dict.json").is_file()
+
+
+def default_splits(benchmark: str, data: Path, available: Sequence[str]) -> list[str]:
+    """RefAVS: its three test splits; ReVOS/MeViS: every labelled split except train."""
     if benchmark == "refavs":
         wanted = [s for s in REFAVS_SPLIT_NAMES if s in available]
     else:
-        wanted = [s for s in available if s != "train"]
+        wanted = [s for s in available if s != "train" and labelled(benchmark, data, s)]
     return wanted or list(available)
 
 
@@ -72,13 +77,17 @@ def select_samples(
             raise ConfigError(
                 None, f"split(s) {unknown} not in {data}; it has {available}", "--split"
             )
-        chosen = list(splits)
+        chosen = list(dict.fromkeys(splits))
     else:
-        chosen = default_splits(benchmark, available)
-    selected = [s for s in samples if s.split in chosen]
-    unlabelled = sorted({s.split for s in selected if s.mask_source is None and not s.is_null})
+        chosen = default_splits(benchmark, data, available)
+    unlabelled = [s for s in chosen if not labelled(benchmark, data, s)]
     if unlabelled:
-        raise DataError(data, f"split(s) {unlabelled} have no ground-truth masks to score against")
+        raise DataError(
+            data, f"split(s) {unlabelled} have no ground-truth masks (no mask_dict.json)"
+        )
+    selected = [s for s in samples if s.split in chosen]
+    if not any(not is_excluded(s) for s in selected):
+        raise DataError(data, f"no expressions to score in split(s) {chosen}")
     return selected, chosen
 
 
