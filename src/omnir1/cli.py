@@ -67,6 +67,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_init_tiny(args: argparse.Namespace) -> int:
+    from omnir1.models.tiny import TinySizes, init_tiny
+
+    _print_json(
+        init_tiny(args.out, seed=args.seed, sizes=TinySizes(sam2_image_size=args.sam2_size))
+    )
+    return 0
+
+
+def _text_arg(value: str | None) -> str | None:
+    """A literal text, or @FILE for the contents of FILE."""
+    if value is None or not value.startswith("@"):
+        return value
+    from pathlib import Path
+
+    from omnir1.errors import InputError
+
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(value[1:], f"cannot read ({exc.strerror})") from None
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from omnir1.inference import infer_video
+
+    report = infer_video(
+        args.models,
+        args.video,
+        args.expression,
+        args.out,
+        audio=args.audio,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        overlay=not args.no_overlay,
+        device=args.device,
+        system1_answer=_text_arg(args.system1_answer),
+        grounder_answer=_text_arg(args.grounder_answer),
+    )
+    _print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
@@ -127,6 +170,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    models = groups.add_parser("models", help="model folders").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = models.add_parser(
+        "init-tiny", help="build tiny System-1/grounder/SAM2 models locally (random weights)"
+    )
+    p.add_argument("--out", required=True, help="model folder to write (models.json + weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sam2-size", type=int, default=256, help="SAM2 input size (multiple of 16)")
+    p.set_defaults(func=cmd_models_init_tiny)
+
+    p = groups.add_parser("infer", help="run both systems on a video: masks, overlay, result.json")
+    p.add_argument("--video", required=True, help="video file (any common container and codec)")
+    p.add_argument("--expression", required=True, help="what to segment")
+    p.add_argument("--models", required=True, help="model folder with models.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--audio", help="audio file to use instead of the video's own track")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, help="System-1 completion length limit")
+    p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--system1-answer",
+        help="replay this System-1 completion (text or @FILE) instead of generating one",
+    )
+    p.add_argument(
+        "--grounder-answer",
+        help="replay this grounder answer (text or @FILE) for every keyframe instead of generating",
+    )
+    p.set_defaults(func=cmd_infer)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""Load a model folder (see `omnir1.models`) into the two systems' models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omnir1.errors import ConfigError
+from omnir1.fsutil import inside, read_json
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: Path
+    name: str
+    system1: Path
+    grounder: Path
+    sam2_config: str
+    sam2_checkpoint: Path
+    sam2_overrides: tuple[str, ...]
+
+    @classmethod
+    def read(cls, root: str | Path) -> Manifest:
+        root = Path(root)
+        path = root / "models.json"
+        if not path.is_file():
+            raise ConfigError(path, "model manifest not found (make one: omnir1 models init-tiny)")
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise ConfigError(path, "expected an object")
+
+        def folder(key: str) -> Path:
+            value = data.get(key)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(path, "expected a folder name relative to the manifest", key)
+            target = inside(root, *value.split("/"), source=path, field=key)
+            if not (target / "config.json").is_file():
+                raise ConfigError(path, f"{target} has no config.json", key)
+            return target
+
+        sam2 = data.get("sam2")
+        if not isinstance(sam2, dict):
+            raise ConfigError(path, "expected an object with config, checkpoint, overrides", "sam2")
+        config, checkpoint = sam2.get("config"), sam2.get("checkpoint")
+        overrides = sam2.get("overrides", [])
+        if not isinstance(config, str) or not config.startswith("configs/"):
+            raise ConfigError(path, "expected a config of the sam2 package", "sam2.config")
+        if not isinstance(checkpoint, str) or not checkpoint:
+            raise ConfigError(path, "expected a checkpoint path", "sam2.checkpoint")
+        ckpt = inside(root, *checkpoint.split("/"), source=path, field="sam2.checkpoint")
+        if not ckpt.is_file():
+            raise ConfigError(path, f"{ckpt} not found", "sam2.checkpoint")
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise ConfigError(path, "expected a list of hydra overrides", "sam2.overrides")
+        return cls(
+            root=root,
+            name=str(data.get("name", root.name)),
+            system1=folder("system1"),
+            grounder=folder("grounder"),
+            sam2_config=config,
+            sam2_checkpoint=ckpt,
+            sam2_overrides=tuple(overrides),
+        )
+
+
+@dataclass
+class Models:
+    manifest: Manifest
+    system1: object  # Qwen2_5OmniThinkerForConditionalGeneration
+    system1_processor: object  # Qwen2_5OmniProcessor
+    grounder: object
+    grounder_processor: object
+    sam2: object  # SAM2VideoPredictor
+
+
+def load_thinker(folder: Path, device: str = "cpu", dtype=None):
+    from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
+
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+    return model.to(device).eval(), Qwen2_5OmniProcessor.from_pretrained(folder)
+
+
+def load_sam2(manifest: Manifest, device: str = "cpu"):
+    from sam2.build_sam import build_sam2_video_predictor
+
+    return build_sam2_video_predictor(
+        manifest.sam2_config,
+        ckpt_path=str(manifest.sam2_checkpoint),
+        device=device,
+        hydra_overrides_extra=list(manifest.sam2_overrides),
+    )
+
+
+def load_models(root: str | Path, *, device: str = "cpu", dtype=None) -> Models:
+    """All models of a folder (a grounder in the same folder as System 1 is loaded separately,
+    so that training System 1 never changes the frozen grounder)."""
+    manifest = Manifest.read(root)
+    system1, processor = load_thinker(manifest.system1, device, dtype)
+    grounder, grounder_processor = load_thinker(manifest.grounder, device, dtype)
+    for p in grounder.parameters():
+        p.requires_grad_(False)
+    sam2 = load_sam2(manifest, device)
+    return Models(manifest, system1, processor, grounder, grounder_processor, sam2)

@@ -1,0 +1,142 @@
+"""The two systems together on one video (DESIGN.md §2): what `omnir1 infer` runs.
+
+System 1 answers keyframes and descriptions; System 2 grounds each description on its keyframe
+at high resolution, and SAM2 tracks every box through the whole video. The masks of all boxes
+are unioned per frame (what every benchmark scores). Identity of objects across keyframes is
+not guessed: each (keyframe, box) is tracked as its own SAM2 object, so a wrong association can
+never corrupt a track.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.systems.grounding import Grounder, GrounderConfig, GroundingRequest
+from omnir1.systems.parsing import parse_answer
+from omnir1.systems.reasoning import GlobalReasoner, System1Config, VideoClip, load_clip
+from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
+
+
+@dataclass
+class Keyframe:
+    sample_index: int  # index among System 1's 2 fps frames
+    frame: int  # index in the full video
+    time_s: float
+    description: str
+    boxes: list[list[float]] = field(default_factory=list)
+    grounding: dict = field(default_factory=dict)  # the grounder's raw text and parse diagnostics
+
+
+@dataclass
+class Collaboration:
+    completion: str
+    answer: dict  # ParsedAnswer.to_dict()
+    keyframes: list[Keyframe]
+    timings_s: dict[str, float]
+
+
+class Stopwatch:
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        watch = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                watch.timings[stage] = watch.timings.get(stage, 0.0) + (
+                    time.perf_counter() - self.start
+                )
+
+        return _Stage()
+
+
+def keyframes_from_answer(clip: VideoClip, answer) -> list[Keyframe]:
+    return [
+        Keyframe(
+            sample_index=k,
+            frame=int(clip.source_indices[k]),
+            time_s=float(clip.times[k]),
+            description=desc,
+        )
+        for k, desc in zip(answer.keyframes, answer.keyframe_descriptions, strict=True)
+    ]
+
+
+def run_collaboration(
+    models,
+    video: str | Path,
+    expression: str,
+    *,
+    audio: str | Path | None = None,
+    s1: System1Config | None = None,
+    grounder_cfg: GrounderConfig | None = None,
+    seed: int = 0,
+    on_masks: Callable[[int, np.ndarray], None],
+    folder_fps: float = 1.0,
+    system1_answer: str | None = None,
+    grounder_answer: str | None = None,
+) -> Collaboration:
+    """Run both systems; `on_masks(frame, union_mask)` receives every frame's mask once.
+
+    `system1_answer` / `grounder_answer` replay a given completion instead of generating one
+    (to reproduce a run, or to study System 2 with known keyframes or boxes); replayed text
+    goes through the same parsers as generated text.
+    """
+    s1 = s1 or System1Config()
+    watch = Stopwatch()
+    with watch("decode_system1"):
+        clip = load_clip(video, audio=audio, cfg=s1, folder_fps=folder_fps)
+    if system1_answer is None:
+        reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+        with watch("system1_generate"):
+            completion = reasoner.generate(clip, expression, seed=seed)[0]
+    else:
+        completion = system1_answer
+    answer = parse_answer(
+        completion,
+        clip.num_frames,
+        max_keyframes=s1.max_keyframes,
+        max_moments=s1.max_moments,
+    )
+    keyframes = keyframes_from_answer(clip, answer)
+    with watch("decode_system2"):
+        frames = SAM2Frames(
+            video, models.sam2.image_size, folder_fps=folder_fps, keep={k.frame for k in keyframes}
+        )
+    try:
+        grounder = Grounder(models.grounder, models.grounder_processor, grounder_cfg)
+        requests = [
+            GroundingRequest(k.frame, frames.kept[k.frame], k.description) for k in keyframes
+        ]
+        with watch("grounder"):
+            if grounder_answer is None:
+                results = grounder.ground(requests)
+            else:
+                results = [grounder.result(r, grounder_answer) for r in requests]
+        prompts = []
+        for i, (k, result) in enumerate(zip(keyframes, results, strict=True)):
+            k.boxes = result.boxes
+            k.grounding = {"text": result.text, "parse": result.parse}
+            prompts += [BoxPrompt((i, j), k.frame, tuple(b)) for j, b in enumerate(result.boxes)]
+        empty = np.zeros((frames.video_height, frames.video_width), bool)
+        with watch("sam2"):
+            done = set()
+            for frame_idx, masks in segment(models.sam2, frames, prompts):
+                union = np.logical_or.reduce(list(masks.values())) if masks else empty
+                on_masks(frame_idx, union)
+                done.add(frame_idx)
+            for frame_idx in range(len(frames)):  # no box anywhere: every mask is empty
+                if frame_idx not in done:
+                    on_masks(frame_idx, empty)
+    finally:
+        frames.close()
+    return Collaboration(completion, answer.to_dict(), keyframes, watch.timings)

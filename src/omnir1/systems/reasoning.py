@@ -1,0 +1,170 @@
+"""System 1, the Global Reasoning System: a Qwen2.5-Omni thinker that watches the video (2 fps,
+low resolution), hears its audio, and answers keyframes with single-frame descriptions.
+
+`load_clip` decodes what System 1 sees; `GlobalReasoner` builds the prompt (DESIGN.md §2),
+generates, and parses each completion with the total parser of `omnir1.systems.parsing`.
+The same prompt builder serves training (the GRPO trainer's prompts) and inference.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.systems.prompts import SYSTEM1_SYSTEM, system1_task
+
+QWEN_PATCH = 28
+MULTIMODAL_TOKENS = (
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+    "<|AUDIO|>",
+    "<|vision_bos|>",
+    "<|vision_eos|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+)
+
+
+@dataclass(frozen=True)
+class System1Config:
+    fps: float = 2.0
+    max_frames: int = 24
+    max_pixels: int = 128 * QWEN_PATCH * QWEN_PATCH  # per frame
+    moments: int = 4  # asked for in the prompt
+    max_keyframes: int = 4  # K0
+    max_moments: int = 8  # more are dropped by the parser
+    max_new_tokens: int = 800
+    temperature: float = 1.0
+    top_p: float = 0.95
+    do_sample: bool = True
+
+
+@dataclass
+class VideoClip:
+    """What System 1 sees of a video."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 at 2 fps, H and W multiples of 28
+    times: np.ndarray  # (T,) seconds of each sampled frame
+    source_indices: np.ndarray  # (T,) index of each sampled frame in the full video
+    native_size: tuple[int, int]  # (height, width) of the video
+    audio: np.ndarray | None  # 16 kHz mono float32; None when the video has no audio track
+    duration_s: float
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+
+def load_clip(
+    video: str | Path,
+    *,
+    audio: str | Path | None = None,
+    cfg: System1Config | None = None,
+    folder_fps: float = 1.0,
+) -> VideoClip:
+    """Sample frames at `cfg.fps` under the pixel budget and decode the audio (from `audio`, else
+    from the video itself; a silent video gives None, not an error)."""
+    from omnir1.media import inspect, load_audio, sample_frames
+    from omnir1.media.audio import NoAudioWarning
+
+    cfg = cfg or System1Config()
+    info = inspect(video, folder_fps=folder_fps)
+    sampled = sample_frames(
+        video,
+        fps=cfg.fps,
+        max_frames=cfg.max_frames,
+        max_pixels=cfg.max_pixels,
+        folder_fps=folder_fps,
+    )
+    track = None
+    source = audio if audio is not None else (video if info.has_audio else None)
+    if source is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NoAudioWarning)
+            track = load_audio(source)
+    duration = info.duration_s or info.num_frames / (info.fps or folder_fps)
+    return VideoClip(
+        frames=sampled.frames,
+        times=sampled.times_s,
+        source_indices=sampled.source_indices,
+        native_size=sampled.source_size,
+        audio=track,
+        duration_s=float(duration),
+    )
+
+
+class GlobalReasoner:
+    """Prompting, generation and parsing of System 1 around a loaded model and processor."""
+
+    def __init__(self, model, processor, cfg: System1Config | None = None):
+        self.model = model
+        self.processor = processor
+        self.cfg = cfg or System1Config()
+        tok = processor.tokenizer
+        # A randomly initialised (or badly trained) model may sample the multimodal markers,
+        # which would make the model look for features that do not exist: never generate them.
+        self.suppress_tokens = [tok.convert_tokens_to_ids(t) for t in MULTIMODAL_TOKENS]
+
+    def messages(self, expression: str, duration_s: float, rng: random.Random) -> list[dict]:
+        task = system1_task(expression, duration_s, rng, self.cfg.moments)
+        return [
+            {"role": "system", "content": SYSTEM1_SYSTEM},
+            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": task}]},
+        ]
+
+    def inputs(self, clip: VideoClip, expression: str, rng: random.Random):
+        """Processor outputs (input ids with the video and audio interleaved, pixel values,
+        audio features) for one clip and expression."""
+        text = self.processor.apply_chat_template(
+            self.messages(expression, clip.duration_s, rng),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        kwargs = {}
+        if clip.audio is not None:
+            # the audio track is interleaved with the video in 2-second chunks
+            kwargs = {
+                "audio": [clip.audio],
+                "audio_from_video_indices": [0],
+                "load_audio_from_video": True,
+            }
+        return self.processor(
+            text=[text],
+            videos=[clip.frames],
+            videos_kwargs={"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps},
+            return_tensors="pt",
+            padding=True,
+            **kwargs,
+        )
+
+    def generate(
+        self,
+        clip: VideoClip,
+        expression: str,
+        *,
+        num_return_sequences: int = 1,
+        seed: int = 0,
+    ) -> list[str]:
+        """Completions (the text after the prompt) for one clip and expression."""
+        import torch
+
+        rng = random.Random(seed)
+        inputs = self.inputs(clip, expression, rng).to(self.model.device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                use_audio_in_video=clip.audio is not None,
+                max_new_tokens=self.cfg.max_new_tokens,
+                do_sample=self.cfg.do_sample,
+                temperature=self.cfg.temperature if self.cfg.do_sample else None,
+                top_p=self.cfg.top_p if self.cfg.do_sample else None,
+                num_return_sequences=num_return_sequences,
+                suppress_tokens=self.suppress_tokens,
+            )
+        new = out[:, inputs["input_ids"].shape[1] :]
+        return self.processor.batch_decode(new, skip_special_tokens=True)
