@@ -105,6 +105,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         device=args.device,
         system1_answer=_text_arg(args.system1_answer),
         grounder_answer=_text_arg(args.grounder_answer),
+        folder_fps=args.fps,
     )
     _print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
     return 0
@@ -183,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_init_tiny)
 
     p = groups.add_parser("infer", help="run both systems on a video: masks, overlay, result.json")
-    p.add_argument("--video", required=True, help="video file (any common container and codec)")
+    p.add_argument(
+        "--video", required=True, help="video file (any common container and codec) or frame folder"
+    )
+    p.add_argument("--fps", type=float, default=1.0, help="frame rate of a frame folder")
     p.add_argument("--expression", required=True, help="what to segment")
     p.add_argument("--models", required=True, help="model folder with models.json")
     p.add_argument("--out", required=True, help="output folder")

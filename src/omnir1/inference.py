@@ -36,7 +36,9 @@ def infer_video(
     device: str = "cpu",
     system1_answer: str | None = None,
     grounder_answer: str | None = None,
+    folder_fps: float = 1.0,
 ) -> dict:
+    """Run both systems on `video` (a file, or a folder of frames at `folder_fps`)."""
     from PIL import Image
 
     from omnir1.media import inspect
@@ -45,7 +47,9 @@ def infer_video(
     from omnir1.systems.reasoning import System1Config
 
     out = Path(out)
-    info = inspect(video)  # fails early, naming the file, on anything unreadable
+    info = inspect(
+        video, folder_fps=folder_fps
+    )  # fails early, naming the file, on anything unreadable
     start = time.perf_counter()
     models = load_models(models_dir, device=device)
     load_s = time.perf_counter() - start
@@ -70,11 +74,14 @@ def infer_video(
             on_masks=save,
             system1_answer=system1_answer,
             grounder_answer=grounder_answer,
+            folder_fps=folder_fps,
         )
     timings = {"load_models": load_s, **result.timings_s}
     if overlay:
         t = time.perf_counter()
-        write_overlay(video, out / "masks", result.keyframes, out / "overlay.mp4", info.fps)
+        write_overlay(
+            video, out / "masks", result.keyframes, out / "overlay.mp4", info.fps, folder_fps
+        )
         timings["overlay"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - start
     report = {
@@ -104,7 +111,14 @@ def infer_video(
     return report
 
 
-def write_overlay(video: str | Path, masks: Path, keyframes, path: Path, fps: float | None) -> Path:
+def write_overlay(
+    video: str | Path,
+    masks: Path,
+    keyframes,
+    path: Path,
+    fps: float | None,
+    folder_fps: float = 1.0,
+) -> Path:
     """The video with its masks tinted red; keyframes framed in yellow with their description."""
     from PIL import Image, ImageDraw
 
@@ -113,7 +127,7 @@ def write_overlay(video: str | Path, masks: Path, keyframes, path: Path, fps: fl
     captions = {k.frame: k.description for k in keyframes}
 
     def frames():
-        for frame in iter_frames(video):
+        for frame in iter_frames(video, folder_fps=folder_fps):
             img = frame.image.astype(np.float32)
             mask_file = masks / f"{frame.index:05d}.png"
             if mask_file.exists():

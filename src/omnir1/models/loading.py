@@ -38,6 +38,7 @@ class Manifest:
                 raise ConfigError(path, f"{target} has no config.json", key)
             return target
 
+        system1, grounder = folder("system1"), folder("grounder")
         sam2 = data.get("sam2")
         if not isinstance(sam2, dict):
             raise ConfigError(path, "expected an object with config, checkpoint, overrides", "sam2")
@@ -55,8 +56,8 @@ class Manifest:
         return cls(
             root=root,
             name=str(data.get("name", root.name)),
-            system1=folder("system1"),
-            grounder=folder("grounder"),
+            system1=system1,
+            grounder=grounder,
             sam2_config=config,
             sam2_checkpoint=ckpt,
             sam2_overrides=tuple(overrides),

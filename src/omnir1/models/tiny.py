@@ -15,7 +15,6 @@ CPU test.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,31 +182,46 @@ def sam2_overrides(image_size: int) -> list[str]:
     ]
 
 
-def init_tiny(out: str | Path, *, seed: int = 0, sizes: TinySizes | None = None) -> dict:
-    """Build and save the tiny models under `out`; returns the manifest."""
+@dataclass
+class TinyModels:
+    model: object  # Qwen2_5OmniThinkerForConditionalGeneration
+    processor: object  # Qwen2_5OmniProcessor
+    sam2: object  # SAM2VideoPredictor
+    sizes: TinySizes
+
+
+def build_tiny(*, seed: int = 0, sizes: TinySizes | None = None) -> TinyModels:
+    """The tiny models in memory, deterministic in `seed`."""
     import torch
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration, set_seed
 
     sizes = sizes or TinySizes()
-    out = Path(out)
     set_seed(seed)
     tokenizer = build_tokenizer(sizes)
     processor = build_processor(tokenizer)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(tokenizer, sizes))
+    model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(tokenizer, sizes)).eval()
     model.generation_config.eos_token_id = [
         tokenizer.convert_tokens_to_ids("<|im_end|>"),
         tokenizer.eos_token_id,
     ]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    system1 = out / "system1"
-    with atomic_dir(system1) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
     torch.manual_seed(seed)
-    sam2 = build_sam2(sizes.sam2_image_size)
+    return TinyModels(model, processor, build_sam2(sizes.sam2_image_size), sizes)
+
+
+def init_tiny(out: str | Path, *, seed: int = 0, sizes: TinySizes | None = None) -> dict:
+    """Build the tiny models and save them under `out` as a model folder; returns the
+    manifest."""
+    import torch
+
+    tiny = build_tiny(seed=seed, sizes=sizes)
+    out = Path(out)
+    with atomic_dir(out / "system1") as tmp:
+        tiny.model.save_pretrained(tmp)
+        tiny.processor.save_pretrained(tmp)
     checkpoint = out / "sam2" / "sam2.1_tiny.pt"
     with atomic_path(checkpoint) as tmp:
-        torch.save({"model": sam2.state_dict()}, tmp)
+        torch.save({"model": tiny.sam2.state_dict()}, tmp)
     manifest = {
         "name": f"omnir1-tiny-seed{seed}",
         "system1": "system1",
@@ -215,13 +229,13 @@ def init_tiny(out: str | Path, *, seed: int = 0, sizes: TinySizes | None = None)
         "sam2": {
             "config": SAM2_CONFIG,
             "checkpoint": "sam2/sam2.1_tiny.pt",
-            "overrides": sam2_overrides(sizes.sam2_image_size),
+            "overrides": sam2_overrides(tiny.sizes.sam2_image_size),
         },
         "parameters": {
-            "system1": sum(p.numel() for p in model.parameters()),
-            "sam2": sum(p.numel() for p in sam2.parameters()),
+            "system1": sum(p.numel() for p in tiny.model.parameters()),
+            "sam2": sum(p.numel() for p in tiny.sam2.parameters()),
         },
         "seed": seed,
     }
     write_json(out / "models.json", manifest)
-    return json.loads((out / "models.json").read_text())
+    return manifest

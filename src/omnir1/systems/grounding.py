@@ -81,7 +81,8 @@ class Grounder:
     def _generate(self, batch: list[GroundingRequest]) -> list[str]:
         import torch
 
-        images = [self._resized(r.image) for r in batch]
+        # writable copies: torch warns on (and must not share) read-only numpy buffers
+        images = [np.array(self._resized(r.image)) for r in batch]
         texts = [self._prompt(r.description) for r in batch]
         inputs = self.processor(
             text=texts,

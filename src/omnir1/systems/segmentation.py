@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import types
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -189,7 +190,10 @@ def segment(
     state = _init_state(predictor, frames)
     _with_feature_cache(predictor, feature_cache)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # sam2 built without its CUDA extension (CPU machines) skips hole filling of small
+            # mask holes (fill_hole_area=8) and says so on every frame; that is expected here
+            warnings.filterwarnings("ignore", message="cannot import name '_C'")
             for sig, sam_id in tracked.items():
                 for frame, box in sig:
                     predictor.add_new_points_or_box(

@@ -1,0 +1,245 @@
+"""The two systems with real (tiny, randomly initialised) models on real encoded videos."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omnir1.cli import main
+from omnir1.errors import ConfigError, InputError
+from omnir1.media import inspect
+from omnir1.models.loading import Manifest, load_models
+from omnir1.models.tiny import TinySizes, build_tiny, init_tiny
+from omnir1.systems.grounding import Grounder, GroundingRequest
+from omnir1.systems.parsing import parse_answer
+from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
+from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
+
+SIZES = TinySizes(sam2_image_size=128)
+ANSWER = (
+    "<think>it whistles, then it is on the left.</think><answer>["
+    '{"start_time": "00:01.00", "end_time": "00:01.40", "description": "the grey shape"}, '
+    '{"start_time": "00:06.00", "end_time": "00:06.40", "description": "the grey shape"}]</answer>'
+)
+BOXES = '```json\n[{"bbox_2d": [40, 30, 120, 100], "label": "shape"}]\n```'
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    init_tiny(out, seed=0, sizes=SIZES)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_models):
+    return load_models(tiny_models)
+
+
+def test_init_tiny_round_trip_gives_identical_outputs(tiny_models, loaded, media_files):
+    built = build_tiny(seed=0, sizes=SIZES)
+    clip = load_clip(media_files["mp4"], cfg=System1Config(max_frames=4))
+    inputs = GlobalReasoner(built.model, built.processor).inputs(clip, "x", random.Random(0))
+    reloaded = GlobalReasoner(loaded.system1, loaded.system1_processor).inputs(
+        clip, "x", random.Random(0)
+    )
+    assert torch.equal(inputs["input_ids"], reloaded["input_ids"])  # same tokenizer, processor
+    with torch.no_grad():
+        a = built.model(**inputs, use_audio_in_video=True).logits
+        b = loaded.system1(**reloaded, use_audio_in_video=True).logits
+    assert torch.equal(a, b)
+    # SAM2: same weights, same image features
+    image = torch.rand(1, 3, SIZES.sam2_image_size, SIZES.sam2_image_size)
+    with torch.no_grad():
+        fa = built.sam2.forward_image(image)["vision_features"]
+        fb = loaded.sam2.forward_image(image)["vision_features"]
+    assert torch.equal(fa, fb)
+    manifest = json.loads((tiny_models / "models.json").read_text())
+    assert manifest["grounder"] == manifest["system1"]  # a frozen copy of the base model
+    assert not any(p.requires_grad for p in loaded.grounder.parameters())
+
+
+def test_manifest_errors_name_the_file_and_field(tiny_models, tmp_path):
+    with pytest.raises(ConfigError, match=r"models\.json: model manifest not found"):
+        Manifest.read(tmp_path)
+    bad = json.loads((tiny_models / "models.json").read_text())
+    bad["system1"] = "../elsewhere"
+    (tmp_path / "models.json").write_text(json.dumps(bad))
+    with pytest.raises(InputError, match=r"models\.json: system1: invalid path component"):
+        Manifest.read(tmp_path)
+
+
+def test_system1_prompt_interleaves_audio_and_video(loaded, media_files):
+    reasoner = GlobalReasoner(loaded.system1, loaded.system1_processor)
+    tok = loaded.system1_processor.tokenizer
+    with_audio = load_clip(media_files["mp4"])
+    silent = load_clip(media_files["silent_mp4"])
+    assert silent.audio is None and with_audio.audio is not None
+    assert with_audio.num_frames == 20  # 10 s at 2 fps
+    assert with_audio.frames.shape[1] % 28 == 0 and with_audio.frames.shape[2] % 28 == 0
+    ids = reasoner.inputs(with_audio, "the whistle", random.Random(0))["input_ids"][0].tolist()
+    audio_id, video_id = (tok.convert_tokens_to_ids(t) for t in ("<|AUDIO|>", "<|VIDEO|>"))
+    first_audio = ids.index(audio_id)
+    last_video = len(ids) - 1 - ids[::-1].index(video_id)
+    assert first_audio < last_video  # chunks of video and audio alternate
+    silent_ids = reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0].tolist()
+    assert audio_id not in silent_ids
+    # the example times in the instructions are random
+    a = reasoner.messages("x", 10.0, random.Random(1))[1]["content"][1]["text"]
+    b = reasoner.messages("x", 10.0, random.Random(2))[1]["content"][1]["text"]
+    assert a != b
+
+
+def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):
+    cfg = System1Config(max_new_tokens=24)
+    clip = load_clip(media_files["silent_mp4"], cfg=cfg)
+    texts = GlobalReasoner(loaded.system1, loaded.system1_processor, cfg).generate(
+        clip, "the circle", num_return_sequences=3, seed=0
+    )
+    assert len(texts) == 3
+    for text in texts:  # a random model writes garbage: parsed, with reasons, never raised
+        parsed = parse_answer(text, clip.num_frames)
+        assert isinstance(parsed.problems, list)
+
+
+def test_grounder_deduplicates_and_scales_boxes(loaded):
+    grounder = Grounder(loaded.grounder, loaded.grounder_processor)
+    calls = []
+    generate = grounder._generate
+    grounder._generate = lambda batch: calls.append(len(batch)) or generate(batch)
+    image = np.zeros((360, 640, 3), np.uint8)
+    requests = [
+        GroundingRequest(0, image, "the dog"),
+        GroundingRequest(0, image, "the dog"),  # same frame, same description
+        GroundingRequest(1, image, "the dog"),
+    ]
+    results = grounder.ground(requests)
+    assert calls == [2]  # two unique requests, one batch
+    assert results[0] is results[1]
+    # boxes come back in native pixels: the grounder saw a resized image
+    shown_h, shown_w = grounder._shown_size(image)
+    parsed = grounder.result(requests[0], '[{"bbox_2d": [0, 0, 28, 28]}]')
+    assert parsed.boxes == [[0.0, 0.0, 28 * 640 / shown_w, 28 * 360 / shown_h]]
+
+
+def test_sam2_tracks_objects_together_as_it_does_alone(loaded, media_files):
+    info = inspect(media_files["odd_mp4"])
+    frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
+    try:
+        assert len(frames) == 30
+        assert (frames.video_height, frames.video_width) == (info.height, info.width)
+        a = [BoxPrompt("a", 5, (20, 20, 120, 90)), BoxPrompt("a", 12, (30, 20, 130, 90))]
+        b = [BoxPrompt("b", 20, (200, 60, 300, 170))]
+        twin = [BoxPrompt("twin", p.frame, p.box) for p in a]  # identical prompts: tracked once
+        together = dict(segment(loaded.sam2, frames, a + b + twin))
+        alone = dict(segment(loaded.sam2, frames, a))
+    finally:
+        frames.close()
+    assert sorted(together) == list(range(30))  # every frame exactly once
+    for t in range(30):
+        assert together[t]["a"].shape == (info.height, info.width)
+        np.testing.assert_array_equal(together[t]["a"], alone[t]["a"])
+        np.testing.assert_array_equal(together[t]["twin"], together[t]["a"])
+
+
+def run_infer(models: Path, video: Path, out: Path, *extra: str) -> dict:
+    args = ["infer", "--video", str(video), "--expression", "the grey shape"]
+    assert main([*args, "--models", str(models), "--out", str(out), *extra]) == 0
+    return json.loads((out / "result.json").read_text())
+
+
+def check_outputs(video: Path, out: Path, report: dict) -> list[np.ndarray]:
+    info = inspect(video)
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == info.num_frames == report["masks"]["frames"]
+    arrays = [np.asarray(Image.open(m)) for m in masks]
+    assert all(a.shape == (info.height, info.width) for a in arrays)
+    overlay = inspect(out / "overlay.mp4")
+    assert overlay.num_frames == info.num_frames
+    assert (overlay.height, overlay.width) == (
+        info.height + info.height % 2,
+        info.width + info.width % 2,
+    )
+    return arrays
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("video", ["mp4", "silent_mp4", "odd_mp4"])
+def test_infer_writes_a_mask_per_frame_and_the_overlay(tiny_models, media_files, tmp_path, video):
+    path = media_files[video]
+    out = tmp_path / "out"
+    report = run_infer(
+        tiny_models, path, out, "--system1-answer", ANSWER, "--grounder-answer", BOXES
+    )
+    arrays = check_outputs(path, out, report)
+    keyframes = report["keyframes"]
+    duration = inspect(path).duration_s
+    # 1.00-1.40 s -> frame 2, 6.00-6.40 s -> frame 12, where the clip is that long (a 1 s
+    # clip has 2 frames: both moments lie beyond it and there is nothing to segment)
+    expected = [t for t, end in ((2, 1.4), (12, 6.4)) if end <= duration]
+    assert [k["sample_index"] for k in keyframes] == expected
+    assert all(k["boxes"] for k in keyframes)
+    assert any(a.any() for a in arrays) == bool(expected)  # SAM2 segmented from the boxes
+    for stage in ("load_models", "decode_system1", "decode_system2", "grounder", "sam2"):
+        assert report["timings_s"][stage] >= 0
+    assert report["replayed"] == {"system1": True, "grounder": True}
+    assert report["models"]["name"] == "omnir1-tiny-seed0"
+
+
+@pytest.mark.slow
+def test_infer_on_odd_sized_frames_with_a_separate_audio_file(tiny_models, media_files, tmp_path):
+    # JPEG frames keep odd sizes (encoded H.264 pads them to even ones)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (181, 333, 3), np.uint8)).save(folder / f"{i}.jpg")
+    wav = tmp_path / "track.wav"
+    import soundfile
+
+    soundfile.write(wav, np.sin(np.arange(16000 * 4) / 9.0).astype(np.float32), 16000)
+    out = tmp_path / "out"
+    answer = ANSWER.replace("00:06.00", "00:03.00").replace("00:06.40", "00:03.40")
+    report = run_infer(
+        tiny_models,
+        folder,
+        out,
+        "--fps",
+        "4",
+        "--audio",
+        str(wav),
+        "--system1-answer",
+        answer,
+        "--grounder-answer",
+        BOXES,
+    )
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 16
+    assert all(np.asarray(Image.open(m)).shape == (181, 333) for m in masks)
+    assert [k["frame"] for k in report["keyframes"]] == [4, 12]  # 1.0 s and 3.0 s at 4 fps
+    assert inspect(out / "overlay.mp4").num_frames == 16
+
+
+@pytest.mark.slow
+def test_infer_generating_with_a_random_model_gives_empty_masks_and_reasons(
+    tiny_models, media_files, tmp_path
+):
+    path = media_files["odd_mp4"]
+    report = run_infer(tiny_models, path, tmp_path / "out", "--max-new-tokens", "16")
+    arrays = check_outputs(path, tmp_path / "out", report)
+    assert report["answer"]["problems"]  # garbage is data: reasons, not a crash
+    if not report["keyframes"]:
+        assert not any(a.any() for a in arrays)
+
+
+def test_infer_on_an_unreadable_video_is_a_clear_error(tiny_models, media_files, tmp_path, capsys):
+    args = ["infer", "--video", str(media_files["corrupt"]), "--expression", "x"]
+    assert main([*args, "--models", str(tiny_models), "--out", str(tmp_path / "o")]) == 2
+    assert "corrupt.mp4" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
