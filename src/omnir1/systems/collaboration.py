@@ -9,17 +9,17 @@ never corrupt a track.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from omnir1.systems.grounding import Grounder, GrounderConfig, GroundingRequest
+from omnir1.systems.grounding import GrounderConfig
 from omnir1.systems.parsing import parse_answer
 from omnir1.systems.reasoning import GlobalReasoner, System1Config, VideoClip, load_clip
-from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
+from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
+from omnir1.timing import Stopwatch
 
 
 @dataclass
@@ -38,25 +38,6 @@ class Collaboration:
     answer: dict  # ParsedAnswer.to_dict()
     keyframes: list[Keyframe]
     timings_s: dict[str, float]
-
-
-class Stopwatch:
-    def __init__(self):
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, stage: str):
-        watch = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                watch.timings[stage] = watch.timings.get(stage, 0.0) + (
-                    time.perf_counter() - self.start
-                )
-
-        return _Stage()
 
 
 def keyframes_from_answer(clip: VideoClip, answer) -> list[Keyframe]:
@@ -84,12 +65,14 @@ def run_collaboration(
     folder_fps: float = 1.0,
     system1_answer: str | None = None,
     grounder_answer: str | None = None,
+    system2: Callable | None = None,
 ) -> Collaboration:
     """Run both systems; `on_masks(frame, union_mask)` receives every frame's mask once.
 
     `system1_answer` / `grounder_answer` replay a given completion instead of generating one
     (to reproduce a run, or to study System 2 with known keyframes or boxes); replayed text
-    goes through the same parsers as generated text.
+    goes through the same parsers as generated text. `system2` replaces the in-process
+    `run_system2` (same signature), e.g. by a client of the System-2 service.
     """
     s1 = s1 or System1Config()
     watch = Stopwatch()
@@ -102,41 +85,20 @@ def run_collaboration(
     else:
         completion = system1_answer
     answer = parse_answer(
-        completion,
-        clip.num_frames,
-        max_keyframes=s1.max_keyframes,
-        max_moments=s1.max_moments,
+        completion, clip.num_frames, max_keyframes=s1.max_keyframes, max_moments=s1.max_moments
     )
     keyframes = keyframes_from_answer(clip, answer)
-    with watch("decode_system2"):
-        frames = SAM2Frames(
-            video, models.sam2.image_size, folder_fps=folder_fps, keep={k.frame for k in keyframes}
-        )
-    try:
-        grounder = Grounder(models.grounder, models.grounder_processor, grounder_cfg)
-        requests = [
-            GroundingRequest(k.frame, frames.kept[k.frame], k.description) for k in keyframes
-        ]
-        with watch("grounder"):
-            if grounder_answer is None:
-                results = grounder.ground(requests)
-            else:
-                results = [grounder.result(r, grounder_answer) for r in requests]
-        prompts = []
-        for i, (k, result) in enumerate(zip(keyframes, results, strict=True)):
-            k.boxes = result.boxes
-            k.grounding = {"text": result.text, "parse": result.parse}
-            prompts += [BoxPrompt((i, j), k.frame, tuple(b)) for j, b in enumerate(result.boxes)]
-        empty = np.zeros((frames.video_height, frames.video_width), bool)
-        with watch("sam2"):
-            done = set()
-            for frame_idx, masks in segment(models.sam2, frames, prompts):
-                union = np.logical_or.reduce(list(masks.values())) if masks else empty
-                on_masks(frame_idx, union)
-                done.add(frame_idx)
-            for frame_idx in range(len(frames)):  # no box anywhere: every mask is empty
-                if frame_idx not in done:
-                    on_masks(frame_idx, empty)
-    finally:
-        frames.close()
+    request = System2Request("0", tuple(KeyframeRequest(k.frame, k.description) for k in keyframes))
+    results = (system2 or run_system2)(
+        models,
+        video,
+        [request],
+        lambda frame, masks: on_masks(frame, masks["0"]),
+        grounder_cfg=grounder_cfg,
+        folder_fps=folder_fps,
+        grounder_answer=grounder_answer,
+        timings=watch.timings,
+    )
+    for k, r in zip(keyframes, results[0].keyframes, strict=True):
+        k.boxes, k.grounding = r.boxes, r.grounding
     return Collaboration(completion, answer.to_dict(), keyframes, watch.timings)

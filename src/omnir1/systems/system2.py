@@ -1,0 +1,141 @@
+"""System 2 on one video for many requests at once: the unit of work of inference, of GRPO (all
+completions of a group) and of the System-2 service.
+
+A request is a list of keyframes, each a frame index with a description (and, optionally, known
+boxes that take the grounder's place, to study SAM2 alone or replay a run). All grounding
+requests of the batch are deduplicated and generated together; every box of every request is
+tracked by SAM2 in one inference state, so each frame's image features are computed once; the
+masks of a request's boxes are unioned per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.systems.grounding import Grounder, GrounderConfig, GroundingRequest
+from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
+from omnir1.timing import Stopwatch
+
+
+@dataclass(frozen=True)
+class KeyframeRequest:
+    frame: int  # index in the video's frames
+    description: str
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None  # given: no grounder
+
+
+@dataclass(frozen=True)
+class System2Request:
+    id: str
+    keyframes: tuple[KeyframeRequest, ...]
+
+
+@dataclass
+class KeyframeResult:
+    frame: int
+    description: str
+    boxes: list[list[float]]
+    grounding: dict = field(default_factory=dict)  # grounder text + parse diagnostics
+
+
+@dataclass
+class System2Result:
+    id: str
+    keyframes: list[KeyframeResult]
+
+
+MaskSink = Callable[[int, dict[str, np.ndarray]], None]
+
+
+def run_system2(
+    models,
+    video: str | Path,
+    requests: Sequence[System2Request],
+    on_frame: MaskSink,
+    *,
+    grounder_cfg: GrounderConfig | None = None,
+    folder_fps: float = 1.0,
+    grounder_answer: str | None = None,
+    timings: dict[str, float] | None = None,
+) -> list[System2Result]:
+    """Ground and segment every request; `on_frame(frame, {request id: union mask})` gets each
+    frame of the video once. `grounder_answer` replays one grounder answer for every keyframe."""
+    watch = Stopwatch()
+    ids = [r.id for r in requests]
+    if len(set(ids)) != len(ids):
+        raise ValueError("request ids must be unique")
+    wanted = {k.frame for r in requests for k in r.keyframes}
+    with watch("decode_system2"):
+        frames = SAM2Frames(video, models.sam2.image_size, folder_fps=folder_fps, keep=wanted)
+    try:
+        for r in requests:
+            for k in r.keyframes:
+                if not 0 <= k.frame < len(frames):
+                    raise ValueError(
+                        f"request {r.id!r}: keyframe {k.frame} outside the video's "
+                        f"{len(frames)} frames"
+                    )
+        grounder = Grounder(models.grounder, models.grounder_processor, grounder_cfg)
+        to_ground = [
+            GroundingRequest(k.frame, frames.kept[k.frame], k.description)
+            for r in requests
+            for k in r.keyframes
+            if k.boxes is None
+        ]
+        with watch("grounder"):
+            if grounder_answer is None:
+                grounded = iter(grounder.ground(to_ground))
+            else:
+                grounded = iter([grounder.result(g, grounder_answer) for g in to_ground])
+        results, prompts = [], []
+        for r in requests:
+            keyframes = []
+            for i, k in enumerate(r.keyframes):
+                if k.boxes is None:
+                    g = next(grounded)
+                    kr = KeyframeResult(
+                        k.frame, k.description, g.boxes, {"text": g.text, "parse": g.parse}
+                    )
+                else:
+                    kr = KeyframeResult(k.frame, k.description, [list(b) for b in k.boxes])
+                keyframes.append(kr)
+                prompts += [
+                    BoxPrompt((r.id, i, j), k.frame, tuple(b)) for j, b in enumerate(kr.boxes)
+                ]
+            results.append(System2Result(r.id, keyframes))
+        empty = np.zeros((frames.video_height, frames.video_width), bool)
+        with watch("sam2"):
+            done = set()
+            for frame_idx, masks in segment(models.sam2, frames, prompts):
+                union = {rid: empty for rid in ids}
+                for (rid, _, _), mask in masks.items():
+                    union[rid] = union[rid] | mask
+                on_frame(frame_idx, union)
+                done.add(frame_idx)
+            for frame_idx in range(len(frames)):  # frames no box reached: empty for everyone
+                if frame_idx not in done:
+                    on_frame(frame_idx, {rid: empty for rid in ids})
+    finally:
+        frames.close()
+    if timings is not None:
+        for k, v in watch.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    return results
+
+
+def collect_rle() -> tuple[MaskSink, dict[str, dict[int, dict]]]:
+    """A sink that keeps every request's masks as COCO RLE per frame (compact: what the service
+    returns and what rewards decode)."""
+    from omnir1.data import rle
+
+    store: dict[str, dict[int, dict]] = {}
+
+    def sink(frame: int, masks: dict[str, np.ndarray]) -> None:
+        for rid, mask in masks.items():
+            store.setdefault(rid, {})[frame] = rle.encode(mask)
+
+    return sink, store
