@@ -66,3 +66,13 @@ def media_files(tmp_path_factory) -> dict[str, Path]:
     truncated.write_bytes(data[: len(data) // 2])
     files["truncated"] = truncated
     return files
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A model folder of `omnir1 models init-tiny` (SAM2 at 128 px to keep tests quick)."""
+    from omnir1.models.tiny import TinySizes, init_tiny
+
+    out = tmp_path_factory.mktemp("models")
+    init_tiny(out, seed=0, sizes=TinySizes(sam2_image_size=128))
+    return out

@@ -106,8 +106,29 @@ def cmd_infer(args: argparse.Namespace) -> int:
         system1_answer=_text_arg(args.system1_answer),
         grounder_answer=_text_arg(args.grounder_answer),
         folder_fps=args.fps,
+        system2_url=args.system2_url,
+        system2_root=args.system2_root,
     )
     _print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
+    return 0
+
+
+def cmd_serve_system2(args: argparse.Namespace) -> int:
+    from omnir1.service.app import Limits, serve
+
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_frames=args.max_frames,
+        timeout_s=args.timeout,
+    )
+    serve(
+        args.models,
+        host=args.host,
+        port=args.port,
+        data_root=args.data_root,
+        device=args.device,
+        limits=limits,
+    )
     return 0
 
 
@@ -204,7 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--grounder-answer",
         help="replay this grounder answer (text or @FILE) for every keyframe instead of generating",
     )
+    p.add_argument("--system2-url", help="use the System-2 service at this URL (token from env)")
+    p.add_argument(
+        "--system2-root", help="local mount of the service's data root (videos under it go by path)"
+    )
     p.set_defaults(func=cmd_infer)
+
+    p = groups.add_parser(
+        "serve-system2", help="serve System 2 over HTTP (bearer token from OMNIR1_SYSTEM2_TOKEN)"
+    )
+    p.add_argument("--models", required=True, help="model folder with models.json")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--data-root", default=".", help="videos are named relative to this folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--max-frames", type=int, default=3000, help="frames of one video")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per call, queue included")
+    p.set_defaults(func=cmd_serve_system2)
     return parser
 
 

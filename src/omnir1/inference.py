@@ -37,8 +37,11 @@ def infer_video(
     system1_answer: str | None = None,
     grounder_answer: str | None = None,
     folder_fps: float = 1.0,
+    system2_url: str | None = None,
+    system2_root: str | Path | None = None,
 ) -> dict:
-    """Run both systems on `video` (a file, or a folder of frames at `folder_fps`)."""
+    """Run both systems on `video` (a file, or a folder of frames at `folder_fps`); System 2
+    in process, or through the service at `system2_url` (see omnir1.service.client)."""
     from PIL import Image
 
     from omnir1.media import inspect
@@ -51,11 +54,16 @@ def infer_video(
         video, folder_fps=folder_fps
     )  # fails early, naming the file, on anything unreadable
     start = time.perf_counter()
-    models = load_models(models_dir, device=device)
+    models = load_models(models_dir, device=device, system2=system2_url is None)
     load_s = time.perf_counter() - start
     s1 = System1Config()
     if max_new_tokens is not None:
         s1 = System1Config(max_new_tokens=max_new_tokens)
+    system2 = None
+    if system2_url is not None:
+        from omnir1.service.client import System2Client
+
+        system2 = System2Client(system2_url, data_root=system2_root).run_system2
     written = 0
     with atomic_dir(out / "masks") as staging:
 
@@ -75,6 +83,7 @@ def infer_video(
             system1_answer=system1_answer,
             grounder_answer=grounder_answer,
             folder_fps=folder_fps,
+            system2=system2,
         )
     timings = {"load_models": load_s, **result.timings_s}
     if overlay:
@@ -100,6 +109,7 @@ def infer_video(
             "system1": system1_answer is not None,
             "grounder": grounder_answer is not None,
         },
+        "system2": system2_url or "in-process",
         "completion": result.completion,
         "answer": result.answer,
         "keyframes": [asdict(k) for k in result.keyframes],

@@ -15,13 +15,13 @@ from omnir1.cli import main
 from omnir1.errors import ConfigError, InputError
 from omnir1.media import inspect
 from omnir1.models.loading import Manifest, load_models
-from omnir1.models.tiny import TinySizes, build_tiny, init_tiny
+from omnir1.models.tiny import TinySizes, build_tiny
 from omnir1.systems.grounding import Grounder, GroundingRequest
 from omnir1.systems.parsing import parse_answer
 from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
 from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
 
-SIZES = TinySizes(sam2_image_size=128)
+SIZES = TinySizes(sam2_image_size=128)  # as the tiny_models fixture (conftest.py)
 ANSWER = (
     "<think>it whistles, then it is on the left.</think><answer>["
     '{"start_time": "00:01.00", "end_time": "00:01.40", "description": "the grey shape"}, '
@@ -30,14 +30,7 @@ ANSWER = (
 BOXES = '```json\n[{"bbox_2d": [40, 30, 120, 100], "label": "shape"}]\n```'
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    init_tiny(out, seed=0, sizes=SIZES)
-    return out
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def loaded(tiny_models):
     return load_models(tiny_models)
 

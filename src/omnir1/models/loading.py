@@ -69,9 +69,9 @@ class Models:
     manifest: Manifest
     system1: object  # Qwen2_5OmniThinkerForConditionalGeneration
     system1_processor: object  # Qwen2_5OmniProcessor
-    grounder: object
-    grounder_processor: object
-    sam2: object  # SAM2VideoPredictor
+    grounder: object | None  # None when System 2 runs elsewhere (the service)
+    grounder_processor: object | None
+    sam2: object | None  # SAM2VideoPredictor
 
 
 def load_thinker(folder: Path, device: str = "cpu", dtype=None):
@@ -92,11 +92,16 @@ def load_sam2(manifest: Manifest, device: str = "cpu"):
     )
 
 
-def load_models(root: str | Path, *, device: str = "cpu", dtype=None) -> Models:
+def load_models(
+    root: str | Path, *, device: str = "cpu", dtype=None, system2: bool = True
+) -> Models:
     """All models of a folder (a grounder in the same folder as System 1 is loaded separately,
-    so that training System 1 never changes the frozen grounder)."""
+    so that training System 1 never changes the frozen grounder). `system2=False` skips the
+    grounder and SAM2, for clients of the System-2 service."""
     manifest = Manifest.read(root)
     system1, processor = load_thinker(manifest.system1, device, dtype)
+    if not system2:
+        return Models(manifest, system1, processor, None, None, None)
     grounder, grounder_processor = load_thinker(manifest.grounder, device, dtype)
     for p in grounder.parameters():
         p.requires_grad_(False)

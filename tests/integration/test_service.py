@@ -1,0 +1,181 @@
+"""The System-2 service, started for real on 127.0.0.1, and its client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from omnir1.cli import main
+from omnir1.data import rle
+from omnir1.models.loading import load_models
+from omnir1.service.client import System2Client, System2Error
+from omnir1.systems.system2 import KeyframeRequest, System2Request, collect_rle, run_system2
+
+TOKEN = "test-token-Zq8"
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory, media_files) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    shutil.copy(media_files["mp4"], root / "clip.mp4")  # 60 frames
+    shutil.copy(media_files["odd_mp4"], root / "short.mp4")  # 30 frames
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(tiny_models, data_root):
+    port = free_port()
+    env = {**os.environ, "OMNIR1_SYSTEM2_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(tiny_models)]
+    cmd += ["--port", str(port), "--data-root", str(data_root)]
+    cmd += ["--max-body-mb", "0.25", "--max-frames", "50"]
+    log = (data_root / "service.log").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("service exited:\n" + (data_root / "service.log").read_text()[-3000:])
+        try:
+            if requests.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+BOXED = System2Request("boxed", (KeyframeRequest(3, "the grey shape", ((40, 30, 200, 120),)),))
+GROUNDED = System2Request("grounded", (KeyframeRequest(10, "the grey shape"),))
+
+
+def test_service_refuses_to_start_without_a_token(tiny_models, capsys):
+    env_token = os.environ.pop("OMNIR1_SYSTEM2_TOKEN", None)
+    try:
+        assert main(["serve-system2", "--models", str(tiny_models), "--port", "1"]) == 2
+        assert "OMNIR1_SYSTEM2_TOKEN" in capsys.readouterr().err
+    finally:
+        if env_token is not None:
+            os.environ["OMNIR1_SYSTEM2_TOKEN"] = env_token
+
+
+def test_auth_limits_and_errors(service):
+    body = {"video": "short.mp4", "requests": [{"id": "a", "keyframes": []}]}
+    assert requests.get(service + "/health").json() == {"status": "ok"}
+    assert requests.post(service + "/v1/segment", json=body).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.post(service + "/v1/segment", json=body, headers=wrong).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    big = {**body, "padding": "x" * 300_000}  # over --max-body-mb 0.25
+    answer = requests.post(service + "/v1/segment", json=big, headers=auth)
+    assert answer.status_code == 413 and "body over" in answer.json()["detail"]
+    long_video = {**body, "video": "clip.mp4"}  # 60 frames > --max-frames 50
+    answer = requests.post(service + "/v1/segment", json=long_video, headers=auth)
+    assert answer.status_code == 413 and "60 frames" in answer.json()["detail"]
+    escape = {**body, "video": "../clip.mp4"}
+    answer = requests.post(service + "/v1/segment", json=escape, headers=auth)
+    assert answer.status_code == 422 and "inside the data root" in answer.json()["detail"]
+    bad_box = {
+        "video": "short.mp4",
+        "requests": [{"id": "a", "keyframes": [{"frame": 1, "description": "x", "boxes": [[1]]}]}],
+    }
+    assert requests.post(service + "/v1/segment", json=bad_box, headers=auth).status_code == 422
+
+
+def test_service_equals_in_process(service, tiny_models, data_root):
+    video = data_root / "short.mp4"
+    sink, expected = collect_rle()
+    in_process = run_system2(load_models(tiny_models), video, [BOXED, GROUNDED], sink)
+    client = System2Client(service, token=TOKEN, data_root=data_root)
+    got: dict[str, dict[int, dict]] = {}
+
+    def keep(frame, masks):
+        for rid, mask in masks.items():
+            got.setdefault(rid, {})[frame] = rle.encode(mask)
+
+    remote = client.run_system2(None, video, [BOXED, GROUNDED], keep)
+    assert [r.id for r in remote] == ["boxed", "grounded"]
+    assert [k.boxes for r in remote for k in r.keyframes] == [
+        k.boxes for r in in_process for k in r.keyframes
+    ]
+    assert got == expected
+    assert any(rle.decode(m).any() for m in got["boxed"].values())  # SAM2 ran on the box
+
+    # the same video uploaded instead of named by path
+    uploaded: dict[str, dict[int, dict]] = {}
+    System2Client(service, token=TOKEN).run_system2(
+        None,
+        video,
+        [BOXED],
+        lambda f, m: uploaded.setdefault("boxed", {}).__setitem__(f, rle.encode(m["boxed"])),
+    )
+    assert uploaded["boxed"] == expected["boxed"]
+
+
+def test_batch_endpoint(service, data_root):
+    client = System2Client(service, token=TOKEN, data_root=data_root)
+    item = client.segment_body(data_root / "short.mp4", [BOXED], 1.0)
+    answer = client._post("/v1/batch", {"items": [item, item]})
+    first, second = answer["items"]
+    assert first["results"][0]["masks"] == second["results"][0]["masks"]
+    assert len(first["results"][0]["masks"]) == 30
+
+
+def test_client_retries_then_fails_clearly(media_files):
+    client = System2Client(f"http://127.0.0.1:{free_port()}", token="t", retries=2, backoff_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(System2Error, match=r"unavailable after 3 attempts \(ConnectionError"):
+        client.run_system2(None, media_files["odd_mp4"], [BOXED], lambda f, m: None)
+    assert time.monotonic() - started >= 0.03  # backed off 0.01 + 0.02 s
+
+
+def test_client_does_not_retry_a_refusal(service, data_root):
+    client = System2Client(service, token="wrong", retries=3, backoff_s=5, data_root=data_root)
+    started = time.monotonic()
+    with pytest.raises(System2Error, match="HTTP 401: missing or wrong bearer token"):
+        client.run_system2(None, data_root / "short.mp4", [BOXED], lambda f, m: None)
+    assert time.monotonic() - started < 5
+
+
+def test_infer_through_the_service_equals_in_process(service, tiny_models, data_root, tmp_path):
+    answer = (
+        '<think>x</think><answer>[{"start_time": "00:00.00", "end_time": "00:00.40", '
+        '"description": "the grey shape"}]</answer>'
+    )
+    args = ["infer", "--video", str(data_root / "short.mp4"), "--expression", "the shape"]
+    args += ["--models", str(tiny_models), "--system1-answer", answer, "--no-overlay"]
+    os.environ["OMNIR1_SYSTEM2_TOKEN"] = TOKEN
+    try:
+        assert main([*args, "--out", str(tmp_path / "local")]) == 0
+        remote = [*args, "--out", str(tmp_path / "remote"), "--system2-url", service]
+        assert main([*remote, "--system2-root", str(data_root)]) == 0
+    finally:
+        del os.environ["OMNIR1_SYSTEM2_TOKEN"]
+    local = json.loads((tmp_path / "local" / "result.json").read_text())
+    via = json.loads((tmp_path / "remote" / "result.json").read_text())
+    assert via["system2"] == service
+    assert [k["boxes"] for k in via["keyframes"]] == [k["boxes"] for k in local["keyframes"]]
+    for name in sorted(p.name for p in (tmp_path / "local" / "masks").iterdir()):
+        a = np.asarray(Image.open(tmp_path / "local" / "masks" / name))
+        b = np.asarray(Image.open(tmp_path / "remote" / "masks" / name))
+        np.testing.assert_array_equal(a, b)
