@@ -97,7 +97,12 @@ def load_models(
 ) -> Models:
     """All models of a folder (a grounder in the same folder as System 1 is loaded separately,
     so that training System 1 never changes the frozen grounder). `system2=False` skips the
-    grounder and SAM2, for clients of the System-2 service."""
+    grounder and SAM2, for clients of the System-2 service. `root` may be an s3:// prefix: it
+    is mirrored into the local cache first (and only re-downloaded when it changed)."""
+    from omnir1 import s3
+
+    if s3.is_s3(root):
+        root = s3.download_prefix(str(root), s3.cache_dir(str(root)))
     manifest = Manifest.read(root)
     system1, processor = load_thinker(manifest.system1, device, dtype)
     if not system2:

@@ -1,0 +1,71 @@
+"""S3 through a real S3 endpoint: a moto server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from omnir1 import s3
+from omnir1.errors import ConfigError
+from omnir1.models.loading import Manifest, load_models
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(endpoint, monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("OMNIR1_CACHE", str(tmp_path / "cache"))
+    return s3.client()
+
+
+def test_models_load_from_s3_as_from_a_folder(aws, tiny_models, tmp_path):
+    aws.create_bucket(Bucket="models")
+    uploaded = s3.upload_prefix(tiny_models, "s3://models/tiny/v1")
+    assert uploaded >= 5
+    url = "s3://models/tiny/v1"
+    models = load_models(url, system2=False)
+    local = Manifest.read(tiny_models)
+    assert models.manifest.name == local.name
+    cached = s3.cache_dir(url)
+    assert (cached / "models.json").is_file()
+    # unchanged prefix: nothing is downloaded again (the cached files stay the same inodes)
+    inode = (cached / "models.json").stat().st_ino
+    s3.download_prefix(url, cached)
+    assert (cached / "models.json").stat().st_ino == inode
+    # a changed object is fetched again
+    aws.put_object(Bucket="models", Key="tiny/v1/extra.txt", Body=b"new")
+    s3.download_prefix(url, cached)
+    assert (cached / "extra.txt").read_bytes() == b"new"
+
+
+def test_s3_errors_name_the_url(aws, monkeypatch):
+    with pytest.raises(s3.S3Error, match=r"s3://missing-bucket/x: bucket does not exist"):
+        s3.list_objects("s3://missing-bucket/x")
+    aws.create_bucket(Bucket="empty")
+    with pytest.raises(s3.S3Error, match=r"s3://empty/nothing: no objects under this prefix"):
+        s3.download_prefix("s3://empty/nothing", "/tmp/never-written")
+    with pytest.raises(s3.S3Error, match="not an s3:// URL"):
+        s3.S3Url.parse("http://x/y")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match="no S3 credentials"):
+        s3.list_objects("s3://empty/x")
