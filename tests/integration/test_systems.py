@@ -141,6 +141,23 @@ def test_sam2_tracks_objects_together_as_it_does_alone(loaded, media_files):
         np.testing.assert_array_equal(together[t]["twin"], together[t]["a"])
 
 
+def test_sam2_computes_each_frames_features_once(loaded, media_files):
+    frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
+    sam2 = loaded.sam2
+    computed = []
+    forward_image = sam2.forward_image
+    sam2.forward_image = lambda image: computed.append(1) or forward_image(image)
+    try:
+        # keyframes 5 and 20 of two requests: the backward pass starts at 5, the forward pass
+        # revisits 5..29; without the shared cache frames 5..20 would be computed twice
+        prompts = [BoxPrompt("a", 5, (20, 20, 120, 90)), BoxPrompt("b", 20, (30, 20, 130, 90))]
+        assert len(dict(segment(sam2, frames, prompts))) == 30
+    finally:
+        del sam2.forward_image
+        frames.close()
+    assert len(computed) == 30
+
+
 def run_infer(models: Path, video: Path, out: Path, *extra: str) -> dict:
     args = ["infer", "--video", str(video), "--expression", "the grey shape"]
     assert main([*args, "--models", str(models), "--out", str(out), *extra]) == 0
@@ -163,7 +180,7 @@ def check_outputs(video: Path, out: Path, report: dict) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("video", ["mp4", "silent_mp4", "odd_mp4"])
+@pytest.mark.parametrize("video", ["mp4", "silent_mp4", "odd_mp4", "webm"])
 def test_infer_writes_a_mask_per_frame_and_the_overlay(tiny_models, media_files, tmp_path, video):
     path = media_files[video]
     out = tmp_path / "out"
