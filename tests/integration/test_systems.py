@@ -319,3 +319,16 @@ def test_a_full_omni_checkpoint_loads_as_system1(tmp_path):
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) for k in got)
     assert processor.tokenizer.video_token == "<|VIDEO|>"
+
+
+def test_pruning_sam2_state_keeps_results_identical(loaded, media_files):
+    frames = SAM2Frames(media_files["mp4"], loaded.sam2.image_size)  # 60 frames
+    try:
+        prompts = [BoxPrompt("a", 30, (40, 30, 200, 120)), BoxPrompt("a", 44, (60, 30, 220, 120))]
+        pruned = dict(segment(loaded.sam2, frames, prompts, prune=True))
+        full = dict(segment(loaded.sam2, frames, prompts, prune=False))
+    finally:
+        frames.close()
+    assert sorted(pruned) == list(range(60))
+    for t in range(60):
+        np.testing.assert_array_equal(pruned[t]["a"], full[t]["a"])

@@ -134,9 +134,10 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
     return state
 
 
-def _with_feature_cache(predictor, capacity: int):
-    """Bind an LRU of backbone features to this predictor: SAM2 keeps only the latest frame's,
-    so the backward and forward passes would compute the frames between keyframes twice."""
+def _with_feature_cache(predictor, capacity: int, pinned: set[int]):
+    """Bind a cache of backbone features to this predictor. SAM2 keeps only the latest frame's,
+    so a keyframe's features, computed when its box is added, would be computed again when a
+    pass reaches it. Keyframes stay pinned; other frames go through a small LRU."""
     original = type(predictor)._get_image_feature
     cache: OrderedDict = OrderedDict()
 
@@ -148,12 +149,27 @@ def _with_feature_cache(predictor, capacity: int):
         features = original(self, inference_state, frame_idx, batch_size)
         if hit is None:
             cache[frame_idx] = inference_state["cached_features"][frame_idx]
-            while len(cache) > capacity:
-                cache.popitem(last=False)
+            evictable = [f for f in cache if f not in pinned]
+            for f in evictable[: max(0, len(evictable) - capacity)]:
+                del cache[f]
         return features
 
     predictor._get_image_feature = types.MethodType(cached, predictor)
     return cache
+
+
+def _drop_old_outputs(state: dict, frame: int, reverse: bool, window: int, first: int) -> None:
+    """Forget non-conditioning outputs SAM2 will not read again. Backward, frames more than
+    `window` above the current one, except the `window` frames below the first keyframe that
+    the forward pass reads when it starts; forward, frames more than `window` below."""
+    if reverse:
+        old = frame + window + 1
+        if old >= first - window:
+            return
+    else:
+        old = frame - window - 1
+    for outputs in state["output_dict_per_obj"].values():
+        outputs["non_cond_frame_outputs"].pop(old, None)
 
 
 def _restore(predictor) -> None:
@@ -165,10 +181,15 @@ def segment(
     frames: SAM2Frames,
     prompts: Sequence[BoxPrompt],
     *,
-    feature_cache: int = 64,
+    feature_cache: int = 4,
+    prune: bool = True,
 ) -> Iterator[tuple[int, dict[object, np.ndarray]]]:
     """Masks (native size, bool) of every prompted object on every frame, one frame at a time
-    (frames before the first keyframe come first, in reverse order; then the rest, in order)."""
+    (frames before the first keyframe come first, in reverse order; then the rest, in order).
+
+    `prune` drops SAM2's per-frame outputs once they fall out of the window its memory reads
+    (the last num_maskmem frames and max_obj_ptrs_in_encoder object pointers), so that the
+    state stays bounded on long videos; results are unchanged (tested)."""
     import torch
 
     by_obj: dict[object, list[BoxPrompt]] = {}
@@ -188,7 +209,9 @@ def segment(
         tracked.setdefault(sig, len(tracked) + 1)  # SAM2 object ids
 
     state = _init_state(predictor, frames)
-    _with_feature_cache(predictor, feature_cache)
+    keyframes = {frame for sig in tracked for frame, _ in sig}
+    _with_feature_cache(predictor, feature_cache, keyframes)
+    window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
     try:
         with torch.inference_mode(), warnings.catch_warnings():
             # sam2 built without its CUDA extension (CPU machines) skips hole filling of small
@@ -206,6 +229,8 @@ def segment(
                 for frame_idx, obj_ids, logits in predictor.propagate_in_video(
                     state, start_frame_idx=start, reverse=reverse
                 ):
+                    if prune:
+                        _drop_old_outputs(state, frame_idx, reverse, window, first)
                     if frame_idx in seen:
                         continue
                     seen.add(frame_idx)

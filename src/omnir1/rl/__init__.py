@@ -1,0 +1,1 @@
+"""Reinforcement learning of System 1: rewards and the GRPO trainer."""
