@@ -332,3 +332,17 @@ def test_pruning_sam2_state_keeps_results_identical(loaded, media_files):
     assert sorted(pruned) == list(range(60))
     for t in range(60):
         np.testing.assert_array_equal(pruned[t]["a"], full[t]["a"])
+
+
+def test_sam2_runs_in_float32_on_cpu(loaded, media_files):
+    # Object b is tracked forward from frame 0 before its own keyframe (3): its memory bank holds
+    # only stored (bfloat16) memories, which fail without CUDA autocast unless they are handed
+    # back as float32.
+    frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
+    prompts = [BoxPrompt("a", 0, (20, 20, 120, 90)), BoxPrompt("b", 3, (30, 20, 130, 90))]
+    try:
+        masks = dict(segment(loaded.sam2, frames, prompts))
+    finally:
+        frames.close()
+    assert sorted(masks) == list(range(30))
+    assert "_run_memory_encoder" not in vars(loaded.sam2)  # the predictor is left as it was

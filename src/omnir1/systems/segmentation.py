@@ -14,6 +14,7 @@ keyframe to frame 0, then forward to the last frame.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import types
 import warnings
@@ -172,8 +173,30 @@ def _drop_old_outputs(state: dict, frame: int, reverse: bool, window: int, first
         outputs["non_cond_frame_outputs"].pop(old, None)
 
 
+def _float_memories(predictor) -> None:
+    """SAM2 stores mask memories in bfloat16 and relies on CUDA autocast to mix them with
+    float32 weights. Without autocast (CPU) a memory bank made only of stored memories fails
+    ("mat1 and mat2 must have the same dtype"): hand them back as float32 (the bfloat16
+    rounding is kept, so values match what a GPU run stores)."""
+    cls = type(predictor)
+
+    def single_frame(self, *args, **kwargs):
+        out, masks = cls._run_single_frame_inference(self, *args, **kwargs)
+        if out.get("maskmem_features") is not None:
+            out["maskmem_features"] = out["maskmem_features"].float()
+        return out, masks
+
+    def memory_encoder(self, *args, **kwargs):
+        features, pos = cls._run_memory_encoder(self, *args, **kwargs)
+        return features.float(), pos
+
+    predictor._run_single_frame_inference = types.MethodType(single_frame, predictor)
+    predictor._run_memory_encoder = types.MethodType(memory_encoder, predictor)
+
+
 def _restore(predictor) -> None:
-    predictor.__dict__.pop("_get_image_feature", None)
+    for name in ("_get_image_feature", "_run_single_frame_inference", "_run_memory_encoder"):
+        predictor.__dict__.pop(name, None)
 
 
 def segment(
@@ -212,8 +235,15 @@ def segment(
     keyframes = {frame for sig in tracked for frame, _ in sig}
     _with_feature_cache(predictor, feature_cache, keyframes)
     window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
+    on_cuda = predictor.device.type == "cuda"
+    if not on_cuda:
+        _float_memories(predictor)
+    # on CUDA, bfloat16 autocast as in SAM2's own examples
+    precision = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
+    )
     try:
-        with torch.inference_mode(), warnings.catch_warnings():
+        with torch.inference_mode(), precision, warnings.catch_warnings():
             # sam2 built without its CUDA extension (CPU machines) skips hole filling of small
             # mask holes (fill_hole_area=8) and says so on every frame; that is expected here
             warnings.filterwarnings("ignore", message="cannot import name '_C'")

@@ -1,0 +1,174 @@
+"""Rewards of a GRPO group: System 2 called once with every completion's keyframes.
+
+For one prompt (a sample: video, expression, ground truth) and its G completions, the engine
+parses every completion, sends all of their keyframe requests to System 2 in one call (the
+in-process `run_system2` or the service client: same signature), measures each completion's
+propagated masks against the ground truth frame by frame (sam_j), and evaluates the recipe's
+rewards by name. A System-2 failure is retried and then stops training with an error naming
+the sample: it never turns into zero rewards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.errors import OmniR1Error
+from omnir1.eval.metrics import jaccard
+from omnir1.rl.rewards import (
+    RewardBreakdown,
+    RewardTarget,
+    RewardWeights,
+    System2Outcome,
+    get_reward,
+    needs_system2,
+)
+from omnir1.systems.parsing import ParsedAnswer, parse_answer
+from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
+
+
+class System2FailedError(OmniR1Error):
+    """System 2 kept failing on a group: the step cannot be scored honestly."""
+
+
+@dataclass
+class GroupContext:
+    """What the rewards of one prompt's completions need."""
+
+    key: str  # sample id, for messages and logs
+    video: Path  # the file or frame folder System 2 reads
+    folder_fps: float  # frame rate of a frame folder
+    source_indices: list[int]  # System 1 frame (2 fps) -> frame of the video
+    target: RewardTarget  # ground truth on System 1's frames, native pixels
+    gt_union: Sequence[np.ndarray]  # ground-truth union mask of every video frame (sam_j)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.source_indices)
+
+
+def context_from_sample(sample, cfg=None) -> GroupContext:
+    """A GroupContext for a loaded data-set sample (omnir1.data.records.Sample)."""
+    from omnir1.systems.reasoning import System1Config, load_clip
+
+    cfg = cfg or System1Config()
+    video = sample.frame_paths[0].parent
+    clip = load_clip(video, audio=sample.audio_path, cfg=cfg, folder_fps=sample.fps)
+    height, width = sample.frame_size()
+    per_frame = list(sample.masks())
+    empty = np.zeros((0, height, width), bool)
+    union = [m.any(axis=0) if len(m) else np.zeros((height, width), bool) for m in per_frame]
+    at_samples = [per_frame[i] if len(per_frame[i]) else empty for i in clip.source_indices]
+    return GroupContext(
+        key=f"{sample.video_id}/{sample.expression_id}",
+        video=video,
+        folder_fps=sample.fps,
+        source_indices=[int(i) for i in clip.source_indices],
+        target=RewardTarget.from_masks(at_samples),
+        gt_union=union,
+    )
+
+
+@dataclass
+class GroupScores:
+    parsed: list[ParsedAnswer]
+    rewards: list[dict[str, RewardBreakdown]]  # per completion, by reward name
+    outcomes: list[System2Outcome | None]
+    system2_s: float  # time spent in System 2 for the group
+
+
+class RewardEngine:
+    def __init__(
+        self,
+        rewards: Sequence[str],
+        models,
+        *,
+        weights: RewardWeights | None = None,
+        system2: Callable = run_system2,
+        retries: int = 2,
+        backoff_s: float = 1.0,
+        max_keyframes: int = 4,
+        max_moments: int = 8,
+    ):
+        for name in rewards:
+            get_reward(name)  # unknown names fail here, before any training step
+        self.rewards = list(rewards)
+        self.models = models
+        self.weights = weights or RewardWeights()
+        self.system2 = system2
+        self.retries, self.backoff_s = retries, backoff_s
+        self.max_keyframes, self.max_moments = max_keyframes, max_moments
+
+    def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
+        parsed = [
+            parse_answer(
+                c, ctx.num_frames, max_keyframes=self.max_keyframes, max_moments=self.max_moments
+            )
+            for c in completions
+        ]
+        outcomes: list[System2Outcome | None] = [None] * len(parsed)
+        seconds = 0.0
+        if any(needs_system2(n) for n in self.rewards) and any(p.keyframes for p in parsed):
+            start = time.perf_counter()
+            outcomes = self._run_system2(ctx, parsed)
+            seconds = time.perf_counter() - start
+        rewards = [
+            {
+                name: get_reward(name)(parsed=p, target=ctx.target, outcome=o, weights=self.weights)
+                for name in self.rewards
+            }
+            for p, o in zip(parsed, outcomes, strict=True)
+        ]
+        return GroupScores(parsed, rewards, outcomes, seconds)
+
+    def _run_system2(
+        self, ctx: GroupContext, parsed: Sequence[ParsedAnswer]
+    ) -> list[System2Outcome | None]:
+        requests = [
+            System2Request(
+                str(i),
+                tuple(
+                    KeyframeRequest(ctx.source_indices[k], d)
+                    for k, d in zip(p.keyframes, p.keyframe_descriptions, strict=True)
+                ),
+            )
+            for i, p in enumerate(parsed)
+            if p.keyframes
+        ]
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            j_sum = dict.fromkeys((r.id for r in requests), 0.0)
+            frames = 0
+
+            def on_frame(frame: int, masks: dict[str, np.ndarray], j_sum=j_sum) -> None:
+                nonlocal frames
+                frames += 1
+                for rid, mask in masks.items():
+                    j_sum[rid] += float(jaccard(mask, ctx.gt_union[frame]))
+
+            try:
+                results = self.system2(
+                    self.models, ctx.video, requests, on_frame, folder_fps=ctx.folder_fps
+                )
+                break
+            except Exception as exc:  # any failure: retry, then stop the run
+                last = exc
+        else:
+            raise System2FailedError(
+                ctx.video,
+                f"System 2 failed on {ctx.key} after {self.retries + 1} attempts: "
+                f"{type(last).__name__}: {last}",
+            )
+        outcomes: list[System2Outcome | None] = [None] * len(parsed)
+        for r in results:
+            boxes = [k.boxes for k in r.keyframes]
+            has_box = any(boxes)
+            sam_j = j_sum[r.id] / frames if has_box and frames else None
+            outcomes[int(r.id)] = System2Outcome(boxes=boxes, sam_j=sam_j)
+        return outcomes

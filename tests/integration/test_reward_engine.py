@@ -1,0 +1,110 @@
+"""GRPO group scoring with real System 2 (tiny models) on a synthetic ReVOS sample."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from omnir1.data.loaders import load
+from omnir1.media.video import smart_resize
+from omnir1.models.loading import load_models
+from omnir1.rl.engine import RewardEngine, System2FailedError, context_from_sample
+from omnir1.systems.grounding import GrounderConfig
+from omnir1.systems.prompts import format_time
+from omnir1.systems.system2 import run_system2
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    return load_models(tiny_models)
+
+
+@pytest.fixture(scope="module")
+def context(synth_sets):
+    sample = next(
+        s
+        for s in load("revos", synth_sets["revos"])
+        if s.split == "valid" and len(s.object_ids) == 1
+    )
+    return context_from_sample(sample)
+
+
+def answer_on_visible_frames(ctx, moments: int = 2) -> tuple[str, list[float]]:
+    """A well-formed answer whose moments cover frames where the target is visible, and the GT
+    box of the first keyframe in the pixels of the image the grounder is shown (what a perfect
+    grounder would answer there)."""
+    visible = [f for f, area in enumerate(ctx.target.union_areas) if area][:moments]
+    moments = [
+        {"start_time": format_time(f / 2), "end_time": format_time(f / 2), "description": "it"}
+        for f in visible
+    ]
+    text = f"<think>seen.</think><answer>{json.dumps(moments)}</answer>"
+    height, width = ctx.gt_union[0].shape
+    shown_h, shown_w = smart_resize(height, width, max_pixels=GrounderConfig().max_pixels)
+    x0, y0, x1, y1 = ctx.target.gt_boxes[visible[0]][0]
+    sx, sy = shown_w / width, shown_h / height
+    return text, [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
+
+
+def test_group_is_scored_with_one_system2_call(models, context):
+    good, box = answer_on_visible_frames(context, moments=1)
+    calls = []
+
+    def system2(*args, **kwargs):
+        calls.append(len(args[2]))  # requests in this call
+        grounder = json.dumps([{"bbox_2d": box}])
+        return run_system2(*args, grounder_answer=grounder, **kwargs)
+
+    engine = RewardEngine(["format", "video_accuracy"], models, system2=system2)
+    completions = [good, "no tags at all", good.replace('"it"', '"the thing"'), ""]
+    scores = engine.score_group(context, completions)
+    assert calls == [2]  # one call for the group, the two completions with keyframes
+    by = scores.rewards
+    assert by[0]["format"].total == 1.0 and by[1]["format"].total == 0.0
+    assert by[1]["video_accuracy"].total == 0.0  # no JSON object: gated
+    assert scores.outcomes[1] is None and scores.outcomes[3] is None
+    good_parts = by[0]["video_accuracy"].components
+    assert good_parts["box_iou"] == pytest.approx(1.0, abs=1e-6)  # the GT box, one keyframe
+    assert 0.0 <= good_parts["sam_j"] <= 1.0  # random SAM2 weights: some J, measured
+    assert by[0]["video_accuracy"].total > by[1]["video_accuracy"].total
+
+
+def test_system2_failures_are_retried_then_stop_the_run(models, context):
+    good, _ = answer_on_visible_frames(context)
+    attempts = []
+
+    def flaky(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("service restarting")
+        return run_system2(*args, **kwargs)
+
+    engine = RewardEngine(["video_accuracy"], models, system2=flaky, retries=2, backoff_s=0.01)
+    engine.score_group(context, [good])
+    assert len(attempts) == 3
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("service gone")
+
+    engine = RewardEngine(["video_accuracy"], models, system2=broken, retries=1, backoff_s=0.01)
+    failed = r"after 2 attempts: ConnectionError: service gone"
+    with pytest.raises(System2FailedError, match=failed):
+        engine.score_group(context, [good])
+
+
+def test_unknown_reward_names_fail_early(models):
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        RewardEngine(["format", "nope"], models)
+
+
+def test_sam_j_is_skipped_without_boxes(models, context):
+    good, _ = answer_on_visible_frames(context)
+    no_boxes = functools.partial(run_system2, grounder_answer="I see nothing")
+    engine = RewardEngine(["video_accuracy"], models, system2=no_boxes)
+    scores = engine.score_group(context, [good])
+    assert scores.outcomes[0].sam_j is None
+    assert scores.rewards[0]["video_accuracy"].components["sam_j"] is None
