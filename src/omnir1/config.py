@@ -1,0 +1,122 @@
+"""params.yaml, typed: one validated view of every hyper-parameter.
+
+Unknown keys and wrong types are errors that name the file and the dotted field (a typo must
+not silently fall back to a default). Sections map onto the library's own config dataclasses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from omnir1.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthParams(_Section):
+    videos: int = Field(24, ge=1)
+    seed: int = 0
+    workers: int = Field(2, ge=1)
+
+
+class DataParams(_Section):
+    source: str = "synth"
+    formats: list[Literal["refavs", "revos", "mevis"]] = ["refavs", "revos", "mevis"]
+    synth: SynthParams = SynthParams()
+
+
+class TinyParams(_Section):
+    seed: int = 0
+    sam2_size: int = Field(256, ge=64, multiple_of=16)
+
+
+class ModelParams(_Section):
+    dir: str = "models/tiny"
+    tiny: TinyParams = TinyParams()
+
+
+class System1Params(_Section):
+    fps: float = Field(2.0, gt=0)
+    max_frames: int = Field(24, ge=1)
+    max_pixels: int = Field(128 * 28 * 28, ge=4 * 28 * 28)
+    moments: int = Field(4, ge=1)
+    max_keyframes: int = Field(4, ge=1)
+    max_moments: int = Field(8, ge=1)
+    max_new_tokens: int = Field(800, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+    def to_config(self):
+        from omnir1.systems.reasoning import System1Config
+
+        return System1Config(**self.model_dump())
+
+
+class GrounderParams(_Section):
+    max_pixels: int = Field(900 * 28 * 28, ge=4 * 28 * 28)
+    max_new_tokens: int = Field(128, ge=1)
+    max_boxes: int = Field(16, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+    def to_config(self):
+        from omnir1.systems.grounding import GrounderConfig
+
+        return GrounderConfig(**self.model_dump())
+
+
+class WeightParams(_Section):
+    a_k: float = 1.0
+    a_k_ratio: float = 0.0
+    a_a: float = 1.0
+    a_g: float = 2.0
+    clip_to_cumulated: bool = False
+
+    def to_weights(self):
+        from omnir1.rl.rewards import RewardWeights
+
+        return RewardWeights(**self.model_dump())
+
+
+class RewardParams(_Section):
+    names: list[str] = ["format", "video_accuracy"]
+    weights: WeightParams = WeightParams()
+    system2_retries: int = Field(2, ge=0)
+
+
+class Params(_Section):
+    data: DataParams = DataParams()
+    models: ModelParams = ModelParams()
+    system1: System1Params = System1Params()
+    grounder: GrounderParams = GrounderParams()
+    rewards: RewardParams = RewardParams()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(path, "file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"invalid YAML ({exc})") from None
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(path, f"{first['msg']} (got {first.get('input')!r})", field) from None
+    from omnir1.rl.rewards import REWARDS
+
+    unknown = [n for n in params.rewards.names if n not in REWARDS]
+    if unknown:
+        raise ConfigError(
+            path, f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}", "rewards.names"
+        )
+    return params
