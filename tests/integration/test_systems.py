@@ -346,3 +346,9 @@ def test_sam2_runs_in_float32_on_cpu(loaded, media_files):
         frames.close()
     assert sorted(masks) == list(range(30))
     assert "_run_memory_encoder" not in vars(loaded.sam2)  # the predictor is left as it was
+
+
+def test_init_tiny_refuses_a_bad_sam2_size(tmp_path, capsys):
+    assert main(["models", "init-tiny", "--out", str(tmp_path / "m"), "--sam2-size", "100"]) == 2
+    assert "--sam2-size: SAM2 image size must be a multiple of 16" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

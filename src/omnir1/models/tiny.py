@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from omnir1.errors import ConfigError
 from omnir1.fsutil import atomic_dir, atomic_path, write_json
 from omnir1.systems.prompts import corpus_examples
 
@@ -196,6 +197,12 @@ def build_tiny(*, seed: int = 0, sizes: TinySizes | None = None) -> TinyModels:
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration, set_seed
 
     sizes = sizes or TinySizes()
+    if sizes.sam2_image_size < 64 or sizes.sam2_image_size % 16:
+        raise ConfigError(
+            None,
+            f"SAM2 image size must be a multiple of 16 of at least 64, got {sizes.sam2_image_size}",
+            "--sam2-size",
+        )
     set_seed(seed)
     tokenizer = build_tokenizer(sizes)
     processor = build_processor(tokenizer)
