@@ -1,0 +1,138 @@
+"""GRPO of System 1 on video + audio prompts: a thin subclass of TRL 1.16's GRPOTrainer.
+
+The stock trainer carries images only. Our prompts are videos with their audio interleaved,
+prepared once per sample by `GlobalReasoner.inputs` (token ids with the video/audio
+placeholders, pixel_values_videos, video_grid_thw, video_second_per_grid, Whisper features). The
+subclass
+- tokenises a batch by looking up each row's prepared inputs (rows carry `sample_index`),
+- hands the video/audio tensors to generation as multimodal fields,
+- adds them to every log-prob forward (policy, old policy, frozen reference) for the rows of
+  each chunk, following the rows through TRL's splitting and shuffling by a `sample_index`
+  tensor in the batch.
+Rewards come from `omnir1.rl.engine.RewardEngine` through `reward_funcs`: one System-2 call
+per group, shared by all reward functions of a batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from trl import GRPOTrainer
+
+from omnir1.rl.engine import GroupContext, RewardEngine
+
+
+def prepare_prompts(reasoner, clips: Sequence, expressions: Sequence[str], seed: int = 0) -> dict:
+    """Processor outputs for every sample (index -> tensors), each with its own random example
+    times in the instructions (seeded per sample: the same prompt on every epoch and resume)."""
+    return {
+        i: dict(reasoner.inputs(clip, expression, random.Random(seed * 1_000_003 + i)))
+        for i, (clip, expression) in enumerate(zip(clips, expressions, strict=True))
+    }
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, prompt_inputs: dict[int, dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prompt_inputs = prompt_inputs
+        self._rows: list[int] = []  # sample index of each row of the batch being processed
+
+    def _generate_and_score_completions(self, inputs):
+        self._rows = [int(x["sample_index"]) for x in inputs]
+        out = super()._generate_and_score_completions(inputs)
+        # a per-row tensor: TRL splits and shuffles it with the rest of the batch
+        out["sample_index"] = torch.tensor(self._rows, device=out["prompt_ids"].device)
+        return out
+
+    def _compute_loss(self, model, inputs):
+        self._rows = inputs["sample_index"].tolist()
+        return super()._compute_loss(model, inputs)
+
+    def _video_fields(self, rows: Sequence[int]) -> dict:
+        prepared = [self.prompt_inputs[r] for r in rows]
+        device = self.accelerator.device
+        fields = {
+            key: torch.cat([p[key] for p in prepared]).to(device)
+            for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+        }
+        if all("input_features" in p for p in prepared):
+            for key in ("input_features", "feature_attention_mask"):
+                fields[key] = torch.cat([p[key] for p in prepared]).to(device)
+            fields["use_audio_in_video"] = True
+        return fields
+
+    def _tokenize_prompts(self, prompts):
+        ids = [self.prompt_inputs[r]["input_ids"][0].tolist() for r in self._rows]
+        return ids, None, self._video_fields(self._rows)
+
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **image_fields,  # TRL's image inputs: always None here
+    ):
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            labels = ids.masked_fill(mask == 0, -100)  # only completion tokens are scored
+            labels[:, :-logits_to_keep] = -100
+            with self.accelerator.autocast():
+                out = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    labels=labels,
+                    fused_lm_head=True,
+                    **self._video_fields(self._rows[start:end]),
+                )
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+
+class GroupRewards:
+    """TRL reward functions backed by one RewardEngine: the first function called on a batch
+    scores every group (one System-2 call each); the others read the same results."""
+
+    def __init__(self, engine: RewardEngine, contexts: Sequence[GroupContext]):
+        self.engine = engine
+        self.contexts = contexts
+        self._key: tuple | None = None
+        self._scores: list[dict] = []
+        self.last_components: list[dict] = []  # per completion, for logging
+
+    def _score(self, completions: Sequence[str], sample_index: Sequence[int]) -> None:
+        key = (tuple(sample_index), tuple(completions))
+        if key == self._key:
+            return
+        scores: list[dict | None] = [None] * len(completions)
+        for sample in dict.fromkeys(sample_index):
+            rows = [i for i, s in enumerate(sample_index) if s == sample]
+            group = self.engine.score_group(self.contexts[sample], [completions[i] for i in rows])
+            for i, rewards in zip(rows, group.rewards, strict=True):
+                scores[i] = rewards
+        self._key, self._scores = key, scores
+        self.last_components = [
+            {name: r.to_dict() for name, r in s.items()} for s in scores if s is not None
+        ]
+
+    def functions(self) -> list:
+        def make(name: str):
+            def reward(prompts, completions, sample_index, **_):
+                texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+                self._score(texts, [int(s) for s in sample_index])
+                return [s[name].total for s in self._scores]
+
+            reward.__name__ = name
+            return reward
+
+        return [make(name) for name in self.engine.rewards]
