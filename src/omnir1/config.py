@@ -88,12 +88,65 @@ class RewardParams(_Section):
     system2_retries: int = Field(2, ge=0)
 
 
+class TrainParams(_Section):
+    num_generations: int = Field(8, ge=2)
+    beta: float = Field(0.04, ge=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    lr_scheduler_type: str = "cosine"
+    num_train_epochs: float = Field(1, gt=0)
+    max_steps: int = -1
+    max_completion_length: int = Field(800, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    prompts_per_step: int = Field(1, ge=1)
+    gradient_checkpointing: bool = True
+    bf16: bool = True
+    save_steps: int = Field(50, ge=1)
+    seed: int = 0
+
+    def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
+        """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
+        batch mean), group-scaled advantages, one optimisation step per generation batch (so
+        the ratio clip never binds), the k3 KL against the frozen reference."""
+        from trl import GRPOConfig
+
+        return GRPOConfig(
+            output_dir=str(output_dir),
+            use_cpu=use_cpu,
+            bf16=self.bf16 and not use_cpu,
+            loss_type="grpo",
+            scale_rewards="group",
+            num_generations=self.num_generations,
+            per_device_train_batch_size=self.num_generations * self.prompts_per_step,
+            steps_per_generation=1,
+            num_iterations=1,
+            beta=self.beta,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            lr_scheduler_type=self.lr_scheduler_type,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            max_completion_length=self.max_completion_length,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            activation_checkpointing=self.gradient_checkpointing and not use_cpu,
+            save_strategy="steps",
+            save_steps=self.save_steps,
+            logging_steps=1,
+            seed=self.seed,
+            report_to=[],
+            generation_kwargs={"suppress_tokens": list(suppress_tokens or [])},
+        )
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     models: ModelParams = ModelParams()
     system1: System1Params = System1Params()
     grounder: GrounderParams = GrounderParams()
     rewards: RewardParams = RewardParams()
+    train: TrainParams = TrainParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

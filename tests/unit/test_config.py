@@ -35,3 +35,15 @@ def test_bad_params_name_the_field(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_params(path)
+
+
+def test_train_params_map_to_the_papers_grpo_recipe(tmp_path):
+    train = load_params(ROOT / "params.yaml").train
+    cfg = train.grpo_config(tmp_path, use_cpu=True, suppress_tokens=[5])
+    assert cfg.loss_type == "grpo" and cfg.scale_rewards == "group"
+    assert (cfg.num_generations, cfg.beta, cfg.learning_rate) == (8, 0.04, 1e-6)
+    assert cfg.per_device_train_batch_size == 8 and cfg.steps_per_generation == 1
+    assert cfg.lr_scheduler_type == "cosine" and cfg.weight_decay == 0.01
+    assert (cfg.temperature, cfg.top_p, cfg.max_completion_length) == (1.0, 0.95, 800)
+    assert not cfg.bf16  # on CPU
+    assert cfg.generation_kwargs == {"suppress_tokens": [5]}
