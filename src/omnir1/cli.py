@@ -132,6 +132,24 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.rl.train import run_training
+
+    summary = run_training(
+        load_params(args.params),
+        data=args.data,
+        fmt=args.format,
+        models_dir=args.models or load_params(args.params).models.dir,
+        out=args.out,
+        resume=args.resume,
+        max_steps=args.max_steps,
+        device=args.device,
+    )
+    _print_json(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
@@ -243,6 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=3000, help="frames of one video")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per call, queue included")
     p.set_defaults(func=cmd_serve_system2)
+
+    p = groups.add_parser("train", help="GRPO of System 1 with System-2 rewards (params.yaml)")
+    p.add_argument("--data", required=True, help="data set folder")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
+    p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, train.json")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

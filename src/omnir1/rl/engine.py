@@ -51,25 +51,51 @@ class GroupContext:
         return len(self.source_indices)
 
 
-def context_from_sample(sample, cfg=None) -> GroupContext:
-    """A GroupContext for a loaded data-set sample (omnir1.data.records.Sample)."""
+class LazyUnion(Sequence):
+    """Ground-truth union masks of a sample's frames, decoded when asked for: a training set
+    holds thousands of samples, and full-resolution masks of all their frames would not fit."""
+
+    def __init__(self, sample):
+        self.sample = sample
+        self.height, self.width = sample.frame_size()
+
+    def __len__(self) -> int:
+        return self.sample.num_frames
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        source = self.sample.mask_source
+        if source is None or self.sample.is_null:
+            return np.zeros((self.height, self.width), bool)
+        objects = source.frame_masks(t, self.height, self.width)
+        return objects.any(axis=0) if len(objects) else np.zeros((self.height, self.width), bool)
+
+
+def context_from_sample(sample, cfg=None, clip=None) -> GroupContext:
+    """A GroupContext for a loaded data-set sample (omnir1.data.records.Sample); `clip` is
+    System 1's view of its video when already loaded."""
     from omnir1.systems.reasoning import System1Config, load_clip
 
     cfg = cfg or System1Config()
     video = sample.frame_paths[0].parent
-    clip = load_clip(video, audio=sample.audio_path, cfg=cfg, folder_fps=sample.fps)
+    if clip is None:
+        clip = load_clip(video, audio=sample.audio_path, cfg=cfg, folder_fps=sample.fps)
     height, width = sample.frame_size()
-    per_frame = list(sample.masks())
     empty = np.zeros((0, height, width), bool)
-    union = [m.any(axis=0) if len(m) else np.zeros((height, width), bool) for m in per_frame]
-    at_samples = [per_frame[i] if len(per_frame[i]) else empty for i in clip.source_indices]
+    at_samples = []
+    for i in clip.source_indices:
+        objects = (
+            sample.mask_source.frame_masks(int(i), height, width)
+            if sample.mask_source is not None and not sample.is_null
+            else empty
+        )
+        at_samples.append(objects)
     return GroupContext(
         key=f"{sample.video_id}/{sample.expression_id}",
         video=video,
         folder_fps=sample.fps,
         source_indices=[int(i) for i in clip.source_indices],
         target=RewardTarget.from_masks(at_samples),
-        gt_union=union,
+        gt_union=LazyUnion(sample),
     )
 
 

@@ -1,0 +1,154 @@
+"""`omnir1 train`: GRPO of System 1 on a data set, from params.yaml.
+
+    omnir1 train --data DIR --format revos --models DIR --out DIR [--params params.yaml]
+                 [--resume] [--max-steps N]
+
+Writes OUT/checkpoints/ (TRL checkpoints every `train.save_steps`: model, optimizer, scheduler,
+RNG states, trainer state), and when training ends a complete model folder OUT/model/
+(models.json; the trained System 1; the frozen grounder and SAM2 of the base folder, hard-linked
+where the file system allows) and OUT/train.json (steps, time, last rewards).
+`--resume` continues from the newest complete checkpoint in OUT/checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from omnir1.errors import DataError
+from omnir1.fsutil import atomic_dir, write_json
+
+
+def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
+    """The split's expressions that have a referent (null and excluded ones give no reward
+    signal for keyframes and boxes)."""
+    from omnir1.data.loaders import load
+
+    samples = [
+        s
+        for s in load(fmt, data)
+        if s.split == split and not s.is_null and s.expression_type != "excluded"
+    ]
+    if not samples:
+        raise DataError(data, f"no {split!r} expressions with a referent to train on")
+    return samples
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_file)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _link_file(src, dst)
+
+
+def _link_file(src, dst) -> None:
+    try:
+        os.link(src, dst)  # the base weights are read-only inputs: share them
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """Newest checkpoint-N folder that TRL finished writing (it has trainer_state.json)."""
+    done = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def run_training(
+    params,
+    *,
+    data: str | Path,
+    fmt: str,
+    models_dir: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    device: str = "cpu",
+) -> dict:
+    from datasets import Dataset
+
+    from omnir1.models.loading import Manifest, load_models
+    from omnir1.rl.engine import RewardEngine, context_from_sample
+    from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
+    from omnir1.systems.reasoning import GlobalReasoner, load_clip
+
+    data, out = Path(data), Path(out)
+    models = load_models(models_dir, device=device)
+    s1 = params.system1.to_config()
+    samples = trainable_samples(fmt, data)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+    clips = [
+        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
+        for s in samples
+    ]
+    prompt_inputs = prepare_prompts(
+        reasoner, clips, [s.expression for s in samples], seed=params.train.seed
+    )
+    contexts = [context_from_sample(s, s1, clip) for s, clip in zip(samples, clips, strict=True)]
+    engine = RewardEngine(
+        params.rewards.names,
+        models,
+        weights=params.rewards.weights.to_weights(),
+        retries=params.rewards.system2_retries,
+        max_keyframes=s1.max_keyframes,
+        max_moments=s1.max_moments,
+    )
+    rewards = GroupRewards(engine, contexts)
+    train = params.train
+    if max_steps is not None:
+        train = train.model_copy(update={"max_steps": max_steps})
+    checkpoints = out / "checkpoints"
+    config = train.grpo_config(
+        checkpoints, use_cpu=device == "cpu", suppress_tokens=reasoner.suppress_tokens
+    )
+    rows = [{"prompt": s.expression, "sample_index": i} for i, s in enumerate(samples)]
+    trainer = VideoGRPOTrainer(
+        model=models.system1,
+        processing_class=models.system1_processor,
+        reward_funcs=rewards.functions(),
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        prompt_inputs=prompt_inputs,
+    )
+    resume_from = latest_checkpoint(checkpoints) if resume else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.perf_counter() - start
+
+    base = Manifest.read(models.manifest.root)
+    with atomic_dir(out / "model") as folder:
+        trainer.model.save_pretrained(folder / "system1")
+        models.system1_processor.save_pretrained(folder / "system1")
+        _link_or_copy(base.grounder, folder / "grounder")
+        _link_or_copy(base.sam2_checkpoint, folder / "sam2" / base.sam2_checkpoint.name)
+        write_json(
+            folder / "models.json",
+            {
+                "name": f"{base.name}-grpo",
+                "system1": "system1",
+                "grounder": "grounder",
+                "sam2": {
+                    "config": base.sam2_config,
+                    "checkpoint": f"sam2/{base.sam2_checkpoint.name}",
+                    "overrides": list(base.sam2_overrides),
+                },
+                "base": base.name,
+            },
+        )
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    summary = {
+        "steps": trainer.state.global_step,
+        "resumed_from": resume_from.name if resume_from else None,
+        "seconds": seconds,
+        "samples": len(samples),
+        "last": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("reward")},
+    }
+    write_json(out / "train.json", summary)
+    return summary

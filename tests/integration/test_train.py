@@ -1,0 +1,52 @@
+"""`omnir1 train`: GRPO steps from params.yaml, checkpoints, resume, the trained model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from omnir1.cli import main
+from omnir1.models.loading import load_models
+
+pytestmark = pytest.mark.slow
+
+PARAMS = """
+train:
+  num_generations: 2
+  max_completion_length: 12
+  learning_rate: 1.0e-3
+  save_steps: 1
+  max_steps: 2
+"""
+
+
+def test_train_checkpoints_resumes_and_writes_a_model_folder(tiny_models, synth_sets, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(synth_sets["revos"]), "--format", "revos"]
+    args += ["--models", str(tiny_models), "--out", str(out), "--params", str(params)]
+    assert main(args) == 0
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["steps"] == 2 and summary["resumed_from"] is None
+    assert "rewards/video_accuracy/mean" in summary["last"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
+        "checkpoint-1",
+        "checkpoint-2",
+    ]
+    model = load_models(out / "model", system2=False)
+    assert model.manifest.name == "omnir1-tiny-seed0-grpo"
+
+    assert main([*args, "--resume", "--max-steps", "3"]) == 0
+    resumed = json.loads((out / "train.json").read_text())
+    assert resumed["steps"] == 3 and resumed["resumed_from"] == "checkpoint-2"
+
+
+def test_training_needs_expressions_with_a_referent(synth_sets):
+    from omnir1.errors import DataError
+    from omnir1.rl.train import trainable_samples
+
+    assert all(not s.is_null for s in trainable_samples("revos", synth_sets["revos"]))
+    with pytest.raises(DataError, match="no 'test' expressions with a referent"):
+        trainable_samples("revos", synth_sets["revos"], split="test")
