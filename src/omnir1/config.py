@@ -140,6 +140,12 @@ class TrainParams(_Section):
         )
 
 
+class TrackingParams(_Section):
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI wins when set
+    experiment: str = "omnir1"
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     models: ModelParams = ModelParams()
@@ -147,6 +153,7 @@ class Params(_Section):
     grounder: GrounderParams = GrounderParams()
     rewards: RewardParams = RewardParams()
     train: TrainParams = TrainParams()
+    tracking: TrackingParams = TrackingParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

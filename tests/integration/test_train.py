@@ -21,9 +21,13 @@ train:
 """
 
 
-def test_train_checkpoints_resumes_and_writes_a_model_folder(tiny_models, synth_sets, tmp_path):
+def test_train_checkpoints_resumes_and_writes_a_model_folder(
+    tiny_models, synth_sets, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = tmp_path / "params.yaml"
-    params.write_text(PARAMS)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params.write_text(PARAMS + f"tracking:\n  uri: {tracking}\n  experiment: test\n")
     out = tmp_path / "run"
     args = ["train", "--data", str(synth_sets["revos"]), "--format", "revos"]
     args += ["--models", str(tiny_models), "--out", str(out), "--params", str(params)]
@@ -41,6 +45,21 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(tiny_models, synth_
     assert main([*args, "--resume", "--max-steps", "3"]) == 0
     resumed = json.loads((out / "train.json").read_text())
     assert resumed["steps"] == 3 and resumed["resumed_from"] == "checkpoint-2"
+
+    # MLflow: parameters, per-step metrics and completion tables of both runs
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert len(runs) == 2
+    first = min(runs, key=lambda r: r.info.start_time)
+    assert first.data.params["train.num_generations"] == "2"
+    assert first.data.params["rewards.weights.a_g"] == "2.0"
+    history = client.get_metric_history(first.info.run_id, "rewards_video_accuracy_mean")
+    assert [m.step for m in history] == [1, 2]
+    assert {"kl", "time_system2_s", "completions_mean_length"} <= first.data.metrics.keys()
+    tables = [a.path for a in client.list_artifacts(first.info.run_id, "completions")]
+    assert tables == ["completions/step_000001.json", "completions/step_000002.json"]
 
 
 def test_training_needs_expressions_with_a_referent(synth_sets):

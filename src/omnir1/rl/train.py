@@ -117,6 +117,17 @@ def run_training(
         train_dataset=Dataset.from_list(rows),
         prompt_inputs=prompt_inputs,
     )
+    if params.tracking.enabled:
+        from omnir1.rl.tracking import MLflowTracking
+
+        tracked = params.model_dump(include={"system1", "grounder", "rewards", "train"})
+        tracked["data"] = {"path": str(data), "format": fmt, "samples": len(samples)}
+        tracked["models"] = {"base": models.manifest.name}
+        trainer.add_callback(
+            MLflowTracking(
+                params.tracking.uri, params.tracking.experiment, tracked, rewards, out.name
+            )
+        )
     resume_from = latest_checkpoint(checkpoints) if resume else None
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

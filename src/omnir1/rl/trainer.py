@@ -15,6 +15,7 @@ per group, shared by all reward functions of a batch.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 
@@ -109,6 +110,8 @@ class GroupRewards:
         self._key: tuple | None = None
         self._scores: list[dict] = []
         self.last_components: list[dict] = []  # per completion, for logging
+        self.last_table: list[dict] = []  # completions with their rewards, for tracking
+        self._system2_s = 0.0
 
     def _score(self, completions: Sequence[str], sample_index: Sequence[int]) -> None:
         key = (tuple(sample_index), tuple(completions))
@@ -118,12 +121,27 @@ class GroupRewards:
         for sample in dict.fromkeys(sample_index):
             rows = [i for i, s in enumerate(sample_index) if s == sample]
             group = self.engine.score_group(self.contexts[sample], [completions[i] for i in rows])
+            self._system2_s += group.system2_s
             for i, rewards in zip(rows, group.rewards, strict=True):
                 scores[i] = rewards
         self._key, self._scores = key, scores
         self.last_components = [
             {name: r.to_dict() for name, r in s.items()} for s in scores if s is not None
         ]
+        self.last_table = [
+            {
+                "sample": self.contexts[sample_index[i]].key,
+                "completion": completions[i][:2000],
+                **{f"reward_{name}": r.total for name, r in scores[i].items()},
+                "components": json.dumps(self.last_components[i]),
+            }
+            for i in range(len(completions))
+        ]
+
+    def take_system2_seconds(self) -> float:
+        """System-2 time since the last call (per logged step)."""
+        seconds, self._system2_s = self._system2_s, 0.0
+        return seconds
 
     def functions(self) -> list:
         def make(name: str):
