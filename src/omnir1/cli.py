@@ -136,11 +136,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
     from omnir1.rl.train import run_training
 
+    params = load_params(args.params)
     summary = run_training(
-        load_params(args.params),
+        params,
         data=args.data,
         fmt=args.format,
-        models_dir=args.models or load_params(args.params).models.dir,
+        models_dir=args.models or params.models.dir,
         out=args.out,
         resume=args.resume,
         max_steps=args.max_steps,

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from omnir1.fsutil import atomic_dir, write_json
+from omnir1.timing import Stopwatch
 
-OVERLAY_COLOR = np.array([230, 40, 40], np.float32)
 KEYFRAME_COLOR = (255, 210, 0)
 
 
@@ -50,12 +50,12 @@ def infer_video(
     from omnir1.systems.reasoning import System1Config
 
     out = Path(out)
-    info = inspect(
-        video, folder_fps=folder_fps
-    )  # fails early, naming the file, on anything unreadable
+    # first, so that an unreadable video fails at once, naming the file
+    info = inspect(video, folder_fps=folder_fps)
     start = time.perf_counter()
-    models = load_models(models_dir, device=device, system2=system2_url is None)
-    load_s = time.perf_counter() - start
+    watch = Stopwatch()
+    with watch("load_models"):
+        models = load_models(models_dir, device=device, system2=system2_url is None)
     s1 = System1Config()
     if max_new_tokens is not None:
         s1 = System1Config(max_new_tokens=max_new_tokens)
@@ -85,14 +85,12 @@ def infer_video(
             folder_fps=folder_fps,
             system2=system2,
         )
-    timings = {"load_models": load_s, **result.timings_s}
     if overlay:
-        t = time.perf_counter()
-        write_overlay(
-            video, out / "masks", result.keyframes, out / "overlay.mp4", info.fps, folder_fps
-        )
-        timings["overlay"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
+        with watch("overlay"):
+            write_overlay(
+                video, out / "masks", result.keyframes, out / "overlay.mp4", info.fps, folder_fps
+            )
+    timings = {**watch.timings, **result.timings_s, "total": time.perf_counter() - start}
     report = {
         "video": str(video),
         "expression": expression,
@@ -132,20 +130,16 @@ def write_overlay(
     """The video with its masks tinted red; keyframes framed in yellow with their description."""
     from PIL import Image, ImageDraw
 
+    from omnir1.eval.predictions import read_mask_png
     from omnir1.media import iter_frames, write_video
+    from omnir1.media.draw import tint
 
     captions = {k.frame: k.description for k in keyframes}
 
     def frames():
         for frame in iter_frames(video, folder_fps=folder_fps):
-            img = np.array(frame.image)
-            mask_file = masks / f"{frame.index:05d}.png"
-            if mask_file.exists():
-                with Image.open(mask_file) as m:
-                    mask = np.asarray(m) > 0
-                # blend only the masked pixels: whole-frame float maths is most of the cost
-                img[mask] = (0.55 * img[mask] + 0.45 * OVERLAY_COLOR).astype(np.uint8)
-            pil = Image.fromarray(img)
+            mask = read_mask_png(masks / f"{frame.index:05d}.png", frame.image.shape[:2])
+            pil = Image.fromarray(frame.image if mask is None else tint(frame.image, mask))
             if frame.index in captions:
                 draw = ImageDraw.Draw(pil)
                 w, h = pil.size

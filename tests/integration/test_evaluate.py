@@ -393,41 +393,10 @@ def test_cli_outputs_csv_html_and_clear_errors(synth_sets, tmp_path, capsys):
     assert page.count("<img") >= 8 and "Worst expressions" in page and "Best expressions" in page
     capsys.readouterr()
     # a split that does not exist, and a prediction folder that does not
-    assert (
-        main(
-            [
-                "evaluate",
-                "--benchmark",
-                "revos",
-                "--data",
-                str(data),
-                "--pred",
-                str(pred),
-                "--out",
-                str(out),
-                "--split",
-                "nope",
-            ]
-        )
-        == 2
-    )
+    args = ["evaluate", "--benchmark", "revos", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--pred", str(pred), "--split", "nope"]) == 2
     assert "split(s) ['nope']" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "evaluate",
-                "--benchmark",
-                "revos",
-                "--data",
-                str(data),
-                "--pred",
-                str(tmp_path / "none"),
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert main([*args, "--pred", str(tmp_path / "none")]) == 2
     assert "prediction folder not found" in capsys.readouterr().err
 
 

@@ -217,30 +217,40 @@ def summarize_mevis(scores: Sequence[ExpressionScore]) -> dict:
     return {"overall": _mean_block(scores), "by_objects": _by_objects(scores)}
 
 
+def refavs_miou(group: Sequence[ExpressionScore]) -> float:
+    """Official mIoU over all frames of `group` (one batch, a split, or one expression)."""
+    return float(np.mean([v for s in group for v in s.refavs.iou]))
+
+
+def refavs_max_f(group: Sequence[ExpressionScore]) -> float:
+    """Max over thresholds of the mean F curve of the group's frames with foreground (0 if
+    none has any)."""
+    curves = [c for s in group for c in s.refavs.f_curve]
+    return float(np.max(np.mean(curves, axis=0))) if curves else 0.0
+
+
+def refavs_s(group: Sequence[ExpressionScore]) -> float:
+    """S: square root of the predicted-foreground fraction of the group's pixels."""
+    pixels = sum(s.refavs.pixels for s in group)
+    return math.sqrt(sum(s.refavs.pred_pixels for s in group) / pixels)
+
+
 def _refavs_figures(scores: Sequence[ExpressionScore]) -> dict:
     """Official (batch) and pooled mIoU, max-F and S of one split's expressions, in order."""
-
-    def miou(group):
-        return float(np.mean([v for s in group for v in s.refavs.iou]))
-
-    def max_f(group):
-        curves = [c for s in group for c in s.refavs.f_curve]
-        return float(np.max(np.mean(curves, axis=0))) if curves else 0.0
-
-    def s_measure(group):
-        pixels = sum(s.refavs.pixels for s in group)
-        return math.sqrt(sum(s.refavs.pred_pixels for s in group) / pixels)
-
     ordered = sorted(scores, key=lambda s: s.index)
     batches = [ordered[i : i + REFAVS_BATCH] for i in range(0, len(ordered), REFAVS_BATCH)]
     return {
         "official": {
-            "mIoU": float(np.mean([miou(b) for b in batches])),
-            "F": float(np.mean([max_f(b) for b in batches])),
-            "S": float(np.mean([s_measure(b) for b in batches])),
+            "mIoU": float(np.mean([refavs_miou(b) for b in batches])),
+            "F": float(np.mean([refavs_max_f(b) for b in batches])),
+            "S": float(np.mean([refavs_s(b) for b in batches])),
             "batches": len(batches),
         },
-        "pooled": {"mIoU": miou(ordered), "F": max_f(ordered), "S": s_measure(ordered)},
+        "pooled": {
+            "mIoU": refavs_miou(ordered),
+            "F": refavs_max_f(ordered),
+            "S": refavs_s(ordered),
+        },
     }
 
 
@@ -282,6 +292,7 @@ class Evaluation:
     scores: list[ExpressionScore]
     counts: dict = field(default_factory=dict)
     unexpected_prediction_folders: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list, repr=False)  # of the evaluated splits
 
     def summary(self) -> dict:
         return summarize(self.benchmark, self.scores)
@@ -297,15 +308,16 @@ def prediction_counts(
     RefAVS gt_mask folders shared by several expressions; prediction folders that belong to no
     expression of the data set (any split)."""
     shared = shared_fid_counts(samples)
-    expected = {expression_dir(s, pred) for s in all_samples}
+    folders = {id(s): expression_dir(s, pred) for s in all_samples}
     reads_shared = sum(
         1
         for s in samples
         if s.refavs_fid is not None
         and shared[(s.video_id, s.refavs_fid)] > 1
-        and expression_dir(s, pred).name == f"fid_{s.refavs_fid}"
-        and expression_dir(s, pred).is_dir()
+        and folders[id(s)].name == f"fid_{s.refavs_fid}"
+        and folders[id(s)].is_dir()
     )
+    expected = set(folders.values())
     extra = unexpected_folders(pred, expected)
     counts = {
         "expressions": len(samples),
@@ -349,7 +361,7 @@ def evaluate(
         scores = list(_with_progress(score_in_workers(task, shards), total, progress))
     scores.sort(key=lambda s: s.index)
     counts, extra = prediction_counts(samples, scores, pred, all_samples)
-    return Evaluation(benchmark, chosen, scores, counts, extra)
+    return Evaluation(benchmark, chosen, scores, counts, extra, samples)
 
 
 def _with_progress(

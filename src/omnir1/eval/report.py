@@ -19,9 +19,10 @@ from PIL import Image
 from omnir1.data.records import Sample
 from omnir1.eval.metrics import seg2bmap
 from omnir1.eval.predictions import expression_dir, frame_file, read_mask_png
-from omnir1.eval.protocols import Evaluation
+from omnir1.eval.protocols import Evaluation, refavs_max_f, refavs_miou, refavs_s
 from omnir1.eval.scoring import ExpressionScore
 from omnir1.fsutil import atomic_open
+from omnir1.media.draw import tint
 
 CSV_COLUMNS = (
     "dataset",
@@ -47,14 +48,13 @@ CSV_COLUMNS = (
 
 
 def _refavs_columns(score: ExpressionScore) -> dict:
-    stats = score.refavs
-    if stats is None:
+    if score.refavs is None:
         return {"refavs_miou": None, "refavs_max_f": None, "refavs_s": None}
-    curve = np.mean(stats.f_curve, axis=0).max() if stats.f_curve else 0.0
+    one = [score]  # the protocol's own figures, over this expression's frames
     return {
-        "refavs_miou": float(np.mean(stats.iou)),
-        "refavs_max_f": float(curve),
-        "refavs_s": float(np.sqrt(stats.pred_pixels / stats.pixels)),
+        "refavs_miou": refavs_miou(one),
+        "refavs_max_f": refavs_max_f(one),
+        "refavs_s": refavs_s(one),
     }
 
 
@@ -73,13 +73,12 @@ def write_csv(path: Path, scores: Sequence[ExpressionScore]) -> None:
 
 def overlay(frame: Image.Image, gt: np.ndarray, pred: np.ndarray, width: int = 240) -> Image.Image:
     """Frame with the prediction tinted red and the ground-truth outline in green."""
-    img = np.asarray(frame.convert("RGB"), dtype=np.float32)
-    img[pred] = 0.55 * img[pred] + 0.45 * np.array([230, 40, 40], np.float32)
+    img = tint(np.asarray(frame.convert("RGB")), pred)
     outline = seg2bmap(gt)
     outline[1:] |= outline[:-1]  # two pixels thick so it survives the downscale
     outline[:, 1:] |= outline[:, :-1]
     img[outline] = (40, 220, 60)
-    out = Image.fromarray(img.astype(np.uint8))
+    out = Image.fromarray(img)
     height = max(1, round(out.height * width / out.width))
     return out.resize((width, height), Image.Resampling.BILINEAR)
 
@@ -152,12 +151,11 @@ def write_html(
     path: Path,
     evaluation: Evaluation,
     summary: dict,
-    samples: Sequence[Sample],
     pred_root: Path,
     *,
     show: int = 3,
 ) -> None:
-    by_key = {(s.split, s.video_id, s.expression_id): s for s in samples}
+    by_key = {(s.split, s.video_id, s.expression_id): s for s in evaluation.samples}
     ranked = sorted(evaluation.scores, key=lambda s: (s.JF, s.index))
     worst = ranked[:show]
     best = [s for s in reversed(ranked[-show:]) if s not in worst]
@@ -205,7 +203,7 @@ def evaluate_to_files(
     """Evaluate and write OUT (JSON), OUT with .csv (per expression) and .html (report)."""
     import time
 
-    from omnir1.eval.protocols import evaluate, load_samples, select_samples
+    from omnir1.eval.protocols import evaluate
     from omnir1.fsutil import write_json
 
     out = Path(out)
@@ -233,8 +231,6 @@ def evaluate_to_files(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(csv_path, evaluation.scores)
     if html_report:
-        all_samples = load_samples(benchmark, Path(data))
-        samples, _ = select_samples(benchmark, all_samples, Path(data), evaluation.splits)
-        write_html(html_path, evaluation, summary, samples, Path(pred))
+        write_html(html_path, evaluation, summary, Path(pred))
     write_json(out, result)
     return result

@@ -20,21 +20,12 @@ from pathlib import Path
 
 from omnir1.errors import ConfigError
 from omnir1.fsutil import atomic_dir, atomic_path, write_json
-from omnir1.systems.prompts import corpus_examples
+from omnir1.systems.prompts import MULTIMODAL_TOKENS, corpus_examples
 
 # Special tokens of the Qwen2.5-Omni vocabulary that the processor and the model refer to
 SPECIAL_TOKENS = {
     "eos_token": "<|endoftext|>",
     "pad_token": "<|endoftext|>",
-}
-MULTIMODAL_TOKENS = {
-    "image_token": "<|IMAGE|>",
-    "video_token": "<|VIDEO|>",
-    "audio_token": "<|AUDIO|>",
-    "vision_bos_token": "<|vision_bos|>",
-    "vision_eos_token": "<|vision_eos|>",
-    "audio_bos_token": "<|audio_bos|>",
-    "audio_eos_token": "<|audio_eos|>",
 }
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
 

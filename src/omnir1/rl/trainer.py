@@ -39,6 +39,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.prompt_inputs = prompt_inputs
         self._rows: list[int] = []  # sample index of each row of the batch being processed
+        # the rows' video/audio tensors, built once per chunk of rows: generation, the old and
+        # reference log-probs and the loss all ask for the same chunks
+        self._fields_cache: tuple[tuple[int, ...], dict] | None = None
 
     def _generate_and_score_completions(self, inputs):
         self._rows = [int(x["sample_index"]) for x in inputs]
@@ -52,6 +55,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         return super()._compute_loss(model, inputs)
 
     def _video_fields(self, rows: Sequence[int]) -> dict:
+        key = tuple(rows)
+        if self._fields_cache is not None and self._fields_cache[0] == key:
+            return self._fields_cache[1]
         prepared = [self.prompt_inputs[r] for r in rows]
         device = self.accelerator.device
         fields = {
@@ -62,6 +68,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             for key in ("input_features", "feature_attention_mask"):
                 fields[key] = torch.cat([p[key] for p in prepared]).to(device)
             fields["use_audio_in_video"] = True
+        self._fields_cache = (key, fields)
         return fields
 
     def _tokenize_prompts(self, prompts):

@@ -20,6 +20,7 @@ import hmac
 import os
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
         }
 
     def run_locked(items: list[SegmentIn], deadline: float) -> list[dict]:
-        import time
-
         if not job_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise HTTPException(503, "System 2 is busy; retry later")
         try:
@@ -165,9 +164,7 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
         finally:
             job_lock.release()
 
-    async def serve(items: list[SegmentIn]) -> list[dict]:
-        import time
-
+    async def run_items(items: list[SegmentIn]) -> list[dict]:
         deadline = time.monotonic() + limits.timeout_s
         try:
             return await asyncio.wait_for(
@@ -182,11 +179,11 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
 
     @app.post("/v1/segment", dependencies=[Depends(authorised)])
     async def segment_one(body: SegmentIn) -> dict:
-        return (await serve([body]))[0]
+        return (await run_items([body]))[0]
 
     @app.post("/v1/batch", dependencies=[Depends(authorised)])
     async def segment_batch(body: BatchIn) -> dict:
-        return {"items": await serve(body.items)}
+        return {"items": await run_items(body.items)}
 
     return BodyLimit(app, limits.max_body_bytes)
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from omnir1.media.video import smart_resize
 from omnir1.systems.parsing import parse_boxes
-from omnir1.systems.prompts import grounder_task
-from omnir1.systems.reasoning import MULTIMODAL_TOKENS, QWEN_PATCH
+from omnir1.systems.prompts import grounder_task, marker_token_ids
+from omnir1.systems.reasoning import QWEN_PATCH
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ class Grounder:
         self.model = model
         self.processor = processor
         self.cfg = cfg or GrounderConfig()
-        tok = processor.tokenizer
-        self.suppress_tokens = [tok.convert_tokens_to_ids(t) for t in MULTIMODAL_TOKENS]
+        self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
     def _prompt(self, description: str) -> str:
         messages = [

@@ -14,6 +14,24 @@ from __future__ import annotations
 import json
 import random
 
+# The Qwen2.5-Omni multimodal markers, by the tokenizer attribute that names each one
+MULTIMODAL_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "audio_token": "<|AUDIO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+
+
+def marker_token_ids(tokenizer) -> list[int]:
+    """Ids of the multimodal markers. A randomly initialised (or badly trained) model may sample
+    them, which would make it look for features that do not exist: generation suppresses them."""
+    return [tokenizer.convert_tokens_to_ids(t) for t in MULTIMODAL_TOKENS.values()]
+
+
 SYSTEM1_SYSTEM = (
     "You are a helpful assistant that watches videos and listens to their audio carefully."
 )

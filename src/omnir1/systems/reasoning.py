@@ -15,18 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from omnir1.systems.prompts import SYSTEM1_SYSTEM, system1_task
+from omnir1.systems.prompts import SYSTEM1_SYSTEM, marker_token_ids, system1_task
 
 QWEN_PATCH = 28
-MULTIMODAL_TOKENS = (
-    "<|IMAGE|>",
-    "<|VIDEO|>",
-    "<|AUDIO|>",
-    "<|vision_bos|>",
-    "<|vision_eos|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
-)
 
 
 @dataclass(frozen=True)
@@ -104,10 +95,7 @@ class GlobalReasoner:
         self.model = model
         self.processor = processor
         self.cfg = cfg or System1Config()
-        tok = processor.tokenizer
-        # A randomly initialised (or badly trained) model may sample the multimodal markers,
-        # which would make the model look for features that do not exist: never generate them.
-        self.suppress_tokens = [tok.convert_tokens_to_ids(t) for t in MULTIMODAL_TOKENS]
+        self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
     def messages(self, expression: str, duration_s: float, rng: random.Random) -> list[dict]:
         task = system1_task(expression, duration_s, rng, self.cfg.moments)

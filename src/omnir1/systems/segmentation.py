@@ -135,7 +135,7 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
     return state
 
 
-def _with_feature_cache(predictor, capacity: int, pinned: set[int]):
+def _with_feature_cache(predictor, capacity: int, pinned: set[int]) -> None:
     """Bind a cache of backbone features to this predictor. SAM2 keeps only the latest frame's,
     so a keyframe's features, computed when its box is added, would be computed again when a
     pass reaches it. Keyframes stay pinned; other frames go through a small LRU."""
@@ -156,7 +156,6 @@ def _with_feature_cache(predictor, capacity: int, pinned: set[int]):
         return features
 
     predictor._get_image_feature = types.MethodType(cached, predictor)
-    return cache
 
 
 def _drop_old_outputs(state: dict, frame: int, reverse: bool, window: int, first: int) -> None:

@@ -10,8 +10,6 @@ place at the end; an interrupted run leaves no partial data set behind.
 from __future__ import annotations
 
 import csv
-import shutil
-import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from omnir1.data.synth.scene import (
     soundtrack,
 )
 from omnir1.errors import ConfigError
-from omnir1.fsutil import write_json
+from omnir1.fsutil import atomic_dir, write_json
 
 # Split of the i-th video, cycling; RefAVS test_u videos hold unseen shape classes and test_n
 # videos only null expressions (their referents are absent).
@@ -289,9 +287,7 @@ def synthesize(
         raise ConfigError(
             out, "output folder exists and is not empty (pass --overwrite to replace it)"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:  # a complete new set replaces the old one, or nothing
         with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
             jobs = pool.map(lambda i: _make_video(cfg, i, staging), range(cfg.videos))
             results = list(
@@ -303,15 +299,6 @@ def synthesize(
             _write_vos(cfg, staging, results)
         summary = _summary(cfg, results)
         write_json(staging / "synth_summary.json", summary)
-        if out.exists():  # swap in the new set, then drop the old one
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(trash / "old")
-            staging.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
