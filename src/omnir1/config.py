@@ -6,6 +6,7 @@ not silently fall back to a default). Sections map onto the library's own config
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -111,9 +112,16 @@ class TrainParams(_Section):
         the ratio clip never binds), the k3 KL against the frozen reference."""
         from trl import GRPOConfig
 
+        # DeepSpeed on CPU (the 2-process tests): accelerate's CPU mode never initialises
+        # deepspeed.comm, which ZeRO-3 needs before TRL builds the reference model under
+        # zero.Init. Outside CPU mode accelerate needs the backend named (gloo) to count the
+        # processes; DeepSpeed then runs on its CPU accelerator.
+        launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        ds_cpu = use_cpu and launched
         return GRPOConfig(
             output_dir=str(output_dir),
-            use_cpu=use_cpu,
+            use_cpu=use_cpu and not ds_cpu,
+            ddp_backend="gloo" if ds_cpu else None,
             bf16=self.bf16 and not use_cpu,
             loss_type="grpo",
             scale_rewards="group",
