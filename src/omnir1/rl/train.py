@@ -4,10 +4,12 @@
                  [--resume] [--max-steps N]
 
 Writes OUT/checkpoints/ (TRL checkpoints every `train.save_steps`: model, optimizer, scheduler,
-RNG states, trainer state), and when training ends a complete model folder OUT/model/
-(models.json; the trained System 1; the frozen grounder and SAM2 of the base folder, hard-linked
-where the file system allows) and OUT/train.json (steps, time, last rewards).
-`--resume` continues from the newest complete checkpoint in OUT/checkpoints.
+RNG states, trainer state with the data position; complete once CHECKPOINT_DONE is written),
+and when training ends a complete model folder OUT/model/ (models.json; the trained System 1;
+the frozen grounder and SAM2 of the base folder, hard-linked where the file system allows) and
+OUT/train.json (steps, time, last rewards).
+`--resume` continues from the newest complete checkpoint in OUT/checkpoints, and gives the
+same next steps as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -51,12 +53,17 @@ def _link_file(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
+# written into checkpoint-N after every other file of it is on disk (VideoGRPOTrainer)
+CHECKPOINT_DONE = "omnir1_checkpoint.json"
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    """Newest checkpoint-N folder that TRL finished writing (it has trainer_state.json)."""
+    """Newest checkpoint-N folder written to the end: TRL writes into checkpoint-N directly, so a
+    process killed while saving leaves a partial one, without CHECKPOINT_DONE."""
     done = [
         p
         for p in folder.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+        if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_DONE).is_file()
     ]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
@@ -133,26 +140,31 @@ def run_training(
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
 
+    acc = trainer.accelerator
+    # every process takes part: under DeepSpeed ZeRO-3 this gathers the partitioned weights
+    # (stage3_gather_16bit_weights_on_model_save); only the main process writes OUT/
+    state_dict = acc.get_state_dict(trainer.model_wrapped)
     base = Manifest.read(models.manifest.root)
-    with atomic_dir(out / "model") as folder:
-        trainer.model.save_pretrained(folder / "system1")
-        models.system1_processor.save_pretrained(folder / "system1")
-        _link_or_copy(base.grounder, folder / "grounder")
-        _link_or_copy(base.sam2_checkpoint, folder / "sam2" / base.sam2_checkpoint.name)
-        write_json(
-            folder / "models.json",
-            {
-                "name": f"{base.name}-grpo",
-                "system1": "system1",
-                "grounder": "grounder",
-                "sam2": {
-                    "config": base.sam2_config,
-                    "checkpoint": f"sam2/{base.sam2_checkpoint.name}",
-                    "overrides": list(base.sam2_overrides),
+    if acc.is_main_process:
+        with atomic_dir(out / "model") as folder:
+            trainer.model.save_pretrained(folder / "system1", state_dict=state_dict)
+            models.system1_processor.save_pretrained(folder / "system1")
+            _link_or_copy(base.grounder, folder / "grounder")
+            _link_or_copy(base.sam2_checkpoint, folder / "sam2" / base.sam2_checkpoint.name)
+            write_json(
+                folder / "models.json",
+                {
+                    "name": f"{base.name}-grpo",
+                    "system1": "system1",
+                    "grounder": "grounder",
+                    "sam2": {
+                        "config": base.sam2_config,
+                        "checkpoint": f"sam2/{base.sam2_checkpoint.name}",
+                        "overrides": list(base.sam2_overrides),
+                    },
+                    "base": base.name,
                 },
-                "base": base.name,
-            },
-        )
+            )
     logs = [e for e in trainer.state.log_history if "loss" in e]
     summary = {
         "steps": trainer.state.global_step,
@@ -161,5 +173,7 @@ def run_training(
         "samples": len(samples),
         "last": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("reward")},
     }
-    write_json(out / "train.json", summary)
+    if acc.is_main_process:
+        write_json(out / "train.json", summary)
+    acc.wait_for_everyone()
     return summary

@@ -16,13 +16,19 @@ per group, shared by all reward functions of a batch.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+from transformers.trainer import TRAINING_ARGS_NAME
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
+from omnir1.fsutil import write_json
 from omnir1.rl.engine import GroupContext, RewardEngine
+from omnir1.rl.train import CHECKPOINT_DONE
 
 
 def prepare_prompts(reasoner, clips: Sequence, expressions: Sequence[str], seed: int = 0) -> dict:
@@ -34,6 +40,18 @@ def prepare_prompts(reasoner, clips: Sequence, expressions: Sequence[str], seed:
     }
 
 
+class EpochSampler(RepeatSampler):
+    """TRL's RepeatSampler with one permutation per epoch, seeded by (seed, epoch).
+
+    The stock one draws each epoch's permutation from a generator seeded once, so a process
+    resumed in epoch e > 0 replays epoch 0's order. The Trainer calls `set_epoch` before each
+    epoch's iterator (accelerate's DataLoaderShard forwards it, also past skip_first_batches)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.generator.manual_seed(self.seed + epoch)
+
+
 class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, prompt_inputs: dict[int, dict], **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,6 +60,49 @@ class VideoGRPOTrainer(GRPOTrainer):
         # the rows' video/audio tensors, built once per chunk of rows: generation, the old and
         # reference log-probs and the loss all ask for the same chunks
         self._fields_cache: tuple[tuple[int, ...], dict] | None = None
+
+    def _get_train_sampler(self, dataset=None):
+        s = super()._get_train_sampler(dataset)
+        return EpochSampler(
+            s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed
+        )
+
+    def _save(self, output_dir=None, state_dict=None):
+        # transformers 5's save_pretrained writes the Hub key layout (`audio_tower.*` for the
+        # thinker's `model.audio_tower.*`) but Trainer._load_from_checkpoint reads it back with a
+        # plain non-strict load_state_dict: every renamed weight was skipped, so --resume went on
+        # from the base weights (huggingface/transformers#43701, #48805). Checkpoints keep the
+        # model's own names (from_pretrained reads both layouts); OUT/model keeps the Hub layout.
+        if not self.args.should_save:
+            return
+        output_dir = output_dir or self.args.output_dir
+        self.model.save_pretrained(output_dir, state_dict=state_dict, save_original_format=False)
+        self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, Path(output_dir) / TRAINING_ARGS_NAME)
+
+    def _issue_warnings_after_load(self, load_result):
+        # the stock trainer only warns: a partial restore must not go on silently (weights tied
+        # to a saved one are left out of the file, as from_pretrained allows)
+        tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+        missing = set(load_result.missing_keys) - tied.keys()
+        if missing or load_result.unexpected_keys:
+            raise RuntimeError(
+                f"checkpoint weights do not match the model: missing {sorted(missing)}, "
+                f"unexpected {load_result.unexpected_keys}"
+            )
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        # TRL writes into checkpoint-N directly; a process killed while saving leaves a partial
+        # folder. Once every rank wrote its files, flush them and mark the folder complete.
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    with path.open("rb") as fh:
+                        os.fsync(fh.fileno())
+            write_json(folder / CHECKPOINT_DONE, {"global_step": self.state.global_step})
 
     def _generate_and_score_completions(self, inputs):
         self._rows = [int(x["sample_index"]) for x in inputs]

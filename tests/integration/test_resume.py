@@ -1,0 +1,165 @@
+"""`omnir1 train --resume` after a SIGKILL: the same next steps and final weights as an
+uninterrupted run; checkpoints that were not written to the end are never resumed from."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from omnir1.rl.train import CHECKPOINT_DONE, latest_checkpoint
+
+# 4 prompts of one video, 2 per step: 2 steps per epoch, so the resumed process starts epoch 1
+PARAMS = """
+train:
+  num_generations: 2
+  prompts_per_step: 2
+  max_completion_length: 12
+  learning_rate: 1.0e-3
+  save_steps: 1
+  max_steps: 4
+"""
+
+
+@pytest.fixture(scope="module")
+def four_prompts(tmp_path_factory) -> Path:
+    from omnir1.data.synth import SynthConfig, synthesize
+    from omnir1.rl.train import trainable_samples
+
+    folder = tmp_path_factory.mktemp("resume") / "revos"
+    synthesize(SynthConfig(format="revos", videos=1, seed=3), folder, progress=False)
+    assert len(trainable_samples("revos", folder)) == 4
+    return folder
+
+
+def _train(args: list[str], log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "omnir1.cli", "train", *args],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def _finish(proc: subprocess.Popen, log: Path) -> None:
+    assert proc.wait(timeout=500) == 0, log.read_text()[-3000:]
+
+
+def _steps(out: Path) -> dict[int, dict]:
+    """Per-step logs of the final checkpoint, without wall-clock times."""
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    return {
+        e["step"]: {k: v for k, v in e.items() if "time" not in k}
+        for e in state["log_history"]
+        if "loss" in e
+    }
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_uninterrupted_steps(tiny_models, four_prompts, tmp_path):
+    import mlflow
+    import safetensors.torch
+
+    params = tmp_path / "params.yaml"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params.write_text(PARAMS + f"tracking:\n  uri: {tracking}\n  experiment: resume\n")
+    base = ["--data", str(four_prompts), "--format", "revos", "--models", str(tiny_models)]
+    base += ["--params", str(params)]
+    a, b, log = tmp_path / "a", tmp_path / "b", tmp_path / "train.log"
+
+    _finish(_train([*base, "--out", str(a)], log), log)
+
+    # B: killed while step 3 runs, right after checkpoint-2 is complete
+    proc = _train([*base, "--out", str(b)], log)
+    done = b / "checkpoints" / "checkpoint-2" / CHECKPOINT_DONE
+    while not done.is_file():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(b / "checkpoints").name == "checkpoint-2"
+
+    # a checkpoint-3 left half-written (trainer state, no weights, not marked complete)
+    partial = b / "checkpoints" / "checkpoint-3"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(b / "checkpoints" / "checkpoint-2", partial)
+    (partial / "model.safetensors").unlink()
+    (partial / CHECKPOINT_DONE).unlink()
+
+    _finish(_train([*base, "--out", str(b), "--resume"], log), log)
+    summary = json.loads((b / "train.json").read_text())
+    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
+
+    # steps 3-4: same data, completions, rewards, KL, loss, gradients; then the same weights
+    steps_a, steps_b = _steps(a), _steps(b)
+    assert sorted(steps_a) == sorted(steps_b) == [1, 2, 3, 4]
+    assert steps_a == steps_b
+    client = mlflow.MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    run_a = next(r for r in runs if r.info.run_name == "a")
+    run_b = max((r for r in runs if r.info.run_name == "b"), key=lambda r: r.info.start_time)
+
+    def table(run, step: int) -> dict:
+        path = client.download_artifacts(
+            run.info.run_id, f"completions/step_{step:06d}.json", str(tmp_path / run.info.run_id)
+        )
+        return json.loads(Path(path).read_text())
+
+    for step in (3, 4):
+        assert table(run_a, step) == table(run_b, step)
+
+    weights_a = safetensors.torch.load_file(a / "model" / "system1" / "model.safetensors")
+    weights_b = safetensors.torch.load_file(b / "model" / "system1" / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    # and training did move them
+    base_weights = safetensors.torch.load_file(tiny_models / "system1" / "model.safetensors")
+    assert any(not torch.equal(base_weights[k], weights_a[k]) for k in weights_a)
+
+
+def test_only_checkpoints_written_to_the_end_are_resumed(tmp_path):
+    def checkpoint(name: str, *, done: bool) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text("{}")
+        if done:
+            (folder / CHECKPOINT_DONE).write_text("{}")
+
+    assert latest_checkpoint(tmp_path) is None
+    checkpoint("checkpoint-2", done=True)
+    checkpoint("checkpoint-10", done=True)
+    checkpoint("checkpoint-11", done=False)  # killed while saving
+    checkpoint("checkpoint-12.tmp", done=True)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_each_epoch_has_its_own_order_whatever_the_process_saw_before():
+    """A process resumed in epoch 1 draws epoch 1's order, not epoch 0's again."""
+    from trl.trainer.utils import RepeatSampler
+
+    from omnir1.rl.trainer import EpochSampler
+
+    def sampler(cls):
+        return cls(list(range(8)), mini_repeat_count=2, batch_size=2, seed=5)
+
+    uninterrupted = sampler(EpochSampler)
+    epochs = []
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+        epochs.append(list(uninterrupted))
+    assert epochs[0] == list(sampler(RepeatSampler))  # epoch 0 as TRL orders it
+    assert epochs[0] != epochs[1] != epochs[2]
+    for epoch in (1, 2):
+        resumed = sampler(EpochSampler)
+        resumed.set_epoch(epoch)
+        assert list(resumed) == epochs[epoch]
