@@ -10,9 +10,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from omnir1.data import FORMATS
 from omnir1.errors import OmniR1Error
+from omnir1.fsutil import write_json
 
 
 def _print_json(obj: object) -> None:
@@ -147,7 +149,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         device=args.device,
     )
+    curve = summary.pop("history")
+    if args.metrics:
+        write_json(args.metrics, summary)
+    if args.curve:
+        write_json(args.curve, curve)
     _print_json(summary)
+    return 0
+
+
+def cmd_warm_start(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.rl.warmstart import run_warm_start
+
+    params = load_params(args.params)
+    summary = run_warm_start(
+        params,
+        data=args.data,
+        fmt=args.format,
+        models_dir=args.models or params.models.dir,
+        out=args.out,
+        grounder_from=args.grounder_from,
+    )
+    if args.metrics:
+        write_json(args.metrics, summary)
+    _print_json(summary)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.rl.study import run_study
+
+    params = load_params(args.params)
+    results = run_study(
+        params,
+        data=args.data,
+        fmt=args.format,
+        out=args.out,
+        seeds=args.seeds,
+        heldout_split=args.heldout_split,
+        heldout_limit=args.heldout_limit,
+        per_sample=args.per_sample,
+    )
+    print((Path(args.out) / "study.md").read_text(encoding="utf-8"))
+    print(f"seconds: {results['seconds']['total']:.0f}")
     return 0
 
 
@@ -272,7 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
+    p.add_argument("--curve", help="write the per-step curve here (DVC plots)")
     p.set_defaults(func=cmd_train)
+
+    p = groups.add_parser(
+        "warm-start", help="supervised start of the grounder and System 1 (params warm_start)"
+    )
+    p.add_argument("--data", required=True, help="data set folder (its train split is used)")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
+    p.add_argument("--out", required=True, help="the warm-started model folder")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--grounder-from", help="take the grounder of this model folder instead")
+    p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
+    p.set_defaults(func=cmd_warm_start)
+
+    p = groups.add_parser(
+        "study", help="does GRPO learn? warm start, GRPO, held-out before/after over seeds"
+    )
+    p.add_argument("--data", required=True, help="data set folder (train and held-out splits)")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", required=True, help="folder for study.json, study.md, plots, runs")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--heldout-split", default="valid")
+    p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
+    p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
+    p.set_defaults(func=cmd_study)
     return parser
 
 

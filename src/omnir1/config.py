@@ -29,6 +29,7 @@ class DataParams(_Section):
     source: str = "synth"
     formats: list[Literal["refavs", "revos", "mevis"]] = ["refavs", "revos", "mevis"]
     synth: SynthParams = SynthParams()
+    train_format: Literal["refavs", "revos", "mevis"] = "revos"  # the data set GRPO trains on
 
 
 class TinyParams(_Section):
@@ -44,7 +45,7 @@ class ModelParams(_Section):
 class System1Params(_Section):
     fps: float = Field(2.0, gt=0)
     max_frames: int = Field(24, ge=1)
-    max_pixels: int = Field(128 * 28 * 28, ge=4 * 28 * 28)
+    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # one 28 px token per frame at least
     moments: int = Field(4, ge=1)
     max_keyframes: int = Field(4, ge=1)
     max_moments: int = Field(8, ge=1)
@@ -148,6 +149,29 @@ class TrainParams(_Section):
         )
 
 
+class FinetuneParams(_Section):
+    steps: int = Field(0, ge=0)  # 0: this system is not warm-started
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(20, ge=0)
+    final_lr_ratio: float = Field(0.05, ge=0, le=1)
+
+    def to_config(self, seed: int = 0):
+        from omnir1.rl.warmstart import WarmStartConfig
+
+        return WarmStartConfig(**self.model_dump(), seed=seed)
+
+
+class WarmStartParams(_Section):
+    """Supervised starts on answers derived from the ground truth (omnir1.rl.warmstart): what
+    tiny, randomly initialised models need before GRPO can see a reward. Production models
+    start from pretrained weights and skip them (steps 0)."""
+
+    grounder: FinetuneParams = FinetuneParams()
+    grounder_frame_stride: int = Field(3, ge=1)
+    system1: FinetuneParams = FinetuneParams()
+
+
 class TrackingParams(_Section):
     enabled: bool = True
     uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI wins when set
@@ -160,6 +184,7 @@ class Params(_Section):
     system1: System1Params = System1Params()
     grounder: GrounderParams = GrounderParams()
     rewards: RewardParams = RewardParams()
+    warm_start: WarmStartParams = WarmStartParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()
 

@@ -35,6 +35,12 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     summary = json.loads((out / "train.json").read_text())
     assert summary["steps"] == 2 and summary["resumed_from"] is None
     assert "rewards/video_accuracy/mean" in summary["last"]
+    # the step time split, per step in the curve DVC plots and on average in the metrics
+    split = {"generation_s", "system2_s", "reward_s", "update_s"}
+    assert set(summary["step_seconds"]) == split
+    curve = json.loads((out / "train_curve.json").read_text())
+    assert [row["step"] for row in curve] == [1, 2]
+    assert {f"time/{k}" for k in split} | {"reward", "kl"} <= curve[0].keys()
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == [
         "checkpoint-1",
         "checkpoint-2",
@@ -57,7 +63,10 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     assert first.data.params["rewards.weights.a_g"] == "2.0"
     history = client.get_metric_history(first.info.run_id, "rewards_video_accuracy_mean")
     assert [m.step for m in history] == [1, 2]
-    assert {"kl", "time_system2_s", "completions_mean_length"} <= first.data.metrics.keys()
+    assert {"kl", "time_system2_s", "time_generation_s", "time_update_s"} <= (
+        first.data.metrics.keys()
+    )
+    assert "completions_mean_length" in first.data.metrics
     tables = [a.path for a in client.list_artifacts(first.info.run_id, "completions")]
     assert tables == ["completions/step_000001.json", "completions/step_000002.json"]
 

@@ -11,13 +11,31 @@ from omnir1.systems.reasoning import System1Config
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_project_params_load_and_match_the_library_defaults():
-    params = load_params(ROOT / "params.yaml")
-    # params.yaml holds the release values, which are also the library's defaults
+def test_release_params_are_the_library_defaults_and_the_papers_recipe():
+    params = load_params(ROOT / "configs" / "params" / "release.yaml")
     assert params.system1.to_config() == System1Config()
     assert params.grounder.to_config() == GrounderConfig()
     assert params.rewards.weights.to_weights() == RewardWeights()
+    assert params.rewards.weights.a_g == 2.0 and params.rewards.weights.a_a == 1.0
     assert params.rewards.names == ["format", "video_accuracy"]
+    assert params.train == type(params.train)()
+    assert params.warm_start.system1.steps == 0 and params.warm_start.grounder.steps == 0
+
+
+def test_embedded_params_differ_from_the_release_only_where_they_say_so():
+    embedded = load_params(ROOT / "params.yaml").model_dump()
+    release = load_params(ROOT / "configs" / "params" / "release.yaml").model_dump()
+    lines, section = {}, None
+    for line in (ROOT / "params.yaml").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            section = line.split(":")[0]
+        elif line.startswith("  ") and not line.startswith("   "):
+            lines[(section, line.strip().split(":")[0])] = line
+    for section in ("system1", "grounder", "train"):
+        for key, value in embedded[section].items():
+            if value != release[section][key]:  # every difference carries its release value
+                assert "release:" in lines[(section, key)], (section, key)
+    assert embedded["rewards"]["weights"]["a_g"] == 0.0  # random SAM2: logged, not weighed
 
 
 @pytest.mark.parametrize(
@@ -38,7 +56,7 @@ def test_bad_params_name_the_field(tmp_path, text, message):
 
 
 def test_train_params_map_to_the_papers_grpo_recipe(tmp_path):
-    train = load_params(ROOT / "params.yaml").train
+    train = load_params(ROOT / "configs" / "params" / "release.yaml").train
     cfg = train.grpo_config(tmp_path, use_cpu=True, suppress_tokens=[5])
     assert cfg.loss_type == "grpo" and cfg.scale_rewards == "group"
     assert (cfg.num_generations, cfg.beta, cfg.learning_rate) == (8, 0.04, 1e-6)

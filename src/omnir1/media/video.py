@@ -83,7 +83,7 @@ def _video_stream(container, path: Path):
     return container.streams.video[0]
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("RGB"))
@@ -181,7 +181,7 @@ def iter_frames(path: str | Path, *, folder_fps: float = 1.0) -> Iterator[Frame]
     _require_exists(path)
     if path.is_dir():
         for i, file in enumerate(list_frame_files(path)):
-            yield Frame(i, i / folder_fps, _read_image(file))
+            yield Frame(i, i / folder_fps, read_image(file))
         return
     for index, t, frame in _iter_av_frames(path):
         yield Frame(index, t, frame.to_ndarray(format="rgb24"))
@@ -256,7 +256,7 @@ def sample_frames(
     if path.is_dir():
         files = list_frame_files(path)
         idx = np.minimum((times * folder_fps + 1e-9).astype(int), len(files) - 1)
-        loaded = {i: _resize(_read_image(files[i]), size) for i in np.unique(idx).tolist()}
+        loaded = {i: _resize(read_image(files[i]), size) for i in np.unique(idx).tolist()}
         frames = np.stack([loaded[i] for i in idx.tolist()])
         return SampledFrames(frames, times, idx, (info.height, info.width))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,71 @@ def load_models(
         p.requires_grad_(False)
     sam2 = load_sam2(manifest, device)
     return Models(manifest, system1, processor, grounder, grounder_processor, sam2)
+
+
+def freeze_towers(model) -> None:
+    """Train the language model only: the vision and audio towers stay as they are (DESIGN.md
+    §2), which also spares their backward pass."""
+    model.requires_grad_(True)
+    for tower in (model.model.visual, model.model.audio_tower):
+        tower.requires_grad_(False)
+
+
+def write_model_folder(
+    base: str | Path,
+    out: str | Path,
+    *,
+    name: str,
+    system1: Callable[[Path], None] | None = None,
+    grounder: Callable[[Path], None] | None = None,
+) -> Path:
+    """A complete model folder at `out` derived from the folder `base`: `system1` / `grounder`
+    (each a function that saves a model and its processor into the folder it is given) replace
+    the base's parts; the parts not replaced are hard-linked from the base where the file system
+    allows (they are read-only inputs). Written atomically: `out` is complete or absent."""
+    from omnir1.fsutil import atomic_dir, write_json
+
+    manifest = Manifest.read(base)
+    with atomic_dir(Path(out)) as folder:
+        for part, save, source in (
+            ("system1", system1, manifest.system1),
+            ("grounder", grounder, manifest.grounder),
+        ):
+            if save is None:
+                _link_tree(source, folder / part)
+            else:
+                save(folder / part)
+        sam2 = folder / "sam2" / manifest.sam2_checkpoint.name
+        sam2.parent.mkdir(parents=True)
+        _link_file(manifest.sam2_checkpoint, sam2)
+        write_json(
+            folder / "models.json",
+            {
+                "name": name,
+                "system1": "system1",
+                "grounder": "grounder",
+                "sam2": {
+                    "config": manifest.sam2_config,
+                    "checkpoint": f"sam2/{sam2.name}",
+                    "overrides": list(manifest.sam2_overrides),
+                },
+                "base": manifest.name,
+            },
+        )
+    return Path(out)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst, copy_function=_link_file)
+
+
+def _link_file(src, dst) -> None:
+    import os
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

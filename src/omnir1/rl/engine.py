@@ -119,6 +119,7 @@ class RewardEngine:
         backoff_s: float = 1.0,
         max_keyframes: int = 4,
         max_moments: int = 8,
+        segment_masks: bool = True,
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
@@ -128,6 +129,9 @@ class RewardEngine:
         self.system2 = system2
         self.retries, self.backoff_s = retries, backoff_s
         self.max_keyframes, self.max_moments = max_keyframes, max_moments
+        # False: System 2 stops at the boxes (sam_j not computed), for assessments that do not
+        # weigh SAM2's masks; training always segments, so that sam_j is logged
+        self.segment_masks = segment_masks
 
     def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
         parsed = [
@@ -178,9 +182,10 @@ class RewardEngine:
                 for rid, mask in masks.items():
                     j_sum[rid] += float(jaccard(mask, ctx.gt_union[frame]))
 
+            extra = {} if self.segment_masks else {"segment_masks": False}
             try:
                 results = self.system2(
-                    self.models, ctx.video, requests, on_frame, folder_fps=ctx.folder_fps
+                    self.models, ctx.video, requests, on_frame, folder_fps=ctx.folder_fps, **extra
                 )
                 break
             except Exception as exc:  # any failure: retry, then stop the run

@@ -3,8 +3,9 @@
 The tracking URI comes from `MLFLOW_TRACKING_URI`, else params.yaml `tracking.uri` (a SQLite
 file by default, so a laptop needs no server). Logged: the run's parameters (every section of
 params.yaml that shapes training), every metric TRL logs per step (rewards and their spread per
-reward function, KL, completion lengths, entropy, step time), the time System 2 took per step,
-and per step a table of sample completions with their reward components.
+reward function, KL, completion lengths, entropy, the step time split into generation, System 2,
+other reward work and the update), and per step a table of sample completions with their
+reward components.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class MLflowTracking(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         import mlflow
 
+        if not state.is_world_process_zero:  # one MLflow run per training, not per process
+            return
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or self.uri)
         mlflow.set_experiment(self.experiment)
         run = mlflow.start_run(run_name=self.run_name)
@@ -56,7 +59,6 @@ class MLflowTracking(TrainerCallback):
             for k, v in logs.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
-        metrics["time_system2_s"] = self.rewards.take_system2_seconds()
         mlflow.log_metrics(metrics, step=state.global_step)
         rows = self.rewards.last_table[:MAX_TABLE_ROWS]
         if rows:

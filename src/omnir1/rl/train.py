@@ -15,12 +15,11 @@ same next steps as an uninterrupted run.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 from omnir1.errors import DataError
-from omnir1.fsutil import atomic_dir, write_json
+from omnir1.fsutil import write_json
 
 
 def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
@@ -38,23 +37,29 @@ def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
     return samples
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    if src.is_dir():
-        shutil.copytree(src, dst, copy_function=_link_file)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        _link_file(src, dst)
-
-
-def _link_file(src, dst) -> None:
-    try:
-        os.link(src, dst)  # the base weights are read-only inputs: share them
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 # written into checkpoint-N after every other file of it is on disk (VideoGRPOTrainer)
 CHECKPOINT_DONE = "omnir1_checkpoint.json"
+
+
+STEP_TIMES = ("time/generation_s", "time/system2_s", "time/reward_s", "time/update_s")
+
+
+def training_curve(log_history: list[dict]) -> list[dict]:
+    """One row per logged training step: step, total reward (the rewards summed), every
+    reward's mean and spread, KL, completion length, the step-time split (DVC plots it)."""
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry or "step" not in entry:
+            continue
+        row = {"step": entry["step"]}
+        row.update({k: v for k, v in entry.items() if isinstance(v, int | float) and k != "step"})
+        if "reward" not in row:
+            means = [
+                v for k, v in entry.items() if k.startswith("rewards/") and k.endswith("/mean")
+            ]
+            row["reward"] = sum(means)
+        rows.append(row)
+    return rows
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -81,13 +86,16 @@ def run_training(
 ) -> dict:
     from datasets import Dataset
 
-    from omnir1.models.loading import Manifest, load_models
+    from omnir1.models.loading import freeze_towers, load_models, write_model_folder
     from omnir1.rl.engine import RewardEngine, context_from_sample
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
     from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
     data, out = Path(data), Path(out)
+    if device.startswith("cuda") and "LOCAL_RANK" in os.environ:  # one GPU per process
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
     models = load_models(models_dir, device=device)
+    freeze_towers(models.system1)
     s1 = params.system1.to_config()
     samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
@@ -123,6 +131,7 @@ def run_training(
         args=config,
         train_dataset=Dataset.from_list(rows),
         prompt_inputs=prompt_inputs,
+        rewards=rewards,
     )
     if params.tracking.enabled:
         from omnir1.rl.tracking import MLflowTracking
@@ -144,36 +153,34 @@ def run_training(
     # every process takes part: under DeepSpeed ZeRO-3 this gathers the partitioned weights
     # (stage3_gather_16bit_weights_on_model_save); only the main process writes OUT/
     state_dict = acc.get_state_dict(trainer.model_wrapped)
-    base = Manifest.read(models.manifest.root)
-    if acc.is_main_process:
-        with atomic_dir(out / "model") as folder:
-            trainer.model.save_pretrained(folder / "system1", state_dict=state_dict)
-            models.system1_processor.save_pretrained(folder / "system1")
-            _link_or_copy(base.grounder, folder / "grounder")
-            _link_or_copy(base.sam2_checkpoint, folder / "sam2" / base.sam2_checkpoint.name)
-            write_json(
-                folder / "models.json",
-                {
-                    "name": f"{base.name}-grpo",
-                    "system1": "system1",
-                    "grounder": "grounder",
-                    "sam2": {
-                        "config": base.sam2_config,
-                        "checkpoint": f"sam2/{base.sam2_checkpoint.name}",
-                        "overrides": list(base.sam2_overrides),
-                    },
-                    "base": base.name,
-                },
-            )
-    logs = [e for e in trainer.state.log_history if "loss" in e]
+    processor = models.system1_processor
+
+    def save_system1(folder: Path) -> None:
+        trainer.model.save_pretrained(folder, state_dict=state_dict)
+        processor.save_pretrained(folder)
+
+    curve = training_curve(trainer.state.log_history)
     summary = {
         "steps": trainer.state.global_step,
         "resumed_from": resume_from.name if resume_from else None,
         "seconds": seconds,
         "samples": len(samples),
-        "last": {k: v for k, v in (logs[-1] if logs else {}).items() if k.startswith("reward")},
+        "last": {k: v for k, v in (curve[-1] if curve else {}).items() if k.startswith("reward")},
+        "step_seconds": {
+            key.removeprefix("time/"): sum(row[key] for row in curve) / len(curve)
+            for key in STEP_TIMES
+            if curve and all(key in row for row in curve)
+        },
     }
     if acc.is_main_process:
+        write_model_folder(
+            models.manifest.root,
+            out / "model",
+            name=f"{models.manifest.name}-grpo",
+            system1=save_system1,
+        )
         write_json(out / "train.json", summary)
+        write_json(out / "train_curve.json", curve)
     acc.wait_for_everyone()
+    summary["history"] = curve
     return summary

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,9 +54,13 @@ class EpochSampler(RepeatSampler):
 
 
 class VideoGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, prompt_inputs: dict[int, dict], **kwargs):
+    def __init__(
+        self, *args, prompt_inputs: dict[int, dict], rewards: GroupRewards | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.prompt_inputs = prompt_inputs
+        self.group_rewards = rewards  # for the step-time split (reward and System-2 time)
+        self._generate_s = 0.0
         self._rows: list[int] = []  # sample index of each row of the batch being processed
         # the rows' video/audio tensors, built once per chunk of rows: generation, the old and
         # reference log-probs and the loss all ask for the same chunks
@@ -106,10 +111,32 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self._rows = [int(x["sample_index"]) for x in inputs]
+        start = time.perf_counter()
         out = super()._generate_and_score_completions(inputs)
+        self._generate_s = time.perf_counter() - start
         # a per-row tensor: TRL splits and shuffles it with the rest of the batch
         out["sample_index"] = torch.tensor(self._rows, device=out["prompt_ids"].device)
         return out
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One step, its time split into generation, System 2, the rest of the rewards and the
+        update (forward and backward passes), logged with TRL's per-step metrics."""
+        self._generate_s = 0.0
+        start = time.perf_counter()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        total = time.perf_counter() - start
+        reward_s, system2_s = (
+            self.group_rewards.take_seconds() if self.group_rewards else (0.0, 0.0)
+        )
+        split = {
+            "generation_s": self._generate_s - reward_s,
+            "system2_s": system2_s,
+            "reward_s": reward_s - system2_s,
+            "update_s": total - self._generate_s,
+        }
+        for name, seconds in split.items():
+            self._metrics["train"][f"time/{name}"].append(seconds)
+        return loss
 
     def _compute_loss(self, model, inputs):
         self._rows = inputs["sample_index"].tolist()
@@ -180,11 +207,13 @@ class GroupRewards:
         self.last_components: list[dict] = []  # per completion, for logging
         self.last_table: list[dict] = []  # completions with their rewards, for tracking
         self._system2_s = 0.0
+        self._reward_s = 0.0
 
     def _score(self, completions: Sequence[str], sample_index: Sequence[int]) -> None:
         key = (tuple(sample_index), tuple(completions))
         if key == self._key:
             return
+        start = time.perf_counter()
         scores: list[dict | None] = [None] * len(completions)
         for sample in dict.fromkeys(sample_index):
             rows = [i for i, s in enumerate(sample_index) if s == sample]
@@ -205,11 +234,13 @@ class GroupRewards:
             }
             for i in range(len(completions))
         ]
+        self._reward_s += time.perf_counter() - start
 
-    def take_system2_seconds(self) -> float:
-        """System-2 time since the last call (per logged step)."""
-        seconds, self._system2_s = self._system2_s, 0.0
-        return seconds
+    def take_seconds(self) -> tuple[float, float]:
+        """(time scoring rewards, of which System 2) since the last call."""
+        times = (self._reward_s, self._system2_s)
+        self._reward_s = self._system2_s = 0.0
+        return times
 
     def functions(self) -> list:
         def make(name: str):

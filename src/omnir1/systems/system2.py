@@ -61,9 +61,11 @@ def run_system2(
     folder_fps: float = 1.0,
     grounder_answer: str | None = None,
     timings: dict[str, float] | None = None,
+    segment_masks: bool = True,
 ) -> list[System2Result]:
     """Ground and segment every request; `on_frame(frame, {request id: union mask})` gets each
-    frame of the video once. `grounder_answer` replays one grounder answer for every keyframe."""
+    frame of the video once. `grounder_answer` replays one grounder answer for every keyframe.
+    `segment_masks=False` stops after the boxes (on_frame is never called)."""
     watch = Stopwatch()
     ids = [r.id for r in requests]
     if len(set(ids)) != len(ids):
@@ -109,6 +111,8 @@ def run_system2(
             results.append(System2Result(r.id, keyframes))
         empty = np.zeros((frames.video_height, frames.video_width), bool)
         with watch("sam2"):
+            if not segment_masks:
+                prompts = []
             done = set()
             for frame_idx, masks in segment(models.sam2, frames, prompts):
                 union = {rid: empty for rid in ids}
@@ -116,8 +120,8 @@ def run_system2(
                     union[rid] = union[rid] | mask
                 on_frame(frame_idx, union)
                 done.add(frame_idx)
-            for frame_idx in range(len(frames)):  # frames no box reached: empty for everyone
-                if frame_idx not in done:
+            for frame_idx in range(len(frames) if segment_masks else 0):
+                if frame_idx not in done:  # frames no box reached: empty for everyone
                     on_frame(frame_idx, {rid: empty for rid in ids})
     finally:
         frames.close()

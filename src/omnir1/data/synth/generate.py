@@ -45,6 +45,9 @@ SPLIT_CYCLES = {
 }
 
 
+OBJECTS_FILE = "synth_objects.json"
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     format: str = "revos"
@@ -299,7 +302,20 @@ def synthesize(
             _write_vos(cfg, staging, results)
         summary = _summary(cfg, results)
         write_json(staging / "synth_summary.json", summary)
+        write_json(staging / OBJECTS_FILE, _objects(results), indent=None)
     return summary
+
+
+def _objects(results: list[VideoResult]) -> dict:
+    """What each object looks like, by video and object id: the single-frame descriptions that
+    supervised warm starts derive their answers from (omnir1.rl.warmstart)."""
+    return {
+        r.vid: {
+            str(o.obj_id): {"color": o.color, "shape": o.shape, "size": o.size}
+            for o in r.scene.objects
+        }
+        for r in results
+    }
 
 
 def _summary(cfg: SynthConfig, results: list[VideoResult]) -> dict:

@@ -1,0 +1,108 @@
+"""How good a System 1 is at its GRPO task on held-out samples, in the rewards' own terms.
+
+For every sample, completions (the policy's samples, or a baseline's answers) are scored by the
+same `RewardEngine` as training (System 2 included). Reported: mean total reward (the recipe's
+rewards summed) and each reward's mean, the rate of well-formed answers, keyframes per answer,
+the keyframe hit rate (keyframes on which the target is visible / keyframes), the box IoU
+(the video accuracy reward's matched box IoU; 0 for an answer without keyframes) and the mean of
+every reward component over the answers where it was computed.
+
+The ignore-the-video baseline answers every sample with the same frames (those on which targets
+were most often visible in the training set) and the expression itself as the description:
+the best a policy that never looks at the video can do with this reward.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Assessment:
+    samples: int
+    completions: int
+    reward: float
+    rewards: dict[str, float]
+    format_rate: float
+    keyframes_per_answer: float
+    keyframe_hit_rate: float
+    box_iou: float
+    components: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> Assessment:
+    """Score `completions[i]` (any number per sample) against `contexts[i]`."""
+    totals, formats, keyframes, hits, ious = [], [], 0, 0, []
+    per_reward: dict[str, list[float]] = {name: [] for name in engine.rewards}
+    components: dict[str, list[float]] = {}
+    from tqdm import tqdm
+
+    pairs = list(zip(contexts, completions, strict=True))
+    for ctx, texts in tqdm(pairs, desc="rewards", mininterval=2.0, disable=len(pairs) < 8):
+        scores = engine.score_group(ctx, list(texts))
+        for parsed, rewards in zip(scores.parsed, scores.rewards, strict=True):
+            totals.append(sum(r.total for r in rewards.values()))
+            formats.append(parsed.format_ok)
+            keyframes += len(parsed.keyframes)
+            hits += sum(ctx.target.union_areas[k] > 0 for k in parsed.keyframes)
+            iou = None
+            for name, r in rewards.items():
+                per_reward[name].append(r.total)
+                for key, value in r.components.items():
+                    if value is not None:
+                        components.setdefault(f"{name}.{key}", []).append(value)
+                iou = r.components.get("box_iou", iou)
+            ious.append(iou or 0.0)
+    n = len(totals)
+
+    def mean(values) -> float:
+        values = list(values)
+        return float(sum(values) / len(values)) if values else 0.0
+
+    return Assessment(
+        samples=len(contexts),
+        completions=n,
+        reward=mean(totals),
+        rewards={k: mean(v) for k, v in per_reward.items()},
+        format_rate=mean(formats),
+        keyframes_per_answer=keyframes / n if n else 0.0,
+        keyframe_hit_rate=hits / keyframes if keyframes else 0.0,
+        box_iou=mean(ious),
+        components={k: mean(v) for k, v in sorted(components.items())},
+    )
+
+
+def policy_completions(
+    reasoner, clips: Sequence, expressions: Sequence[str], *, per_sample: int, seed: int = 0
+) -> list[list[str]]:
+    """`per_sample` sampled completions of the policy for every (clip, expression)."""
+    from tqdm import tqdm
+
+    pairs = list(zip(clips, expressions, strict=True))
+    return [
+        reasoner.generate(clip, expression, num_return_sequences=per_sample, seed=seed + i)
+        for i, (clip, expression) in enumerate(tqdm(pairs, desc="answers", mininterval=2.0))
+    ]
+
+
+def prior_frames(train_targets: Sequence, k: int) -> list[int]:
+    """The k frames on which training targets were most often visible (ties: earlier first)."""
+    counts: Counter[int] = Counter()
+    for target in train_targets:
+        counts.update(f for f, area in enumerate(target.union_areas) if area > 0)
+    return sorted(f for f, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
+
+
+def ignore_video_completions(
+    train_targets: Sequence, expressions: Sequence[str], *, moments: int
+) -> list[list[str]]:
+    """The ignore-the-video baseline's answer for every expression."""
+    from omnir1.rl.warmstart import system1_answer
+
+    frames = prior_frames(train_targets, moments)
+    return [[system1_answer(frames, e, moments)] for e in expressions]

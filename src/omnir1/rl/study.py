@@ -1,0 +1,284 @@
+"""Does training learn on the embedded default? The before/after experiment of GRPO.
+
+    omnir1 study --data DIR --format revos --out DIR [--seeds 0 1 2] [--params params.yaml]
+
+System 2 is the environment: one grounder, warm-started once on the training split (from the
+tiny models of the first seed) and frozen, with SAM2. Then, for every seed: tiny models of that
+seed; System 1 warm-started on ground-truth answers; assessed on the held-out split (before);
+GRPO against System 2 (`omnir1 train`'s code path, params.yaml's `train` section); assessed
+again (after). The ignore-the-video baseline is assessed once. Everything is trained on the
+training split only; the held-out videos are never seen before assessment.
+
+Writes OUT/study.json (every figure), OUT/study.md (the table), OUT/reward_curves.png and, per
+seed, OUT/seed_N/{base,warm,grpo}.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from omnir1.fsutil import atomic_path, write_json
+
+HEADLINE = ("reward", "keyframe_hit_rate", "box_iou", "format_rate")
+
+
+def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
+    from omnir1.models.loading import load_models
+    from omnir1.rl.assess import assess, policy_completions
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    models = load_models(models_dir)
+    engine = _engine(params, models)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, params.system1.to_config())
+    texts = policy_completions(
+        reasoner, clips, [s.expression for s in samples], per_sample=per_sample, seed=seed
+    )
+    return assess(engine, contexts, texts), texts[0][0]
+
+
+def _engine(params, models):
+    """The training recipe's rewards; SAM2 runs only where its J weighs (a_g > 0)."""
+    from omnir1.rl.engine import RewardEngine
+
+    s1 = params.system1
+    return RewardEngine(
+        params.rewards.names,
+        models,
+        weights=params.rewards.weights.to_weights(),
+        retries=params.rewards.system2_retries,
+        max_keyframes=s1.max_keyframes,
+        max_moments=s1.max_moments,
+        segment_masks=params.rewards.weights.a_g != 0,
+    )
+
+
+def _split_inputs(params, fmt: str, data: Path, split: str, limit: int | None = None):
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.train import trainable_samples
+    from omnir1.systems.reasoning import load_clip
+
+    s1 = params.system1.to_config()
+    samples = trainable_samples(fmt, data, split)[:limit]
+    clips = [
+        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
+        for s in samples
+    ]
+    contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]
+    return samples, clips, contexts
+
+
+def run_study(
+    params,
+    *,
+    data: str | Path,
+    fmt: str,
+    out: str | Path,
+    seeds: Sequence[int] = (0, 1, 2),
+    heldout_split: str = "valid",
+    heldout_limit: int | None = None,
+    per_sample: int = 2,
+    log=print,
+) -> dict:
+    from omnir1.models.loading import load_models
+    from omnir1.models.tiny import TinySizes, init_tiny
+    from omnir1.rl.assess import assess, ignore_video_completions
+    from omnir1.rl.train import run_training
+    from omnir1.rl.warmstart import run_warm_start
+
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = TinySizes(sam2_image_size=params.models.tiny.sam2_size)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return result
+
+    heldout = timed("load_heldout", _split_inputs, params, fmt, data, heldout_split, heldout_limit)
+    train_targets = [c.target for c in _split_inputs(params, fmt, data, "train")[2]]
+
+    # the environment: one warm-started, frozen grounder (System 1 untouched here)
+    env_base = out / "environment" / "base"
+    if not (env_base / "models.json").is_file():
+        init_tiny(env_base, seed=seeds[0], sizes=sizes)
+    env = out / "environment" / "models"
+    no_system1 = params.model_copy(deep=True)
+    no_system1.warm_start.system1.steps = 0
+    log(f"grounder warm start ({params.warm_start.grounder.steps} steps)")
+    grounder_summary = timed(
+        "grounder_warm_start",
+        run_warm_start,
+        no_system1,
+        data=data,
+        fmt=fmt,
+        models_dir=env_base,
+        out=env,
+    )
+
+    # the ignore-the-video baseline, scored by the same System 2
+    samples, _, contexts = heldout
+    s1 = params.system1
+    baseline = assess(
+        _engine(params, load_models(env)),
+        contexts,
+        ignore_video_completions(
+            train_targets, [s.expression for s in samples], moments=s1.moments
+        ),
+    )
+    results: dict = {
+        "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
+        "heldout_samples": len(samples),
+        "completions_per_sample": per_sample,
+        "grounder": grounder_summary,
+        "baseline_ignore_video": baseline.to_dict(),
+        "seeds": {},
+    }
+    no_grounder = params.model_copy(deep=True)
+    no_grounder.warm_start.grounder.steps = 0
+    for seed in seeds:
+        folder = out / f"seed_{seed}"
+        seeded = no_grounder.model_copy(deep=True)
+        seeded.train.seed = seed
+        base = folder / "base"
+        if not (base / "models.json").is_file():
+            init_tiny(base, seed=seed, sizes=sizes)
+        log(f"seed {seed}: System 1 warm start ({params.warm_start.system1.steps} steps)")
+        warm = timed(
+            "system1_warm_start",
+            run_warm_start,
+            seeded,
+            data=data,
+            fmt=fmt,
+            models_dir=base,
+            out=folder / "warm",
+            grounder_from=env,
+        )
+        before, before_example = timed(
+            "assess",
+            _assess_folder,
+            seeded,
+            folder / "warm",
+            *heldout,
+            per_sample=per_sample,
+            seed=1000 + seed,
+        )
+        log(f"seed {seed}: before GRPO reward {before.reward:.3f}; GRPO")
+        train = timed(
+            "grpo",
+            run_training,
+            seeded,
+            data=data,
+            fmt=fmt,
+            models_dir=folder / "warm",
+            out=folder / "grpo",
+        )
+        after, after_example = timed(
+            "assess",
+            _assess_folder,
+            seeded,
+            folder / "grpo" / "model",
+            *heldout,
+            per_sample=per_sample,
+            seed=1000 + seed,
+        )
+        log(f"seed {seed}: after GRPO reward {after.reward:.3f}")
+        results["seeds"][str(seed)] = {
+            "warm_start": warm,
+            "before": before.to_dict(),
+            "after": after.to_dict(),
+            "grpo": {k: v for k, v in train.items() if k != "history"},
+            "history": train.get("history", []),
+            "examples": {"before": before_example[:600], "after": after_example[:600]},
+        }
+    results["summary"] = summarize(results)
+    results["seconds"] = {**timings, "total": time.perf_counter() - start}
+    write_json(out / "study.json", results)
+    with atomic_path(out / "study.md") as tmp:
+        tmp.write_text(table(results), encoding="utf-8")
+    plot_curves(results, out / "reward_curves.png")
+    return results
+
+
+def summarize(results: dict) -> dict:
+    """Mean and spread over seeds of every headline figure, before and after GRPO."""
+    summary = {}
+    runs = results["seeds"].values()
+    for key in HEADLINE:
+        before = [r["before"][key] for r in runs]
+        after = [r["after"][key] for r in runs]
+        delta = [a - b for a, b in zip(after, before, strict=True)]
+        summary[key] = {
+            "before": statistics.fmean(before),
+            "after": statistics.fmean(after),
+            "delta": statistics.fmean(delta),
+            "delta_min": min(delta),
+            "improved_seeds": sum(d > 0 for d in delta),
+            "baseline": results["baseline_ignore_video"][key],
+        }
+    return summary
+
+
+def table(results: dict) -> str:
+    names = {
+        "reward": "mean total reward",
+        "keyframe_hit_rate": "keyframe hit rate",
+        "box_iou": "box IoU",
+        "format_rate": "well-formed answers",
+    }
+    seeds = list(results["seeds"])
+    lines = [
+        f"Held-out: {results['heldout_samples']} expressions "
+        f"({results['data']['heldout_split']} split), "
+        f"{results['completions_per_sample']} sampled answers each; seeds {', '.join(seeds)}.",
+        "",
+        "| metric | ignore-the-video | "
+        + " | ".join(f"seed {s} before → after" for s in seeds)
+        + " | mean Δ |",
+        "|---|---|" + "---|" * len(seeds) + "---|",
+    ]
+    for key, label in names.items():
+        cells = [
+            f"{results['seeds'][s]['before'][key]:.3f} → {results['seeds'][s]['after'][key]:.3f}"
+            for s in seeds
+        ]
+        mean_delta = results["summary"][key]["delta"]
+        lines.append(
+            f"| {label} | {results['baseline_ignore_video'][key]:.3f} | "
+            + " | ".join(cells)
+            + f" | {mean_delta:+.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for seed, run in results["seeds"].items():
+        steps = [h["step"] for h in run["history"] if "reward" in h]
+        rewards = [h["reward"] for h in run["history"] if "reward" in h]
+        if steps:
+            ax.plot(steps, rewards, label=f"seed {seed}", alpha=0.8)
+    ax.axhline(
+        results["baseline_ignore_video"]["reward"],
+        color="grey",
+        ls="--",
+        label="ignore-the-video (held-out)",
+    )
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean total reward of the group")
+    ax.set_title("GRPO of System 1 on the embedded default")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,353 @@
+"""Supervised warm starts of the two systems on answers derived from the ground truth.
+
+GRPO needs a policy whose completions sometimes earn rewards: a randomly initialised model
+writes no valid answer, every completion of a group scores the same and the advantages are
+zero (DESIGN.md §7). On the embedded default both systems therefore get a short supervised
+start, with the loss on the answer tokens only:
+- the grounder (System 2): (frame at the grounder's resolution, "the red circle") ->
+  `[{"bbox_2d": box of the object's GT mask in the shown image's pixels, "label": ...}]`;
+- System 1: (video + audio, expression) -> `<think>..</think><answer>[moments]</answer>`, one
+  single-frame moment for each of up to `moments` frames where the target is visible, spread
+  over the frames where it is, each with the target's single-frame description.
+
+Descriptions come from the data set's object descriptions (`synth_objects.json`, written by the
+synthetic generator); a data set without them uses the expression itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from omnir1.data.synth.generate import OBJECTS_FILE
+from omnir1.fsutil import read_json
+from omnir1.systems.parsing import FPS
+from omnir1.systems.prompts import format_time
+
+END_OF_TURN = "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    steps: int = 300
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    warmup_steps: int = 20
+    final_lr_ratio: float = 0.05  # linear decay to this fraction: a constant lr can unlearn
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    """One supervised example: prompt and answer token ids and the prompt's multimodal tensors
+    (batch dimension 1)."""
+
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    fields: dict = field(repr=False)
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> dict:
+    """A right-padded batch with labels on the answer tokens only."""
+    import torch
+
+    width = max(len(e.prompt_ids) + len(e.answer_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n, m = len(e.prompt_ids), len(e.answer_ids)
+        ids[row, : n + m] = torch.tensor(e.prompt_ids + e.answer_ids)
+        labels[row, n : n + m] = torch.tensor(e.answer_ids)
+        mask[row, : n + m] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    for key in examples[0].fields:
+        if key in ("input_features", "feature_attention_mask"):  # Whisper: pad to the longest
+            length = max(e.fields[key].shape[-1] for e in examples)
+            pad = torch.nn.functional.pad
+            batch[key] = torch.cat(
+                [pad(e.fields[key], (0, length - e.fields[key].shape[-1])) for e in examples]
+            )
+        else:
+            batch[key] = torch.cat([e.fields[key] for e in examples])
+    if "input_features" in batch:
+        batch["use_audio_in_video"] = True
+    return batch
+
+
+def finetune(
+    model, examples: Sequence[Example], cfg: WarmStartConfig, pad_id: int, *, desc: str = "sft"
+) -> list[float]:
+    """Train `model` on `examples` (AdamW, warm-up then linear decay); the loss of every step."""
+    import torch
+    from tqdm import tqdm
+
+    if not examples:
+        raise ValueError("no examples to train on")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen towers stay as they are
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
+
+    def lr_factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        decay = 1.0 - (1.0 - cfg.final_lr_ratio) * step / max(1, cfg.steps - 1)
+        return warm * decay
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    losses = []
+    bar = tqdm(range(cfg.steps), desc=desc, mininterval=2.0)
+    for _ in bar:
+        batch = collate(
+            [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad_id
+        )
+        loss = model(
+            **{k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    model.eval()
+    return losses
+
+
+# --- what the answers are derived from ---------------------------------------------------------
+
+
+def object_descriptions(data: str | Path) -> dict[tuple[str, str], str]:
+    """(video id, object id) -> "the red circle", from the data set's `synth_objects.json`
+    (empty when the data set has none)."""
+    path = Path(data) / OBJECTS_FILE
+    if not path.is_file():
+        return {}
+    table = read_json(path)
+    return {
+        (vid, oid): f"the {o['color']} {o['shape']}"
+        for vid, objects in table.items()
+        for oid, o in objects.items()
+    }
+
+
+def target_description(sample, descriptions: dict[tuple[str, str], str]) -> str:
+    """The single-frame description of a sample's referents (the expression when unknown)."""
+    named = [descriptions.get((sample.video_id, str(o))) for o in sample.object_ids]
+    if named and all(named):
+        return " and ".join(named)
+    return sample.expression
+
+
+def spread(frames: Sequence[int], k: int) -> list[int]:
+    """Up to k of `frames`, evenly spread from the first to the last."""
+    if len(frames) <= k:
+        return list(frames)
+    picks = np.linspace(0, len(frames) - 1, k)
+    return sorted({frames[round(float(p))] for p in picks})
+
+
+def system1_answer(visible: Sequence[int], description: str, moments: int) -> str:
+    """The answer a perfect System 1 would write: single-frame moments on frames where the
+    target is visible, each at its frame's own time (frame = int(t * 2) maps it back)."""
+    items = []
+    for frame in spread(visible, moments):
+        time = format_time(frame * 100 // FPS / 100)
+        items.append({"start_time": time, "end_time": time, "description": description})
+    think = f"The expression refers to {description}."
+    return f"<think>{think}</think><answer>{json.dumps(items)}</answer>"
+
+
+def grounder_answer(boxes: Sequence[Sequence[int]], description: str) -> str:
+    return json.dumps([{"bbox_2d": list(b), "label": description} for b in boxes])
+
+
+# --- examples ----------------------------------------------------------------------------------
+
+
+def system1_examples(reasoner, samples, clips, targets, descriptions, seed: int = 0):
+    """One example per sample whose target is visible on some System-1 frame."""
+    tok = reasoner.processor.tokenizer
+    out = []
+    for i, (sample, clip, target) in enumerate(zip(samples, clips, targets, strict=True)):
+        visible = [f for f, area in enumerate(target.union_areas) if area > 0]
+        if not visible:
+            continue
+        answer = system1_answer(
+            visible, target_description(sample, descriptions), reasoner.cfg.moments
+        )
+        inputs = reasoner.inputs(clip, sample.expression, random.Random(seed * 1_000_003 + i))
+        out.append(
+            Example(
+                inputs["input_ids"][0].tolist(),
+                tok(answer + END_OF_TURN)["input_ids"],
+                _fields(inputs),
+            )
+        )
+    return out
+
+
+def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3):
+    """(frame, the sample's target description) -> the boxes of the target's objects, on every
+    `frame_stride`-th frame where the target is visible; each (video, objects, frame) once."""
+    from omnir1.data.masks import mask_box
+    from omnir1.media.video import read_image
+
+    tok = grounder.processor.tokenizer
+    out = []
+    seen = set()
+    for sample in samples:
+        if sample.mask_source is None or sample.is_null:
+            continue
+        height, width = sample.frame_size()
+        text = target_description(sample, descriptions)
+        for t in range(0, sample.num_frames, frame_stride):
+            key = (sample.video_id, sample.object_ids, t)
+            if key in seen:
+                continue
+            seen.add(key)
+            boxes = [mask_box(m) for m in sample.mask_source.frame_masks(t, height, width)]
+            boxes = [b for b in boxes if b is not None]
+            if not boxes:
+                continue
+            image = read_image(sample.frame_paths[t])
+            shown = grounder._resized(image)
+            sx, sy = shown.shape[1] / width, shown.shape[0] / height
+            scaled = [
+                [round(b[0] * sx), round(b[1] * sy), round(b[2] * sx), round(b[3] * sy)]
+                for b in boxes
+            ]
+            inputs = grounder.processor(
+                text=[grounder._prompt(text)],
+                images=[np.array(shown)],
+                images_kwargs={"do_resize": False},
+                return_tensors="pt",
+            )
+            out.append(
+                Example(
+                    inputs["input_ids"][0].tolist(),
+                    tok(grounder_answer(scaled, text) + END_OF_TURN)["input_ids"],
+                    _fields(inputs),
+                )
+            )
+    return out
+
+
+def _fields(inputs) -> dict:
+    return {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+
+
+# --- the warm-start step -----------------------------------------------------------------------
+
+
+def run_warm_start(
+    params,
+    *,
+    data: str | Path,
+    fmt: str,
+    models_dir: str | Path,
+    out: str | Path,
+    grounder_from: str | Path | None = None,
+) -> dict:
+    """Warm-start the grounder and/or System 1 of `models_dir` on the data set's train split
+    (as `params.warm_start` says) and write the result as a model folder at `out`.
+    `grounder_from` takes an already warm-started grounder from that model folder instead."""
+    from omnir1.models.loading import (
+        Manifest,
+        freeze_towers,
+        load_models,
+        load_thinker,
+        write_model_folder,
+    )
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.train import trainable_samples
+    from omnir1.systems.grounding import Grounder
+    from omnir1.systems.reasoning import GlobalReasoner, load_clip
+    from omnir1.timing import Stopwatch
+
+    ws = params.warm_start
+    watch = Stopwatch()
+    models = load_models(models_dir, system2=False)
+    samples = trainable_samples(fmt, data)
+    descriptions = object_descriptions(data)
+    summary: dict = {"samples": len(samples), "described": bool(descriptions)}
+    savers = {}
+
+    def saver(model, processor):
+        def save(folder: Path) -> None:
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+
+        return save
+
+    if grounder_from is not None:
+        source = Manifest.read(grounder_from).grounder
+        savers["grounder"] = lambda folder: _copy_tree(source, folder)
+        summary["grounder"] = {"from": str(grounder_from)}
+    elif ws.grounder.steps > 0:
+        grounder_model, grounder_processor = load_thinker(Manifest.read(models_dir).grounder)
+        grounder = Grounder(grounder_model, grounder_processor, params.grounder.to_config())
+        with watch("grounder_examples"):
+            examples = grounder_examples(
+                grounder, samples, descriptions, frame_stride=ws.grounder_frame_stride
+            )
+        freeze_towers(grounder_model)
+        with watch("grounder_train"):
+            losses = finetune(
+                grounder_model,
+                examples,
+                ws.grounder.to_config(params.train.seed),
+                grounder_processor.tokenizer.pad_token_id,
+                desc="warm start: grounder",
+            )
+        savers["grounder"] = saver(grounder_model, grounder_processor)
+        summary["grounder"] = {"examples": len(examples), "loss": _ends(losses)}
+    if ws.system1.steps > 0:
+        s1 = params.system1.to_config()
+        reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+        with watch("system1_examples"):
+            clips = [
+                load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
+                for s in samples
+            ]
+            targets = [
+                context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)
+            ]
+            examples = system1_examples(
+                reasoner, samples, clips, targets, descriptions, seed=params.train.seed
+            )
+        freeze_towers(models.system1)
+        with watch("system1_train"):
+            losses = finetune(
+                models.system1,
+                examples,
+                ws.system1.to_config(params.train.seed),
+                models.system1_processor.tokenizer.pad_token_id,
+                desc="warm start: system 1",
+            )
+        savers["system1"] = saver(models.system1, models.system1_processor)
+        summary["system1"] = {"examples": len(examples), "loss": _ends(losses)}
+    name = f"{models.manifest.name}-warm"
+    write_model_folder(models_dir, out, name=name, **savers)
+    summary["seconds"] = watch.timings
+    return summary
+
+
+def _ends(losses: Sequence[float]) -> dict:
+    """First and last loss (the mean of up to 10 steps each)."""
+    head, tail = losses[:10], losses[-10:]
+    return {"first": sum(head) / len(head), "last": sum(tail) / len(tail), "steps": len(losses)}
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)

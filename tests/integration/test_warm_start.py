@@ -1,0 +1,90 @@
+"""`omnir1 warm-start` and `omnir1 study` on the tiny models and synthetic data: supervised
+starts change exactly the parts they should, and the study writes its figures, table and plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from omnir1.cli import main
+from omnir1.models.loading import Manifest
+
+pytestmark = pytest.mark.slow
+
+WARM = """
+system1: {max_pixels: 1568, max_new_tokens: 24}
+grounder: {max_pixels: 6272, max_new_tokens: 24}
+warm_start:
+  grounder: {steps: 2, batch_size: 2, warmup_steps: 1}
+  grounder_frame_stride: 20
+  system1: {steps: 2, batch_size: 2, warmup_steps: 1}
+tracking: {enabled: false}
+"""
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(next(folder.glob("*.safetensors")))
+
+
+def test_warm_start_trains_the_language_models_and_keeps_the_towers(
+    tiny_models, synth_sets, tmp_path
+):
+    params = tmp_path / "params.yaml"
+    params.write_text(WARM)
+    out = tmp_path / "warm"
+    args = ["warm-start", "--data", str(synth_sets["revos"]), "--format", "revos"]
+    args += ["--models", str(tiny_models), "--params", str(params)]
+    assert main([*args, "--out", str(out)]) == 0
+    base, warm = Manifest.read(tiny_models), Manifest.read(out)
+    for part in ("system1", "grounder"):
+        before, after = weights(getattr(base, part)), weights(getattr(warm, part))
+        assert before.keys() == after.keys()
+        changed = {k for k in before if not torch.equal(before[k], after[k])}
+        towers = {k for k in before if "visual" in k or "audio_tower" in k}
+        assert changed and not changed & towers, part  # towers frozen, the LM trained
+    # SAM2 is shared with the base folder, not copied
+    assert warm.sam2_checkpoint.stat().st_ino == base.sam2_checkpoint.stat().st_ino
+
+    # a second start reuses that grounder and leaves System 1 of its base alone when steps: 0
+    params.write_text(WARM.replace("system1: {steps: 2,", "system1: {steps: 0,"))
+    again = tmp_path / "again"
+    assert main([*args, "--out", str(again), "--grounder-from", str(out)]) == 0
+    reused = Manifest.read(again)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            weights(reused.grounder).values(), weights(warm.grounder).values(), strict=True
+        )
+    )
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            weights(reused.system1).values(), weights(base.system1).values(), strict=True
+        )
+    )
+
+
+def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        WARM
+        + "models: {tiny: {sam2_size: 64}}\n"
+        + "train: {num_generations: 2, max_completion_length: 16, max_steps: 2, save_steps: 2}\n"
+    )
+    out = tmp_path / "study"
+    args = ["study", "--data", str(synth_sets["revos"]), "--format", "revos", "--out", str(out)]
+    args += ["--params", str(params), "--seeds", "0", "--heldout-limit", "2", "--per-sample", "1"]
+    assert main(args) == 0
+    study = json.loads((out / "study.json").read_text())
+    run = study["seeds"]["0"]
+    assert run["grpo"]["steps"] == 2 and [h["step"] for h in run["history"]] == [1, 2]
+    for key in ("before", "after"):
+        assert run[key]["samples"] == 2 and run[key]["completions"] == 2
+    assert study["baseline_ignore_video"]["completions"] == 2
+    assert set(study["summary"]) == {"reward", "keyframe_hit_rate", "box_iou", "format_rate"}
+    assert "| mean total reward |" in (out / "study.md").read_text()
+    assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,118 @@
+"""Answers derived from the ground truth for the supervised warm starts, and the figures of the
+held-out assessment: each checked against hand-computed values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from omnir1.rl.assess import assess, ignore_video_completions, prior_frames
+from omnir1.rl.engine import GroupContext, RewardEngine
+from omnir1.rl.rewards import RewardTarget, video_accuracy_reward
+from omnir1.rl.warmstart import (
+    Example,
+    collate,
+    object_descriptions,
+    spread,
+    system1_answer,
+    target_description,
+)
+from omnir1.systems.parsing import parse_answer
+
+
+def target_visible_on(frames: set[int], num_frames: int = 20) -> RewardTarget:
+    areas = [[100 if f in frames else 0] for f in range(num_frames)]
+    boxes = [[[0.0, 0.0, 10.0, 10.0]] if f in frames else [] for f in range(num_frames)]
+    return RewardTarget(num_frames, areas, [a[0] for a in areas], boxes)
+
+
+def test_spread_picks_evenly_from_first_to_last():
+    assert spread(list(range(10)), 4) == [0, 3, 6, 9]
+    assert spread([2, 5], 4) == [2, 5]
+    assert spread([7], 1) == [7]
+
+
+def test_the_derived_answer_parses_back_to_its_frames_and_earns_the_full_keyframe_reward():
+    visible = [3, 4, 5, 9, 10, 11, 17]
+    text = system1_answer(visible, "the red circle", moments=4)
+    parsed = parse_answer(text, 20)
+    assert parsed.format_ok and parsed.keyframes == [3, 5, 10, 17]
+    assert all(m.valid and len(m.frames) == 1 for m in parsed.moments)
+    assert parsed.keyframe_descriptions == ["the red circle"] * 4
+    reward = video_accuracy_reward(parsed, target_visible_on(set(visible)), None)
+    # per moment 0.2 + 0.2 + 0.2 + 1.0 visible; 4 frames 0.4 * 4; single-frame moments: no overlap
+    assert reward.components["cumulated"] == pytest.approx(1.6)
+    assert reward.components["frame"] == pytest.approx(1.6)
+    assert reward.components["overlap"] == 0
+
+
+def test_derived_times_map_back_to_the_same_frame():
+    frames = [0, 1, 7, 13, 19]
+    parsed = parse_answer(system1_answer(frames, "x", moments=5), 20, max_keyframes=5)
+    assert parsed.keyframes == frames
+
+
+def test_descriptions_come_from_the_data_set_or_fall_back_to_the_expression(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "synth_objects.json").write_text(
+        json.dumps(
+            {
+                "v1": {
+                    "1": {"color": "red", "shape": "circle", "size": "small"},
+                    "2": {"color": "blue", "shape": "star", "size": "large"},
+                }
+            }
+        )
+    )
+    table = object_descriptions(tmp_path)
+    assert table == {("v1", "1"): "the red circle", ("v1", "2"): "the blue star"}
+    sample = SimpleNamespace(video_id="v1", object_ids=("2", "1"), expression="the one")
+    assert target_description(sample, table) == "the blue star and the red circle"
+    unknown = SimpleNamespace(video_id="v9", object_ids=("1",), expression="the one")
+    assert target_description(unknown, table) == "the one"
+    assert object_descriptions(tmp_path / "missing") == {}
+
+
+def test_collate_puts_labels_on_answer_tokens_only():
+    import torch
+
+    examples = [
+        Example([1, 2, 3], [4, 5], {"pixel_values": torch.ones(2, 3)}),
+        Example([1, 2], [6], {"pixel_values": torch.zeros(1, 3)}),
+    ]
+    batch = collate(examples, pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5], [1, 2, 6, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, -100, -100, 4, 5], [-100, -100, 6, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert batch["pixel_values"].shape == (3, 3)
+
+
+def test_prior_frames_are_the_most_often_visible_ones():
+    targets = [target_visible_on({5, 6, 7}), target_visible_on({6, 7, 8}), target_visible_on({7})]
+    assert prior_frames(targets, 2) == [6, 7]
+    assert prior_frames(targets, 3) == [5, 6, 7]  # ties: the earlier frame
+
+
+def test_assessment_counts_keyframe_hits_and_malformed_answers():
+    ctx = GroupContext("v/0", None, 1.0, list(range(20)), target_visible_on({2, 3, 4}), [])
+    engine = RewardEngine(["format"], models=None)
+    good = system1_answer([2, 3, 10], "the red circle", moments=3)
+    result = assess(engine, [ctx], [[good, "no answer at all"]])
+    assert result.completions == 2 and result.format_rate == 0.5
+    assert result.keyframes_per_answer == 1.5
+    assert result.keyframe_hit_rate == pytest.approx(2 / 3)
+    assert result.reward == pytest.approx(0.5)  # format only: 1 and 0
+    assert result.box_iou == 0.0
+
+
+def test_the_ignore_the_video_baseline_answers_the_prior_frames_with_the_expression():
+    targets = [target_visible_on({5, 6}), target_visible_on({6})]
+    (answer,), (other,) = ignore_video_completions(
+        targets, ["the red circle", "the blue star"], moments=2
+    )
+    parsed = parse_answer(answer, 20)
+    assert parsed.keyframes == [5, 6]
+    assert parsed.keyframe_descriptions == ["the red circle"] * 2
+    assert "the blue star" in other
