@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
     from omnir1.rl.train import run_training
 
-    params = load_params(args.params)
+    params = load_params(args.params, args.recipe)
     summary = run_training(
         params,
         data=args.data,
@@ -148,6 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         max_steps=args.max_steps,
         device=args.device,
+        system2_url=args.system2_url,
+        system2_root=args.system2_root,
     )
     curve = summary.pop("history")
     if args.metrics:
@@ -162,7 +164,7 @@ def cmd_warm_start(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
     from omnir1.rl.warmstart import run_warm_start
 
-    params = load_params(args.params)
+    params = load_params(args.params, args.recipe)
     summary = run_warm_start(
         params,
         data=args.data,
@@ -181,7 +183,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
     from omnir1.rl.study import run_study
 
-    params = load_params(args.params)
+    params = load_params(args.params, args.recipe)
     results = run_study(
         params,
         data=args.data,
@@ -315,11 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, train.json")
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
     p.add_argument("--curve", help="write the per-step curve here (DVC plots)")
+    p.add_argument("--system2-url", help="use the System-2 service at this URL (token from env)")
+    p.add_argument(
+        "--system2-root", help="local mount of the service's data root (videos under it go by path)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = groups.add_parser(
@@ -330,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
     p.add_argument("--out", required=True, help="the warm-started model folder")
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
     p.add_argument("--grounder-from", help="take the grounder of this model folder instead")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
     p.set_defaults(func=cmd_warm_start)
@@ -341,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="folder for study.json, study.md, plots, runs")
     p.add_argument("--params", default="params.yaml")
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--heldout-split", default="valid")
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")

@@ -7,6 +7,7 @@ not silently fall back to a default). Sections map onto the library's own config
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -189,27 +190,50 @@ class Params(_Section):
     tracking: TrackingParams = TrackingParams()
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def _read_yaml(path: Path) -> dict:
     import yaml
 
-    path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, f"invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "expected a mapping of sections")
+    return raw
+
+
+def _merge(base: dict, overlay: dict) -> dict:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_params(path: str | Path = "params.yaml", recipes: Sequence[str | Path] = ()) -> Params:
+    """params.yaml, with each recipe file (e.g. configs/params/refavs.yaml) merged over it key
+    by key; errors name the file whose value is wrong."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    source = path
+    for recipe in map(Path, recipes):
+        raw = _merge(raw, _read_yaml(recipe))
+        source = recipe
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(path, f"{first['msg']} (got {first.get('input')!r})", field) from None
+        raise ConfigError(source, f"{first['msg']} (got {first.get('input')!r})", field) from None
     from omnir1.rl.rewards import REWARDS
 
     unknown = [n for n in params.rewards.names if n not in REWARDS]
     if unknown:
         raise ConfigError(
-            path, f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}", "rewards.names"
+            source, f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}", "rewards.names"
         )
     return params

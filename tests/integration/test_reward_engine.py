@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import random
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,8 @@ from omnir1.systems.prompts import format_time
 from omnir1.systems.system2 import run_system2
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +112,38 @@ def test_sam_j_is_skipped_without_boxes(models, context):
     scores = engine.score_group(context, [good])
     assert scores.outcomes[0].sam_j is None
     assert scores.rewards[0]["video_accuracy"].components["sam_j"] is None
+
+
+def test_refavs_recipe_grounds_the_first_frame_with_the_whole_audio(models, synth_sets):
+    """RefAID: System 1 sees frame 0 and all of the audio; its description is grounded on frame 0
+    and the reward is the IoU of System 2's first box there."""
+    from omnir1.config import load_params
+    from omnir1.rl.warmstart import system1_answer
+    from omnir1.systems.reasoning import GlobalReasoner, load_clip
+
+    params = load_params(ROOT / "params.yaml", [ROOT / "configs/params/refavs.yaml"])
+    s1 = params.system1.to_config()
+    sample = next(s for s in load("refavs", synth_sets["refavs"]) if not s.is_null)
+    clip = load_clip(sample.frame_paths[0].parent, audio=sample.audio_path, cfg=s1, folder_fps=1)
+    assert clip.num_frames == 1 and clip.source_indices.tolist() == [0]
+    assert len(clip.audio) == pytest.approx(clip.duration_s * 16_000, rel=0.01)
+    inputs = GlobalReasoner(models.system1, models.system1_processor, s1).inputs(
+        clip, sample.expression, random.Random(0)
+    )
+    assert inputs["video_grid_thw"][0, 0] == 1 and "input_features" in inputs
+
+    engine = RewardEngine(params.rewards.names, models, max_keyframes=1)
+    ctx = context_from_sample(sample, s1, clip)
+    calls = []
+
+    def system2(*args, **kwargs):
+        calls.append([k.frame for r in args[2] for k in r.keyframes])
+        return run_system2(*args, **kwargs)
+
+    engine.system2 = system2
+    scores = engine.score_group(ctx, [system1_answer([0], "the red circle", moments=1)])
+    assert calls == [[0]]
+    box = scores.rewards[0]["refavs_box"]
+    predicted = scores.outcomes[0].boxes[0]
+    assert (box.total > 0) == bool(predicted and ctx.target.gt_boxes[0])
+    assert scores.rewards[0]["format"].total == 1.0

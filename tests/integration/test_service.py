@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,29 +41,39 @@ def data_root(tmp_path_factory, media_files) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def service(tiny_models, data_root):
+@contextlib.contextmanager
+def running_service(models: Path, root: Path, *extra: str):
+    """`omnir1 serve-system2` on a free port of 127.0.0.1; yields its URL."""
     port = free_port()
     env = {**os.environ, "OMNIR1_SYSTEM2_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(tiny_models)]
-    cmd += ["--port", str(port), "--data-root", str(data_root)]
-    cmd += ["--max-body-mb", "0.25", "--max-frames", "50"]
-    log = (data_root / "service.log").open("w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("service exited:\n" + (data_root / "service.log").read_text()[-3000:])
+    cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(models)]
+    cmd += ["--port", str(port), "--data-root", str(root), *extra]
+    log_path = root.parent / f"service-{port}.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    pytest.fail("service exited:\n" + log_path.read_text()[-3000:])
+                try:
+                    if requests.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.3)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_models, data_root):
+    with running_service(
+        tiny_models, data_root, "--max-body-mb", "0.25", "--max-frames", "50"
+    ) as url:
+        yield url
 
 
 BOXED = System2Request("boxed", (KeyframeRequest(3, "the grey shape", ((40, 30, 200, 120),)),))
@@ -179,3 +190,40 @@ def test_infer_through_the_service_equals_in_process(service, tiny_models, data_
         a = np.asarray(Image.open(tmp_path / "local" / "masks" / name))
         b = np.asarray(Image.open(tmp_path / "remote" / "masks" / name))
         np.testing.assert_array_equal(a, b)
+
+
+def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
+    tiny_models, synth_sets, monkeypatch
+):
+    """The trainer's reward engine with System 2 behind the service: one request per group,
+    the same boxes and masks, hence the same rewards, as in process."""
+    from omnir1.config import Params
+    from omnir1.data.loaders import load
+    from omnir1.rl.engine import context_from_sample, engine_from_params
+    from omnir1.rl.warmstart import system1_answer
+
+    monkeypatch.setenv("OMNIR1_SYSTEM2_TOKEN", TOKEN)
+    root = synth_sets["revos"]
+    sample = next(s for s in load("revos", root) if not s.is_null)
+    ctx = context_from_sample(sample)
+    visible = [f for f, area in enumerate(ctx.target.union_areas) if area]
+    group = [
+        system1_answer(visible, "the red circle", moments=2),
+        system1_answer(visible[-1:], "a shape", moments=1),
+        "no answer",
+    ]
+    params = Params()
+    local = engine_from_params(params, load_models(tiny_models)).score_group(ctx, group)
+    with running_service(tiny_models, root) as url:
+        remote_engine = engine_from_params(
+            params, load_models(tiny_models, system2=False), system2_url=url, system2_root=root
+        )
+        remote = remote_engine.score_group(ctx, group)
+    assert [o and o.boxes for o in remote.outcomes] == [o and o.boxes for o in local.outcomes]
+    assert [o and o.sam_j for o in remote.outcomes] == pytest.approx(
+        [o and o.sam_j for o in local.outcomes]
+    )
+    for a, b in zip(remote.rewards, local.rewards, strict=True):
+        assert {k: r.total for k, r in a.items()} == pytest.approx(
+            {k: r.total for k, r in b.items()}
+        )

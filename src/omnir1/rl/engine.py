@@ -203,3 +203,32 @@ class RewardEngine:
             sam_j = j_sum[r.id] / frames if has_box and frames else None
             outcomes[int(r.id)] = System2Outcome(boxes=boxes, sam_j=sam_j)
         return outcomes
+
+
+def engine_from_params(
+    params,
+    models,
+    *,
+    system2_url: str | None = None,
+    system2_root: str | Path | None = None,
+    segment_masks: bool = True,
+) -> RewardEngine:
+    """The recipe's RewardEngine (params.yaml rewards and system1); System 2 in process, or
+    the service at `system2_url` (token from OMNIR1_SYSTEM2_TOKEN; `system2_root` is the
+    local mount of the service's data root)."""
+    system2 = run_system2
+    if system2_url is not None:
+        from omnir1.service.client import System2Client
+
+        system2 = System2Client(system2_url, data_root=system2_root).run_system2
+    s1 = params.system1
+    return RewardEngine(
+        params.rewards.names,
+        models,
+        weights=params.rewards.weights.to_weights(),
+        system2=system2,
+        retries=params.rewards.system2_retries,
+        max_keyframes=s1.max_keyframes,
+        max_moments=s1.max_moments,
+        segment_masks=segment_masks,
+    )

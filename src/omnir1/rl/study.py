@@ -41,18 +41,9 @@ def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sa
 
 def _engine(params, models):
     """The training recipe's rewards; SAM2 runs only where its J weighs (a_g > 0)."""
-    from omnir1.rl.engine import RewardEngine
+    from omnir1.rl.engine import engine_from_params
 
-    s1 = params.system1
-    return RewardEngine(
-        params.rewards.names,
-        models,
-        weights=params.rewards.weights.to_weights(),
-        retries=params.rewards.system2_retries,
-        max_keyframes=s1.max_keyframes,
-        max_moments=s1.max_moments,
-        segment_masks=params.rewards.weights.a_g != 0,
-    )
+    return engine_from_params(params, models, segment_masks=params.rewards.weights.a_g != 0)
 
 
 def _split_inputs(params, fmt: str, data: Path, split: str, limit: int | None = None):

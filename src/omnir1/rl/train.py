@@ -83,18 +83,22 @@ def run_training(
     resume: bool = False,
     max_steps: int | None = None,
     device: str = "cpu",
+    system2_url: str | None = None,
+    system2_root: str | Path | None = None,
 ) -> dict:
+    """GRPO of System 1 (see the module docstring). System 2 runs in this process, or in the
+    System-2 service at `system2_url` (then only System 1 is loaded here)."""
     from datasets import Dataset
 
     from omnir1.models.loading import freeze_towers, load_models, write_model_folder
-    from omnir1.rl.engine import RewardEngine, context_from_sample
+    from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
     from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
     data, out = Path(data), Path(out)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:  # one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    models = load_models(models_dir, device=device)
+    models = load_models(models_dir, device=device, system2=system2_url is None)
     freeze_towers(models.system1)
     s1 = params.system1.to_config()
     samples = trainable_samples(fmt, data)
@@ -107,14 +111,7 @@ def run_training(
         reasoner, clips, [s.expression for s in samples], seed=params.train.seed
     )
     contexts = [context_from_sample(s, s1, clip) for s, clip in zip(samples, clips, strict=True)]
-    engine = RewardEngine(
-        params.rewards.names,
-        models,
-        weights=params.rewards.weights.to_weights(),
-        retries=params.rewards.system2_retries,
-        max_keyframes=s1.max_keyframes,
-        max_moments=s1.max_moments,
-    )
+    engine = engine_from_params(params, models, system2_url=system2_url, system2_root=system2_root)
     rewards = GroupRewards(engine, contexts)
     train = params.train
     if max_steps is not None:
