@@ -76,3 +76,42 @@ def tiny_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     init_tiny(out, seed=0, sizes=TinySizes(sam2_image_size=128))
     return out
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts served by it)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    root = tmp_path_factory.mktemp("mlflow")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    cmd += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=os.environ)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("mlflow server did not start:\n" + log_path.read_text()[-3000:])
+                try:
+                    if requests.get(url + "/health", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,12 +23,13 @@ train:
 
 
 def test_train_checkpoints_resumes_and_writes_a_model_folder(
-    tiny_models, synth_sets, tmp_path, monkeypatch
+    tiny_models, synth_sets, tmp_path, monkeypatch, mlflow_server
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # the server's URL in the environment wins over params.yaml (a file that is never written)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     params = tmp_path / "params.yaml"
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params.write_text(PARAMS + f"tracking:\n  uri: {tracking}\n  experiment: test\n")
+    unused = f"sqlite:///{tmp_path / 'unused.db'}"
+    params.write_text(PARAMS + f"tracking:\n  uri: {unused}\n  experiment: test-train\n")
     out = tmp_path / "run"
     args = ["train", "--data", str(synth_sets["revos"]), "--format", "revos"]
     args += ["--models", str(tiny_models), "--out", str(out), "--params", str(params)]
@@ -55,8 +57,8 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     # MLflow: parameters, per-step metrics and completion tables of both runs
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=tracking)
-    runs = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("test-train").experiment_id])
     assert len(runs) == 2
     first = min(runs, key=lambda r: r.info.start_time)
     assert first.data.params["train.num_generations"] == "2"
@@ -69,6 +71,10 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     assert "completions_mean_length" in first.data.metrics
     tables = [a.path for a in client.list_artifacts(first.info.run_id, "completions")]
     assert tables == ["completions/step_000001.json", "completions/step_000002.json"]
+    local = client.download_artifacts(first.info.run_id, tables[0], str(tmp_path))
+    table = json.loads(Path(local).read_text())
+    assert {"sample", "completion", "reward_format", "components"} <= set(table["columns"])
+    assert not (tmp_path / "unused.db").exists()
 
 
 def test_training_needs_expressions_with_a_referent(synth_sets):
