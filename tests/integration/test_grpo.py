@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from datasets import Dataset
@@ -13,6 +15,8 @@ from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
 from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_grpo_steps_move_the_policy_and_not_the_grounder(tiny_models, synth_sets, tmp_path):
@@ -76,3 +80,58 @@ def test_two_grpo_steps_move_the_policy_and_not_the_grounder(tiny_models, synth_
     for k, v in models.grounder.named_parameters():  # the frozen copy did not move
         assert torch.equal(v, grounder_before[k])
     assert len(rewards.last_components) == 4  # every completion's reward, with its parts
+
+
+def test_advantages_and_kl_on_a_known_batch(tiny_models, synth_sets, tmp_path):
+    """Our recipe in TRL terms on a batch whose rewards and reference are known: advantages are
+    (r - group mean) / (group std + 1e-4), the KL is k3 = exp(ref - logp) - (ref - logp) - 1
+    per token, and with one optimisation step per generation (ratio 1) the GRPO loss is
+    mean(-A) + beta * KL."""
+    import math
+
+    from omnir1.config import load_params
+
+    models = load_models(tiny_models, system2=False)
+    sample = next(s for s in load("revos", synth_sets["revos"]) if s.split == "train")
+    reasoner = GlobalReasoner(models.system1, models.system1_processor)
+    clip = load_clip(sample.frame_paths[0].parent, audio=sample.audio_path, folder_fps=sample.fps)
+    prompt_inputs = prepare_prompts(reasoner, [clip], [sample.expression])
+    train = load_params(ROOT / "configs/params/release.yaml").train.model_copy(
+        update={"num_generations": 4, "max_completion_length": 8, "max_steps": 1}
+    )
+    config = train.grpo_config(tmp_path, use_cpu=True, suppress_tokens=reasoner.suppress_tokens)
+    known = [1.0, 2.0, 3.0, 6.0]
+
+    def known_rewards(prompts, completions, **_):
+        return known[: len(completions)]
+
+    trainer = VideoGRPOTrainer(
+        model=models.system1,
+        processing_class=models.system1_processor,
+        reward_funcs=[known_rewards],
+        args=config,
+        train_dataset=Dataset.from_list([{"prompt": sample.expression, "sample_index": 0}]),
+        prompt_inputs=prompt_inputs,
+    )
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(
+        [{"prompt": sample.expression, "sample_index": 0}] * 4
+    )
+    rewards = torch.tensor(known)
+    expected = (rewards - rewards.mean()) / (rewards.std() + 1e-4)  # Bessel-corrected std
+    assert torch.allclose(batch["advantages"], expected, atol=1e-6)
+
+    # a reference 0.1 nat below the policy on every completion token: k3 = e^-0.1 + 0.1 - 1
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model,
+        torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+        torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+        batch["completion_ids"].size(1),
+    )
+    batch["ref_per_token_logps"] = logps.detach() - 0.1
+    batch["old_per_token_logps"] = None
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    loss = trainer._compute_loss(trainer.model, batch)
+    k3 = math.exp(-0.1) + 0.1 - 1
+    assert trainer._metrics["train"]["kl"][-1] == pytest.approx(k3, rel=1e-4)
+    assert float(loss) == pytest.approx(0.04 * k3 - float(batch["advantages"].mean()), abs=1e-6)
