@@ -144,7 +144,7 @@ def write_model_folder(
             ("grounder", grounder, manifest.grounder),
         ):
             if save is None:
-                _link_tree(source, folder / part)
+                link_tree(source, folder / part)
             else:
                 save(folder / part)
         sam2 = folder / "sam2" / manifest.sam2_checkpoint.name
@@ -167,7 +167,8 @@ def write_model_folder(
     return Path(out)
 
 
-def _link_tree(src: Path, dst: Path) -> None:
+def link_tree(src: Path, dst: Path) -> None:
+    """Copy a folder of read-only inputs by hard links (a copy where links are impossible)."""
     import shutil
 
     shutil.copytree(src, dst, copy_function=_link_file)

@@ -263,6 +263,7 @@ def run_warm_start(
     from omnir1.models.loading import (
         Manifest,
         freeze_towers,
+        link_tree,
         load_models,
         load_thinker,
         write_model_folder,
@@ -290,7 +291,7 @@ def run_warm_start(
 
     if grounder_from is not None:
         source = Manifest.read(grounder_from).grounder
-        savers["grounder"] = lambda folder: _copy_tree(source, folder)
+        savers["grounder"] = lambda folder: link_tree(source, folder)
         summary["grounder"] = {"from": str(grounder_from)}
     elif ws.grounder.steps > 0:
         grounder_model, grounder_processor = load_thinker(Manifest.read(models_dir).grounder)
@@ -345,9 +346,3 @@ def _ends(losses: Sequence[float]) -> dict:
     """First and last loss (the mean of up to 10 steps each)."""
     head, tail = losses[:10], losses[-10:]
     return {"first": sum(head) / len(head), "last": sum(tail) / len(tail), "steps": len(losses)}
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    import shutil
-
-    shutil.copytree(src, dst)
