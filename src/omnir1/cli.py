@@ -45,6 +45,21 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from omnir1.data.validate import ValidateConfig, raise_on_failure, summary, validate_dataset
+
+    if args.params:
+        from omnir1.config import load_params
+
+        config = load_params(args.params).validation.to_config()
+    else:
+        config = ValidateConfig()
+    report = validate_dataset(args.format, args.root, args.out, config, progress=not args.quiet)
+    _print_json(summary(report))
+    raise_on_failure(report, args.out)  # exit 2, naming the failed checks
+    return 0
+
+
 def cmd_media_inspect(args: argparse.Namespace) -> int:
     from omnir1.media import inspect
 
@@ -199,15 +214,33 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.registry import parse_metrics_arg, register_model
+
+    params = load_params(args.params, args.recipe)
+    decision = register_model(
+        params,
+        args.model,
+        [parse_metrics_arg(m) for m in args.metrics],
+        args.out,
+        params_file=args.params,
+        dataset=args.dataset,
+    )
+    keys = ("model", "version", "promoted", "summary", "champion", "previous_champion", "run_id")
+    _print_json({k: decision[k] for k in keys})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
     )
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
-    data = groups.add_parser("data", help="synthesise and check data sets").add_subparsers(
-        dest="cmd", required=True
-    )
+    data = groups.add_parser(
+        "data", help="synthesise, check and validate data sets"
+    ).add_subparsers(dest="cmd", required=True)
     p = data.add_parser(
         "synth", help="write a synthetic audio-visual data set in an official layout"
     )
@@ -225,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="data set folder")
     p.add_argument("--out", help="also write the summary to this JSON file")
     p.set_defaults(func=cmd_data_check)
+
+    p = data.add_parser(
+        "validate",
+        help="Great Expectations suites over a data set's manifests; report of failed checks",
+    )
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("root", help="data set folder")
+    p.add_argument(
+        "--out", required=True, help="report folder: report.json, report.md, manifests as CSV"
+    )
+    p.add_argument(
+        "--params", help="params.yaml whose `validate` bounds to use (default: built-in)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_validate)
 
     media = groups.add_parser("media", help="inspect media files").add_subparsers(
         dest="cmd", required=True
@@ -355,6 +403,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
     p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
     p.set_defaults(func=cmd_study)
+
+    p = groups.add_parser(
+        "register",
+        help="register a model folder in the MLflow registry (challenger) and promote it to "
+        "champion if the gates of params.yaml register hold",
+    )
+    p.add_argument("--model", required=True, help="model folder (train's OUT/model)")
+    p.add_argument(
+        "--metrics",
+        action="append",
+        required=True,
+        metavar="[NAME=]FILE",
+        help="JSON of metrics (nested keys joined by dots, prefixed NAME.); repeatable",
+    )
+    p.add_argument("--out", required=True, help="decision JSON (a .md summary is written beside)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    p.add_argument("--dataset", help="data set tag (default: data.source:data.train_format)")
+    p.set_defaults(func=cmd_register)
     return parser
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from omnir1.errors import ConfigError
 
@@ -31,6 +31,41 @@ class DataParams(_Section):
     formats: list[Literal["refavs", "revos", "mevis"]] = ["refavs", "revos", "mevis"]
     synth: SynthParams = SynthParams()
     train_format: Literal["refavs", "revos", "mevis"] = "revos"  # the data set GRPO trains on
+
+
+class ValidateParams(_Section):
+    """Bounds of the validate stage (omnir1.data.validate): what a data set must hold before
+    anything trains on it."""
+
+    min_frames: int = Field(2, ge=1)
+    max_frames: int = Field(10_000, ge=1)
+    frames_per_video: dict[Literal["refavs", "revos", "mevis"], int] = {"refavs": 10}
+    min_width: int = Field(64, ge=1)
+    max_width: int = Field(4096, ge=1)
+    min_height: int = Field(64, ge=1)
+    max_height: int = Field(4096, ge=1)
+    min_fps: float = Field(0.5, gt=0)
+    max_fps: float = Field(120.0, gt=0)
+    min_duration_s: float = Field(1.0, ge=0)
+    max_duration_s: float = Field(600.0, gt=0)
+    require_audio: bool = True
+    audio_sample_rate: int = Field(16_000, ge=1)
+    max_av_drift_s: float = Field(1.0, ge=0)
+    max_mask_area: float = Field(0.95, gt=0, le=1)
+    splits: dict[Literal["refavs", "revos", "mevis"], list[str]] = {
+        "refavs": ["train", "test_s", "test_u", "test_n"],
+        "revos": ["train", "valid"],
+        "mevis": ["train", "valid_u"],
+    }
+    train_split: str = "train"
+    min_train_fraction: float = Field(0.4, ge=0, le=1)
+    max_train_fraction: float = Field(0.95, ge=0, le=1)
+    examples: int = Field(5, ge=1)
+
+    def to_config(self):
+        from omnir1.data.validate import ValidateConfig
+
+        return ValidateConfig(**self.model_dump())
 
 
 class TinyParams(_Section):
@@ -179,8 +214,70 @@ class TrackingParams(_Section):
     experiment: str = "omnir1"
 
 
+class RegisterParams(_Section):
+    """Model registry gates (omnir1.registry): a new version gets the alias `challenger` and
+    becomes `champion` when no gated metric is worse than the champion's by more than its
+    tolerance. Names are the metrics `omnir1 register` logs: NAME.dotted.path for each
+    `--metrics NAME=FILE` (characters MLflow rejects, such as &, become _)."""
+
+    model_name: str = Field("omnir1-system1", min_length=1)
+    # absolute, on metrics that are fractions in [0, 1]: about one point of J&F, the noise of
+    # re-evaluating a sampled policy on a few hundred expressions
+    tolerance: float = Field(0.01, ge=0)
+    tolerances: dict[str, float] = {}  # per-metric overrides of `tolerance`
+    higher_is_better: list[str] = ["eval.summary.overall.JF", "probe.avh.accuracy"]
+    lower_is_better: list[str] = ["probe.cmm.hr"]
+    # the distance to a target is gated (lower is better): a yes-ratio of 0.5 on balanced
+    # probes, so that neither always-yes nor always-no passes
+    closer_to: dict[str, float] = {"probe.avh.yes_ratio": 0.5}
+    # gated with tolerance 0: a hallucination metric may not get worse at all
+    hallucination: list[str] = ["probe.avh.accuracy", "probe.avh.yes_ratio", "probe.cmm.hr"]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegisterParams:
+        import re
+
+        gated = [*self.higher_is_better, *self.lower_is_better, *self.closer_to]
+        bad = [m for m in gated if not re.fullmatch(r"[\w.\- :]+", m)]
+        if bad:
+            raise ValueError(f"metric names MLflow would reject: {bad} (letters, digits, _.- :)")
+        twice = sorted({m for m in gated if gated.count(m) > 1})
+        if twice:
+            raise ValueError(f"metrics gated in more than one direction: {twice}")
+        named = {"hallucination": self.hallucination, "tolerances": list(self.tolerances)}
+        for field, names in named.items():
+            unknown = [m for m in names if m not in gated]
+            if unknown:
+                raise ValueError(f"{field} names metrics that are not gated: {unknown}")
+        loose = [m for m in self.hallucination if self.tolerances.get(m, 0) > 0]
+        if loose:
+            raise ValueError(f"hallucination metrics take no tolerance: {loose}")
+        if any(t < 0 for t in self.tolerances.values()):
+            raise ValueError("tolerances must be >= 0")
+        return self
+
+    def gates(self):
+        from omnir1.registry import Gate
+
+        strict = set(self.hallucination)
+
+        def tol(m: str) -> float:
+            return 0.0 if m in strict else self.tolerances.get(m, self.tolerance)
+
+        return [
+            *(Gate(m, "higher", tol(m), hallucination=m in strict) for m in self.higher_is_better),
+            *(Gate(m, "lower", tol(m), hallucination=m in strict) for m in self.lower_is_better),
+            *(
+                Gate(m, "target", tol(m), target=t, hallucination=m in strict)
+                for m, t in self.closer_to.items()
+            ),
+        ]
+
+
 class Params(_Section):
     data: DataParams = DataParams()
+    # `validate` would shadow BaseModel.validate: the YAML key is an alias
+    validation: ValidateParams = Field(ValidateParams(), alias="validate")
     models: ModelParams = ModelParams()
     system1: System1Params = System1Params()
     grounder: GrounderParams = GrounderParams()
@@ -188,6 +285,8 @@ class Params(_Section):
     warm_start: WarmStartParams = WarmStartParams()
     train: TrainParams = TrainParams()
     tracking: TrackingParams = TrackingParams()
+    # `register` would shadow ABCMeta.register of pydantic's metaclass: the YAML key is an alias
+    registry: RegisterParams = Field(RegisterParams(), alias="register")
 
 
 def _read_yaml(path: Path) -> dict:

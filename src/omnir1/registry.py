@@ -1,0 +1,500 @@
+"""`omnir1 register`: a trained model folder becomes a version in the MLflow model registry.
+
+    omnir1 register --model OUT/model --metrics eval=metrics/evaluate.json \\
+                    --metrics probe=metrics/probe.json --out reports/register.json
+
+One MLflow run holds the whole model folder (models.json + weights) under `model/`, the metrics
+files under `metrics/` and the params file, and logs every number of the metrics files (nested
+keys flattened with dots, prefixed with NAME from `--metrics NAME=FILE`). A registered model
+version is created from `runs:/<run>/model`'s artifact location and tagged with the model's
+names, the data set, the params hash and the git commit; it gets the alias `challenger`.
+
+It is promoted (alias `champion`; the old champion keeps its version number) when the gates of
+params.yaml `register` hold against the current champion's metrics, read back from the
+champion's run: no gated metric worse by more than its tolerance, hallucination metrics not
+worse at all. No champion yet: the first version is promoted. A gated metric missing from the
+challenger refuses promotion (a champion without it would switch that gate off for every later
+version); one missing from the champion is ignored, and the report says so.
+
+The decision and a reason per gated metric go to OUT (JSON, atomic) and OUT with .md beside it.
+Tracking URI: MLFLOW_TRACKING_URI, else params.yaml `tracking.uri`. An unreachable server fails
+within seconds (HTTP retries and timeouts bounded for this call) with a message naming the URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from omnir1.errors import DataError, InputError
+from omnir1.fsutil import atomic_open, read_json, write_json
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+EPS = 1e-9  # float slack: 0.70 - 0.69 is 0.010000000000000009, not above a 0.01 tolerance
+_BAD_CHARS = re.compile(r"[^\w.\- :]")  # MLflow metric names: alphanumerics, _ . - space :
+_PREFIX = re.compile(r"[A-Za-z_][\w-]*")
+
+
+class TrackingError(InputError):
+    """The MLflow tracking server or registry cannot be reached or refuses a call."""
+
+
+# ---------------------------------------------------------------------------- gates (pure)
+
+
+@dataclass(frozen=True)
+class Gate:
+    metric: str
+    direction: Literal["higher", "lower", "target"]
+    tolerance: float
+    target: float | None = None  # direction "target": the distance to it is what is gated
+    hallucination: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    direction: str
+    target: float | None
+    hallucination: bool
+    challenger: float | None
+    champion: float | None
+    delta: float | None  # challenger - champion
+    worse_by: float | None  # how much worse in the gate's direction (negative: better)
+    tolerance: float
+    result: Literal["pass", "fail", "ignored"]
+    note: str
+
+
+def worse_by(gate: Gate, challenger: float, champion: float) -> float:
+    """How much worse the challenger is than the champion on `gate` (negative: better)."""
+    if gate.direction == "higher":
+        return champion - challenger
+    if gate.direction == "lower":
+        return challenger - champion
+    return abs(challenger - gate.target) - abs(champion - gate.target)
+
+
+def _value(metrics: Mapping[str, float] | None, name: str) -> float | None:
+    value = None if metrics is None else metrics.get(name)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def check(gate: Gate, challenger: Mapping[str, float], champion: Mapping[str, float] | None):
+    """One gate: `champion` None means there is no champion yet."""
+    new, old = _value(challenger, gate.metric), _value(champion, gate.metric)
+    fields = dict(
+        metric=gate.metric,
+        direction=gate.direction,
+        target=gate.target,
+        hallucination=gate.hallucination,
+        challenger=new,
+        champion=old,
+        tolerance=gate.tolerance,
+    )
+    if new is None:
+        return Check(
+            **fields, delta=None, worse_by=None, result="fail", note="missing on the challenger"
+        )
+    if champion is None:
+        return Check(**fields, delta=None, worse_by=None, result="pass", note="no champion yet")
+    if old is None:
+        return Check(
+            **fields, delta=None, worse_by=None, result="ignored", note="missing on the champion"
+        )
+    worse = worse_by(gate, new, old)
+    passed = worse <= gate.tolerance + EPS
+    if passed:
+        note = "not worse" if worse <= EPS else "worse, within tolerance"
+    else:
+        note = "hallucination metric worse" if gate.hallucination else "worse beyond tolerance"
+    return Check(
+        **fields,
+        delta=new - old,
+        worse_by=worse,
+        result="pass" if passed else "fail",
+        note=note,
+    )
+
+
+def decide(
+    gates: Sequence[Gate], challenger: Mapping[str, float], champion: Mapping[str, float] | None
+) -> tuple[bool, list[Check]]:
+    """(promote?, one check per gate): promoted when no check fails."""
+    checks = [check(g, challenger, champion) for g in gates]
+    return all(c.result != "fail" for c in checks), checks
+
+
+def summary_line(promoted: bool, checks: Sequence[Check], first: bool) -> str:
+    failed = [c for c in checks if c.result == "fail"]
+    if promoted:
+        return "promoted: first version" if first else "promoted: no gated metric got worse"
+    parts = []
+    for c in failed:
+        if c.challenger is None:
+            parts.append(f"{c.metric} missing on the challenger")
+        else:
+            parts.append(f"{c.metric} worse by {c.worse_by:.4g} (tolerance {c.tolerance:g})")
+    return "not promoted: " + "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------- metrics files
+
+
+def flatten_metrics(data: Mapping, prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a nested mapping, keys joined with dots and made MLflow-safe;
+    strings, lists, booleans and nulls are left out."""
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        name = prefix + (_BAD_CHARS.sub("_", str(key)) or "_")
+        if isinstance(value, Mapping):
+            items = flatten_metrics(value, name + ".").items()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            items = [(name, float(value))] if math.isfinite(value) else []
+        else:
+            items = []
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"two keys become the metric name {k!r}")
+            out[k] = v
+    return out
+
+
+def parse_metrics_arg(value: str) -> tuple[str | None, Path]:
+    """`NAME=FILE` or `FILE`."""
+    name, sep, path = value.partition("=")
+    if sep and _PREFIX.fullmatch(name) and path:
+        return name, Path(path)
+    return None, Path(value)
+
+
+def load_metrics(files: Sequence[tuple[str | None, str | Path]]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    owner: dict[str, Path] = {}
+    for prefix, path in files:
+        path = Path(path)
+        try:
+            data = read_json(path)
+        except OSError as exc:
+            raise DataError(path, f"cannot read metrics ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise DataError(path, "cannot read metrics (not UTF-8 text)") from None
+        if not isinstance(data, dict):
+            raise DataError(path, "expected a JSON object of metrics")
+        try:
+            metrics = flatten_metrics(data, f"{prefix}." if prefix else "")
+        except ValueError as exc:
+            raise DataError(path, str(exc)) from None
+        if not metrics:
+            raise DataError(path, "no numeric metrics")
+        for name, value in metrics.items():
+            if name in merged:
+                raise DataError(
+                    path, f"metric {name!r} also comes from {owner[name]} (use NAME=FILE)"
+                )
+            merged[name], owner[name] = value, path
+    return merged
+
+
+# ---------------------------------------------------------------------------- MLflow
+
+
+def public_uri(uri: str) -> str:
+    """The URI without a password, for reports and messages."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def http_limits(force: Mapping[str, str], default: Mapping[str, str]) -> Iterator[None]:
+    """MLflow reads its HTTP retry/timeout settings from the environment on every request:
+    set `force` over the user's values and `default` where the user set none, then restore."""
+    keys = {*force, *default}
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        for k, v in default.items():
+            os.environ.setdefault(k, v)
+        os.environ.update(force)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# the whole call: up to 2 quick retries of a failed request (uploads of big weights survive a
+# blip), never MLflow's default of 7 retries with 2^n backoff (minutes on a dead server)
+CALL_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+PROBE_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def connect(uri: str):
+    """An MlflowClient for `uri` after one cheap call that must answer within seconds."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        with http_limits(PROBE_LIMITS, {}):
+            client.search_experiments(max_results=1)
+    except Exception as exc:  # connection refused, timeout, DNS, HTTP error, bad database URI
+        what = "server unreachable" if uri.startswith(("http:", "https:")) else "store unusable"
+        raise TrackingError(
+            public_uri(uri),
+            f"MLflow tracking {what} ({_why(exc)})",
+            "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "tracking.uri",
+        ) from None
+    return client
+
+
+def _why(exc: Exception) -> str:
+    text = str(exc)
+    for needle, why in (
+        ("Connection refused", "connection refused"),
+        ("NewConnectionError", "cannot connect"),
+        ("NameResolutionError", "unknown host"),
+        ("timed out", f"no answer within {PROBE_LIMITS['MLFLOW_HTTP_REQUEST_TIMEOUT']} s"),
+    ):
+        if needle in text:
+            return why
+    return _first_line(exc)
+
+
+def _first_line(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:300]
+
+
+def _error_code(exc: Exception) -> str | None:
+    return getattr(exc, "error_code", None)
+
+
+def champion_metrics(client, name: str) -> tuple[str | None, dict[str, float] | None, str | None]:
+    """(version, metrics of its run, note) of the current champion; (None, None, None) if none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        # MLflow 3.17 answers a missing alias with INVALID_PARAMETER_VALUE "... alias ... not found"
+        code = _error_code(exc)
+        if code == "RESOURCE_DOES_NOT_EXIST" or (
+            code == "INVALID_PARAMETER_VALUE" and "not found" in exc.message
+        ):
+            return None, None, None
+        raise
+    if not version.run_id:
+        return str(version.version), {}, "the champion has no run: its metrics are unknown"
+    try:
+        metrics = dict(client.get_run(version.run_id).data.metrics)
+    except MlflowException as exc:
+        return str(version.version), {}, f"the champion's run cannot be read ({_first_line(exc)})"
+    return str(version.version), metrics, None
+
+
+def ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="Omni-R1 System 1 model folders")
+    except MlflowException as exc:
+        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def experiment_id(client, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+def log_run(client, experiment: str, run_name: str, model_dir: Path, metrics, files, tags) -> str:
+    """One run with the model folder under model/, the metrics files and the params file under
+    metrics/ and params/, and every metric; returns its id (status FAILED if a step failed)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        rows = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, len(rows), 500):  # MLflow takes at most 1000 per batch
+            client.log_batch(run_id, metrics=rows[i : i + 500])
+        for folder, path in files:
+            client.log_artifact(run_id, str(path), folder)
+        client.log_artifacts(run_id, str(model_dir), "model")
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep the original error
+            client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def params_hash(params) -> str:
+    canonical = json.dumps(params.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def register_model(
+    params,
+    model_dir: str | Path,
+    metrics_files: Sequence[tuple[str | None, str | Path]],
+    out: str | Path,
+    *,
+    params_file: str | Path | None = None,
+    dataset: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
+    """Register `model_dir`, decide on promotion, write the report; returns the decision."""
+    from mlflow.exceptions import MlflowException
+
+    from omnir1.models.loading import Manifest
+
+    model_dir = Path(model_dir)
+    manifest = Manifest.read(model_dir)  # ConfigError when models.json is missing or wrong
+    raw_manifest = read_json(model_dir / "models.json")
+    challenger = load_metrics(metrics_files)
+    cfg = params.registry  # params.yaml `register`
+    gates = cfg.gates()
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    tags = {
+        "model_name": manifest.name,
+        "base_model": str(raw_manifest.get("base", manifest.name)),
+        "dataset": dataset or f"{params.data.source}:{params.data.train_format}",
+        "params_hash": params_hash(params),
+        "model_dir": str(model_dir.resolve()),
+    }
+    commit = git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    files = [("metrics", Path(p)) for _, p in metrics_files]
+    if params_file is not None and Path(params_file).is_file():
+        files.append(("params", Path(params_file)))
+
+    with http_limits({}, CALL_LIMITS):
+        client = connect(uri)
+        try:
+            ensure_registered_model(client, cfg.model_name)
+            previous, old_metrics, champion_note = champion_metrics(client, cfg.model_name)
+            promoted, checks = decide(gates, challenger, old_metrics)
+            run_id = log_run(
+                client,
+                params.tracking.experiment,
+                f"register-{manifest.name}",
+                model_dir,
+                challenger,
+                files,
+                tags,
+            )
+            source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
+            line = summary_line(promoted, checks, previous is None)
+            version = client.create_model_version(
+                cfg.model_name,
+                source,
+                run_id=run_id,
+                tags={**tags, "gate": "passed" if promoted else "failed"},
+                description=line,
+                await_creation_for=60,
+            ).version
+            version = str(version)  # a string from a server, an int from a SQLite store
+            client.set_registered_model_alias(cfg.model_name, CHALLENGER, version)
+            if promoted:
+                client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
+        except MlflowException as exc:
+            raise TrackingError(
+                public_uri(uri), f"MLflow call failed: {_first_line(exc)}"
+            ) from None
+
+    notes = [champion_note] if champion_note else []
+    ignored = [c.metric for c in checks if c.result == "ignored"]
+    if ignored:
+        notes.append(f"missing on the champion, not gated this time: {', '.join(ignored)}")
+    decision = {
+        "model": cfg.model_name,
+        "version": version,
+        "promoted": promoted,
+        "summary": line,
+        "aliases": [CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
+        "champion": version if promoted else previous,
+        "previous_champion": previous,
+        "reasons": [asdict(c) for c in checks],
+        "notes": notes,
+        "run_id": run_id,
+        "source": source,
+        "tracking_uri": public_uri(uri),
+        "tags": tags,
+        "metrics": challenger,
+    }
+    out = Path(out)
+    write_json(out, decision)
+    with atomic_open(out.with_suffix(".md"), "w", encoding="utf-8") as fh:
+        fh.write(markdown(decision))
+    return decision
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{0.0 if abs(v) < EPS else v:.4f}"  # no -0.0000 from float noise
+
+
+def markdown(decision: dict) -> str:
+    d = decision
+    lines = [
+        f"# Registration of {d['model']} version {d['version']}",
+        "",
+        f"**{d['summary']}**",
+        "",
+        f"- aliases of version {d['version']}: {', '.join(d['aliases'])}",
+        f"- champion now: version {d['champion']}; before: "
+        + (f"version {d['previous_champion']}" if d["previous_champion"] else "none"),
+        f"- run {d['run_id']} on {d['tracking_uri']}",
+        *(f"- {note}" for note in d["notes"]),
+        "",
+        "| metric | better | challenger | champion | delta | worse by | tolerance | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in d["reasons"]:
+        better = {"higher": "higher", "lower": "lower"}.get(r["direction"], f"near {r['target']}")
+        name = r["metric"] + (" (hallucination)" if r["hallucination"] else "")
+        lines.append(
+            f"| {name} | {better} | {_num(r['challenger'])} | {_num(r['champion'])} | "
+            f"{_num(r['delta'])} | {_num(r['worse_by'])} | {r['tolerance']:g} | "
+            f"{r['result']}: {r['note']} |"
+        )
+    return "\n".join(lines) + "\n"

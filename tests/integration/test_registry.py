@@ -1,0 +1,189 @@
+"""`omnir1 register` against a real MLflow server on 127.0.0.1: versions, aliases, gates."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from omnir1.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def model_folder(root: Path, name: str = "tiny-grpo") -> Path:
+    """A folder `Manifest.read` accepts: models.json, a System-1 folder, a SAM2 checkpoint."""
+    (root / "system1").mkdir(parents=True)
+    (root / "system1" / "config.json").write_text('{"model_type": "qwen2_5_omni_thinker"}')
+    (root / "system1" / "model.safetensors").write_bytes(bytes(range(256)) * 2048)  # 512 KiB
+    (root / "sam2").mkdir()
+    (root / "sam2" / "sam2.1_tiny.pt").write_bytes(b"\x00" * 4096)
+    manifest = {
+        "name": name,
+        "system1": "system1",
+        "grounder": "system1",
+        "sam2": {
+            "config": "configs/sam2.1/sam2.1_hiera_t.yaml",
+            "checkpoint": "sam2/sam2.1_tiny.pt",
+        },
+        "base": "tiny",
+    }
+    (root / "models.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture
+def registry(tmp_path, mlflow_server, monkeypatch):
+    """register(jf, hr) -> decision, with a registered-model name of its own per test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = f"omnir1-test-{uuid.uuid4().hex[:8]}"
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "register:\n"
+        f"  model_name: {name}\n"
+        "  tolerance: 0.02\n"
+        "  higher_is_better: [eval.summary.overall.JF]\n"
+        "  lower_is_better: [probe.cmm.hr]\n"
+        "  closer_to: {}\n"
+        "  hallucination: [probe.cmm.hr]\n"
+    )
+    model = model_folder(tmp_path / "model")
+    calls = []
+
+    def register(jf: float | None, hr: float | None) -> dict:
+        i = len(calls)
+        ev, probe = tmp_path / f"eval{i}.json", tmp_path / f"probe{i}.json"
+        overall = {"J": 0.5, "J&F": jf} if jf is None else {"J": 0.5, "JF": jf, "J&F": jf}
+        ev.write_text(json.dumps({"benchmark": "revos", "summary": {"overall": overall}}))
+        probe.write_text(json.dumps({"cmm": {"hr": hr, "pa": 0.7}, "n": 12}))
+        out = tmp_path / f"register{i}.json"
+        argv = ["register", "--model", str(model), "--out", str(out), "--params", str(params)]
+        argv += ["--metrics", f"eval={ev}", "--metrics", f"probe={probe}"]
+        assert main(argv) == 0
+        calls.append(out)
+        return json.loads(out.read_text())
+
+    register.name = name
+    return register
+
+
+def client(url):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=url, registry_uri=url)
+
+
+def reason(decision: dict, metric: str) -> dict:
+    return next(r for r in decision["reasons"] if r["metric"] == metric)
+
+
+def test_first_version_is_champion_and_a_better_one_takes_over(registry, mlflow_server, tmp_path):
+    first = registry(0.50, 0.20)
+    assert first["promoted"] and first["version"] == "1"
+    assert first["previous_champion"] is None and first["summary"] == "promoted: first version"
+    assert all(r["result"] == "pass" and r["champion"] is None for r in first["reasons"])
+
+    second = registry(0.60, 0.20)
+    assert second["promoted"] and second["version"] == "2"
+    assert second["previous_champion"] == "1" and second["champion"] == "2"
+    jf = reason(second, "eval.summary.overall.JF")
+    assert jf["challenger"] == 0.60 and jf["champion"] == 0.50
+    assert jf["delta"] == pytest.approx(0.10) and jf["result"] == "pass"
+
+    mlflow = client(mlflow_server)
+    champion = mlflow.get_model_version_by_alias(registry.name, "champion")
+    assert champion.version == "2" and set(champion.aliases) == {"champion", "challenger"}
+    old = mlflow.get_model_version(registry.name, "1")
+    assert old.aliases == [] and old.run_id == first["run_id"]  # kept, alias moved
+    assert champion.tags["base_model"] == "tiny" and champion.tags["model_name"] == "tiny-grpo"
+    assert len(champion.tags["params_hash"]) == 64 and champion.tags["dataset"] == "synth:revos"
+    assert len(champion.tags.get("git_commit", "0" * 40)) == 40
+    run = mlflow.get_run(second["run_id"])
+    assert run.data.metrics["eval.summary.overall.J_F"] == 0.60  # & is not allowed by MLflow
+    assert run.data.metrics["probe.n"] == 12
+
+    from mlflow.artifacts import download_artifacts
+
+    uri = f"models:/{registry.name}@champion"
+    folder = Path(
+        download_artifacts(uri, dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server)
+    )
+    assert json.loads((folder / "models.json").read_text())["name"] == "tiny-grpo"
+    assert (folder / "system1" / "model.safetensors").stat().st_size == 512 * 1024
+    md = (tmp_path / "register1.md").read_text()
+    assert "promoted" in md and "| eval.summary.overall.JF | higher | 0.6000 | 0.5000 |" in md
+
+
+def test_worse_beyond_tolerance_stays_challenger(registry, mlflow_server):
+    registry(0.60, 0.20)
+    within = registry(0.59, 0.20)  # 0.01 worse, tolerance 0.02
+    assert within["promoted"], within["summary"]
+    assert reason(within, "eval.summary.overall.JF")["note"] == "worse, within tolerance"
+    worse = registry(0.55, 0.20)  # 0.04 worse than the champion (0.59)
+    assert not worse["promoted"] and worse["version"] == "3"
+    assert worse["champion"] == "2" and worse["previous_champion"] == "2"
+    jf = reason(worse, "eval.summary.overall.JF")
+    assert jf["result"] == "fail" and jf["worse_by"] == pytest.approx(0.04)
+    assert jf["tolerance"] == 0.02 and jf["delta"] == pytest.approx(-0.04)
+    assert "eval.summary.overall.JF worse by 0.04 (tolerance 0.02)" in worse["summary"]
+    mlflow = client(mlflow_server)
+    assert mlflow.get_model_version_by_alias(registry.name, "champion").version == "2"
+    version = mlflow.get_model_version_by_alias(registry.name, "challenger")
+    assert version.version == "3" and version.tags["gate"] == "failed"
+
+
+def test_worse_hallucination_metric_refuses_promotion_even_within_tolerance(registry):
+    registry(0.60, 0.20)
+    decision = registry(0.65, 0.21)  # better J&F, hallucination rate up by 0.01 < 0.02
+    assert not decision["promoted"] and decision["champion"] == "1"
+    hr = reason(decision, "probe.cmm.hr")
+    assert hr["result"] == "fail" and hr["hallucination"] and hr["tolerance"] == 0.0
+    assert hr["worse_by"] == pytest.approx(0.01) and hr["note"] == "hallucination metric worse"
+    assert reason(decision, "eval.summary.overall.JF")["result"] == "pass"
+
+
+def test_missing_metrics_refuse_on_the_challenger_and_are_ignored_on_the_champion(registry):
+    registry(None, 0.20)  # first version without J&F: refused, there is no champion at all
+    first = registry(0.50, 0.20)
+    assert first["promoted"] and first["previous_champion"] is None
+    missing = registry(None, 0.20)
+    assert not missing["promoted"]
+    assert reason(missing, "eval.summary.overall.JF")["note"] == "missing on the challenger"
+
+
+def test_unreachable_tracking_server_fails_fast_naming_it(tmp_path, monkeypatch, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    metrics = tmp_path / "eval.json"
+    metrics.write_text('{"JF": 0.5}')
+    start = time.monotonic()
+    argv = ["register", "--model", str(model_folder(tmp_path / "m")), "--metrics", str(metrics)]
+    code = main([*argv, "--out", str(tmp_path / "r.json")])
+    assert code == 2 and time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert uri in err and "unreachable" in err and "MLFLOW_TRACKING_URI" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bad_inputs_exit_2_before_any_tracking_call(tmp_path, capsys):
+    good = tmp_path / "ok.json"
+    good.write_text('{"JF": 0.5}')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"JF": ')
+    model = model_folder(tmp_path / "m")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = ["--out", str(tmp_path / "r.json")]
+    assert main(["register", "--model", str(empty), "--metrics", str(good), *out]) == 2
+    assert "models.json: model manifest not found" in capsys.readouterr().err
+    assert main(["register", "--model", str(model), "--metrics", str(bad), *out]) == 2
+    assert f"{bad}: invalid JSON" in capsys.readouterr().err
+    assert main(["register", "--model", str(model), "--metrics", str(tmp_path), *out]) == 2
+    assert "cannot read metrics" in capsys.readouterr().err

@@ -1,0 +1,134 @@
+"""The promotion gates of `omnir1 register` on hand-made metrics (no MLflow)."""
+
+import json
+
+import pytest
+
+from omnir1.config import RegisterParams
+from omnir1.errors import DataError
+from omnir1.registry import (
+    Gate,
+    decide,
+    flatten_metrics,
+    load_metrics,
+    parse_metrics_arg,
+    public_uri,
+    summary_line,
+)
+
+JF = Gate("eval.JF", "higher", 0.01)
+HR = Gate("probe.hr", "lower", 0.0, hallucination=True)
+YES = Gate("probe.yes_ratio", "target", 0.0, target=0.5, hallucination=True)
+GATES = [JF, HR, YES]
+CHAMPION = {"eval.JF": 0.70, "probe.hr": 0.20, "probe.yes_ratio": 0.55}
+
+
+def by_metric(checks):
+    return {c.metric: c for c in checks}
+
+
+def test_no_champion_promotes_the_first_version():
+    promoted, checks = decide(GATES, CHAMPION, None)
+    assert promoted and all(c.result == "pass" and c.note == "no champion yet" for c in checks)
+    assert summary_line(promoted, checks, first=True) == "promoted: first version"
+
+
+def test_equal_or_better_passes_and_small_regressions_stay_within_tolerance():
+    better = {"eval.JF": 0.75, "probe.hr": 0.10, "probe.yes_ratio": 0.48}
+    promoted, checks = decide(GATES, better, CHAMPION)
+    assert promoted and {c.note for c in checks} == {"not worse"}
+    assert by_metric(checks)["eval.JF"].delta == pytest.approx(0.05)
+    assert by_metric(checks)["probe.yes_ratio"].worse_by == pytest.approx(0.02 - 0.05)
+    # 0.70 - 0.69 is 0.010000000000000009 in floats: still within a 0.01 tolerance
+    promoted, checks = decide(GATES, {**CHAMPION, "eval.JF": 0.69}, CHAMPION)
+    assert promoted and by_metric(checks)["eval.JF"].note == "worse, within tolerance"
+
+
+def test_regression_beyond_tolerance_fails_and_says_by_how_much():
+    promoted, checks = decide(GATES, {**CHAMPION, "eval.JF": 0.65}, CHAMPION)
+    jf = by_metric(checks)["eval.JF"]
+    assert not promoted and jf.result == "fail" and jf.worse_by == pytest.approx(0.05)
+    assert jf.note == "worse beyond tolerance"
+    line = summary_line(promoted, checks, first=False)
+    assert line == "not promoted: eval.JF worse by 0.05 (tolerance 0.01)"
+
+
+@pytest.mark.parametrize(
+    ("metric", "value"),
+    [("probe.hr", 0.2000001), ("probe.yes_ratio", 0.40), ("probe.yes_ratio", 0.62)],
+)
+def test_any_hallucination_regression_fails(metric, value):
+    promoted, checks = decide(GATES, {**CHAMPION, "eval.JF": 0.9, metric: value}, CHAMPION)
+    failed = [c for c in checks if c.result == "fail"]
+    assert not promoted and [c.metric for c in failed] == [metric]
+    assert failed[0].note == "hallucination metric worse" and failed[0].tolerance == 0.0
+
+
+def test_missing_on_the_challenger_fails_and_missing_on_the_champion_is_ignored():
+    promoted, checks = decide(GATES, {"eval.JF": 0.9, "probe.hr": 0.1}, CHAMPION)
+    assert not promoted
+    assert by_metric(checks)["probe.yes_ratio"].note == "missing on the challenger"
+    promoted, checks = decide(GATES, {"eval.JF": 0.9, "probe.hr": float("nan")}, None)
+    assert not promoted  # NaN counts as missing, also for a first version
+    promoted, checks = decide(GATES, CHAMPION, {"eval.JF": 0.7})
+    assert promoted
+    assert [c.result for c in checks] == ["pass", "ignored", "ignored"]
+
+
+def test_flatten_keeps_finite_numbers_under_mlflow_safe_dotted_names():
+    data = {
+        "summary": {"overall": {"J&F": 0.5, "R": None, "n": 3}},
+        "benchmark": "revos",
+        "splits": ["valid"],
+        "ok": True,
+        "nan": float("nan"),
+    }
+    assert flatten_metrics(data, "eval.") == {
+        "eval.summary.overall.J_F": 0.5,
+        "eval.summary.overall.n": 3.0,
+    }
+    with pytest.raises(ValueError, match="'a_b'"):
+        flatten_metrics({"a&b": 1, "a_b": 2})
+
+
+def test_metrics_files_name_themselves_in_errors(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"x": {"y": 1}}))
+    b.write_text(json.dumps({"x": {"y": 2}}))
+    assert load_metrics([("eval", a), ("probe", b)]) == {"eval.x.y": 1.0, "probe.x.y": 2.0}
+    with pytest.raises(DataError, match=r"b\.json: metric 'x\.y' also comes from .*a\.json"):
+        load_metrics([(None, a), (None, b)])
+    b.write_text("[1, 2]")
+    with pytest.raises(DataError, match="expected a JSON object"):
+        load_metrics([(None, b)])
+    b.write_text('{"name": "x"}')
+    with pytest.raises(DataError, match="no numeric metrics"):
+        load_metrics([(None, b)])
+    with pytest.raises(DataError, match="file not found"):
+        load_metrics([(None, tmp_path / "none.json")])
+
+
+def test_metrics_arguments_and_uris():
+    assert parse_metrics_arg("eval=m/e.json") == ("eval", parse_metrics_arg("m/e.json")[1])
+    assert parse_metrics_arg("m/a=b.json")[0] is None
+    assert public_uri("postgresql://u:secret@db:5432/ml") == "postgresql://u:***@db:5432/ml"
+    assert public_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_params_map_to_gates_with_hallucination_metrics_at_tolerance_zero():
+    cfg = RegisterParams(
+        tolerance=0.02,
+        tolerances={"b": 0.1},
+        higher_is_better=["a", "b"],
+        lower_is_better=["hr"],
+        closer_to={"yes": 0.5},
+        hallucination=["hr", "yes"],
+    )
+    assert cfg.gates() == [
+        Gate("a", "higher", 0.02),
+        Gate("b", "higher", 0.1),
+        Gate("hr", "lower", 0.0, hallucination=True),
+        Gate("yes", "target", 0.0, target=0.5, hallucination=True),
+    ]
+    with pytest.raises(ValueError, match="take no tolerance"):
+        RegisterParams(lower_is_better=["hr"], hallucination=["hr"], tolerances={"hr": 0.1})
