@@ -23,7 +23,9 @@ def test_dvc_repro_pipeline(tmp_path):
         ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["synth"]["videos"] = 4  # same stages, a smaller set and shorter runs
+    params["data"]["synth"]["videos"] = (
+        6  # every split of every format; same stages, a smaller set and shorter runs
+    )
     params["warm_start"]["grounder"].update(steps=2, batch_size=2)
     params["warm_start"]["system1"].update(steps=2, batch_size=2)
     params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
@@ -41,6 +43,8 @@ def test_dvc_repro_pipeline(tmp_path):
     for fmt in params["data"]["formats"]:
         assert (work / "data" / "synth" / fmt / "synth_summary.json").exists()
         assert "data@" + fmt in (work / "dvc.lock").read_text()
+        report = json.loads((work / "reports/validation" / fmt / "report.json").read_text())
+        assert report["ok"] and not report["failed"], fmt
     train = json.loads((work / "metrics" / "train.json").read_text())
     assert train["steps"] == 2 and set(train["step_seconds"]) >= {"generation_s", "update_s"}
     assert "reward" in json.loads((work / "metrics" / "train_curve.json").read_text())[0]
