@@ -60,6 +60,27 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dvc_remote(args: argparse.Namespace):
+    from omnir1.config import load_params
+    from omnir1.dvcremote import resolve
+
+    return resolve(load_params(args.params).remote)
+
+
+def cmd_data_remote(args: argparse.Namespace) -> int:
+    from omnir1.dvcremote import setup
+
+    _print_json(setup(_dvc_remote(args), create_bucket=args.create_bucket))
+    return 0
+
+
+def cmd_data_transfer(args: argparse.Namespace) -> int:
+    from omnir1.dvcremote import transfer
+
+    sys.stdout.write(transfer(args.cmd, _dvc_remote(args), args.targets))
+    return 0
+
+
 def cmd_media_inspect(args: argparse.Namespace) -> int:
     from omnir1.media import inspect
 
@@ -239,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
 
     data = groups.add_parser(
-        "data", help="synthesise, check and validate data sets"
+        "data", help="synthesise, check, validate and version (DVC on S3) data sets"
     ).add_subparsers(dest="cmd", required=True)
     p = data.add_parser(
         "synth", help="write a synthetic audio-visual data set in an official layout"
@@ -273,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_validate)
+
+    p = data.add_parser(
+        "remote",
+        help="check the S3 bucket of params.yaml `remote` (or OMNIR1_DVC_REMOTE_URL, "
+        "AWS_ENDPOINT_URL) and make it DVC's default remote in .dvc/config.local",
+    )
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--create-bucket", action="store_true", help="create the bucket if missing")
+    p.set_defaults(func=cmd_data_remote)
+    for name in ("push", "pull"):
+        p = data.add_parser(name, help=f"dvc {name} with the remote of `omnir1 data remote`")
+        p.add_argument("targets", nargs="*", help="dvc.yaml stages or outputs (default: all)")
+        p.add_argument("--params", default="params.yaml")
+        p.set_defaults(func=cmd_data_transfer)
 
     media = groups.add_parser("media", help="inspect media files").add_subparsers(
         dest="cmd", required=True

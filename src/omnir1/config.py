@@ -274,6 +274,16 @@ class RegisterParams(_Section):
         ]
 
 
+class RemoteParams(_Section):
+    """The DVC remote on S3 (omnir1.dvcremote). OMNIR1_DVC_REMOTE_URL and AWS_ENDPOINT_URL
+    override `url` and `endpoint_url`; credentials come from the environment only, so this
+    section has no key for them."""
+
+    name: str = Field("storage", pattern=r"^[A-Za-z0-9_-]+$")
+    url: str = Field("s3://omnir1-dvc/cache", pattern=r"^s3://[^/]+")
+    endpoint_url: str = Field("", pattern=r"^(https?://.+)?$")  # empty: AWS's own endpoint
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     # `validate` would shadow BaseModel.validate: the YAML key is an alias
@@ -287,6 +297,7 @@ class Params(_Section):
     tracking: TrackingParams = TrackingParams()
     # `register` would shadow ABCMeta.register of pydantic's metaclass: the YAML key is an alias
     registry: RegisterParams = Field(RegisterParams(), alias="register")
+    remote: RemoteParams = RemoteParams()
 
 
 def _read_yaml(path: Path) -> dict:
