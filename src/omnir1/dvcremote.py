@@ -71,24 +71,16 @@ def resolve(params, environ: Mapping[str, str] | None = None) -> Remote:
 
 
 def _client(remote: Remote, timeout: float):
-    import boto3
-    from botocore.config import Config
+    from omnir1 import s3
 
     # two attempts and short timeouts: a wrong endpoint must fail in seconds, not minutes
-    config = Config(
-        retries={"max_attempts": 2, "mode": "standard"},
-        connect_timeout=timeout,
-        read_timeout=timeout,
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=remote.endpoint_url or None, config=config
-    )
+    return s3.client(2, endpoint_url=remote.endpoint_url, timeout_s=timeout)
 
 
 def _explain(exc: Exception, remote: Remote) -> Exception:
     from botocore.exceptions import BotoCoreError
 
-    from omnir1.s3 import _explain as explain_s3
+    from omnir1.s3 import explain as explain_s3
 
     err = explain_s3(exc, remote.url)
     if isinstance(err, InputError):  # S3Error, or ConfigError for missing credentials

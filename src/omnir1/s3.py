@@ -50,19 +50,22 @@ def is_s3(path: str | Path) -> bool:
     return str(path).startswith("s3://")
 
 
-def client(retries: int = 5):
+def client(retries: int = 5, *, endpoint_url: str | None = None, timeout_s: float | None = None):
+    """A boto3 S3 client: the endpoint given, else AWS_ENDPOINT_URL, else AWS's own;
+    `timeout_s` bounds connecting and reading (a wrong endpoint fails in seconds)."""
     import boto3
     from botocore.config import Config
 
+    timeouts = {"connect_timeout": timeout_s, "read_timeout": timeout_s} if timeout_s else {}
     # a fresh session: boto3's default one caches the credentials it first found
     return boto3.session.Session().client(
         "s3",
-        endpoint_url=os.environ.get(ENDPOINT_ENV) or None,
-        config=Config(retries={"max_attempts": retries, "mode": "standard"}),
+        endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
+        config=Config(retries={"max_attempts": retries, "mode": "standard"}, **timeouts),
     )
 
 
-def _explain(exc: Exception, url: str) -> Exception:
+def explain(exc: Exception, url: str) -> Exception:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(exc, NoCredentialsError):
@@ -96,7 +99,7 @@ def list_objects(url: str) -> list[dict]:
             for obj in page.get("Contents", []):
                 out.append({"key": obj["Key"], "size": obj["Size"], "etag": obj["ETag"]})
     except Exception as exc:
-        raise _explain(exc, url) from None
+        raise explain(exc, url) from None
     return sorted(out, key=lambda o: o["key"])
 
 
@@ -122,7 +125,7 @@ def download_prefix(url: str, dest: str | Path) -> Path:
             try:
                 s3.download_file(loc.bucket, o["key"], str(target))
             except Exception as exc:
-                raise _explain(exc, f"s3://{loc.bucket}/{o['key']}") from None
+                raise explain(exc, f"s3://{loc.bucket}/{o['key']}") from None
         (staging / STAMP).write_text(json.dumps(stamp, indent=1))
     return dest
 
@@ -139,7 +142,7 @@ def upload_prefix(src: str | Path, url: str) -> int:
         try:
             s3.upload_file(str(path), loc.bucket, key)
         except Exception as exc:
-            raise _explain(exc, f"s3://{loc.bucket}/{key}") from None
+            raise explain(exc, f"s3://{loc.bucket}/{key}") from None
         count += 1
     return count
 
