@@ -60,6 +60,26 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_preprocess(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.data.preprocess import preprocess
+
+    params = load_params(args.params)
+    summary = preprocess(
+        args.format,
+        args.root,
+        args.out,
+        params.system1,
+        workers=args.workers or params.preprocess.workers,
+        prefer=args.prefer or params.preprocess.prefer,
+        progress=not args.quiet,
+    )
+    if args.metrics:
+        write_json(args.metrics, summary)
+    _print_json(summary)
+    return 0
+
+
 def _dvc_remote(args: argparse.Namespace):
     from omnir1.config import load_params
     from omnir1.dvcremote import resolve
@@ -294,6 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_validate)
+
+    p = data.add_parser(
+        "preprocess",
+        help="decode each video once into shards: System 1's frames and audio (params system1), "
+        "every frame at full size for System 2",
+    )
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("root", help="data set folder")
+    p.add_argument("--out", required=True, help="shards folder: VIDEO_ID/*.npy, meta.json, index")
+    p.add_argument("--workers", type=int, help="worker processes (default: params preprocess)")
+    p.add_argument("--prefer", choices=("frames", "video"), help="source of a video that has both")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_preprocess)
 
     p = data.add_parser(
         "remote",

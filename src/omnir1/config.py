@@ -68,6 +68,13 @@ class ValidateParams(_Section):
         return ValidateConfig(**self.model_dump())
 
 
+class PreprocessParams(_Section):
+    """Shards of decoded videos (omnir1.data.preprocess); what they hold is set by `system1`."""
+
+    workers: int = Field(2, ge=1)  # worker processes, one video each at a time
+    prefer: Literal["frames", "video"] = "frames"  # source where a video has both
+
+
 class TinyParams(_Section):
     seed: int = 0
     sam2_size: int = Field(256, ge=64, multiple_of=16)
@@ -288,6 +295,7 @@ class Params(_Section):
     data: DataParams = DataParams()
     # `validate` would shadow BaseModel.validate: the YAML key is an alias
     validation: ValidateParams = Field(ValidateParams(), alias="validate")
+    preprocess: PreprocessParams = PreprocessParams()
     models: ModelParams = ModelParams()
     system1: System1Params = System1Params()
     grounder: GrounderParams = GrounderParams()

@@ -45,6 +45,7 @@ def test_dvc_repro_pipeline(tmp_path):
         assert "data@" + fmt in (work / "dvc.lock").read_text()
         report = json.loads((work / "reports/validation" / fmt / "report.json").read_text())
         assert report["ok"] and not report["failed"], fmt
+        assert (work / "data" / "shards" / fmt / "index.json").is_file()
     train = json.loads((work / "metrics" / "train.json").read_text())
     assert train["steps"] == 2 and set(train["step_seconds"]) >= {"generation_s", "update_s"}
     assert "reward" in json.loads((work / "metrics" / "train_curve.json").read_text())[0]

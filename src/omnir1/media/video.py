@@ -184,7 +184,9 @@ def iter_frames(path: str | Path, *, folder_fps: float = 1.0) -> Iterator[Frame]
             yield Frame(i, i / folder_fps, read_image(file))
         return
     for index, t, frame in _iter_av_frames(path):
-        yield Frame(index, t, frame.to_ndarray(format="rgb24"))
+        # threads=1: a threaded colour conversion of small frames waits on the scheduler (0.44 s
+        # for 60 frames of 320x180 on a busy machine, 0.014 s single-threaded)
+        yield Frame(index, t, frame.to_ndarray(format="rgb24", threads=1))
 
 
 def smart_resize(
@@ -267,7 +269,7 @@ def sample_frames(
     def take(index: int, frame) -> None:
         nonlocal converted
         if converted is None or converted[0] != index:
-            converted = (index, _resize(frame.to_ndarray(format="rgb24"), size))
+            converted = (index, _resize(frame.to_ndarray(format="rgb24", threads=1), size))
         chosen.append(converted[1])
         indices.append(index)
 
