@@ -109,7 +109,7 @@ def mlflow_server(tmp_path_factory):
                 try:
                     if requests.get(url + "/health", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # refused, or too slow to answer yet
                     time.sleep(0.5)
             yield url
         finally:

@@ -60,7 +60,7 @@ def running_service(models: Path, root: Path, *extra: str):
                 try:
                     if requests.get(url + "/health", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # refused, or too slow to answer yet
                     time.sleep(0.3)
             yield url
         finally:
