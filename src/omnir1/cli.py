@@ -125,6 +125,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.eval.predict import read_answers, run_predict
+
+    params = load_params(args.params, args.recipe)
+    summary = run_predict(
+        params,
+        data=args.data,
+        fmt=args.format,
+        models_dir=args.models,
+        out=args.out,
+        splits=args.split,
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        answers=read_answers(args.system1_answers) if args.system1_answers else None,
+        grounder_answer=_text_arg(args.grounder_answer),
+        progress=not args.quiet,
+    )
+    _print_json({k: summary[k] for k in ("format", "splits", "models", "counts", "timings_s")})
+    return 0
+
+
 def cmd_models_init_tiny(args: argparse.Namespace) -> int:
     from omnir1.models.tiny import TinySizes, init_tiny
 
@@ -377,6 +401,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = groups.add_parser(
+        "predict",
+        help="masks of a model folder on a data set's evaluation splits, for omnir1 evaluate",
+    )
+    p.add_argument("--data", required=True, help="data set folder")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--models", required=True, help="model folder with models.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="prediction folder (replaced when complete): PNGs, predictions.json, answers.jsonl",
+    )
+    p.add_argument(
+        "--split",
+        action="append",
+        help="split to predict (repeatable; default: the splits omnir1 evaluate scores)",
+    )
+    p.add_argument("--params", default="params.yaml", help="system1 and grounder settings")
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    p.add_argument("--limit", type=int, help="predict only the first N expressions")
+    p.add_argument("--seed", type=int, default=0, help="seed of System 1's prompt")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="expressions per System-1 generate call"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--system1-answers",
+        metavar="JSONL",
+        help="replay System-1 completions from an answers.jsonl of an earlier prediction "
+        "(expressions it lacks are generated)",
+    )
+    p.add_argument(
+        "--grounder-answer",
+        help="replay this grounder answer (text or @FILE) for every keyframe instead of generating",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
 
     models = groups.add_parser("models", help="model folders").add_subparsers(
         dest="cmd", required=True
