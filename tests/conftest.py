@@ -3,6 +3,7 @@ test session (per xdist worker) in temporary folders."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -78,40 +79,58 @@ def tiny_models(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts served by it)."""
-    import os
+def free_port() -> int:
     import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(cmd: list[str], url: str, log_path: Path, *, env=None, cwd=None, wait_s=180):
+    """Start `cmd`, wait until `url`/health answers 200, yield; stop it afterwards. A server
+    that exits or never answers fails the test with the end of its log."""
     import subprocess
-    import sys
     import time
 
     import requests
 
-    root = tmp_path_factory.mktemp("mlflow")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mlflow = Path(sys.executable).parent / "mlflow"
-    cmd = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    cmd += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
-    log_path = root / "server.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=os.environ)
-        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         try:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + wait_s
             while True:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow server did not start:\n" + log_path.read_text()[-3000:])
+                    pytest.fail(f"{cmd[0]} did not start:\n" + log_path.read_text()[-3000:])
                 try:
                     if requests.get(url + "/health", timeout=1).status_code == 200:
                         break
                 except requests.RequestException:  # refused, or too slow to answer yet
-                    time.sleep(0.5)
+                    time.sleep(0.3)
             yield url
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def server_runner():
+    """`running_server` for test modules (conftest helpers are not importable there)."""
+    return running_server
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (SQLite store, artifacts served by it)."""
+    import sys
+
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    cmd += ["--serve-artifacts", "--artifacts-destination", str(root / "artifacts")]
+    url = f"http://127.0.0.1:{port}"
+    with running_server(cmd, url, root / "server.log", cwd=root) as url:
+        yield url

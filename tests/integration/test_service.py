@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +14,7 @@ import pytest
 import requests
 from PIL import Image
 
+from conftest import free_port
 from omnir1.cli import main
 from omnir1.data import rle
 from omnir1.models.loading import load_models
@@ -27,12 +25,6 @@ TOKEN = "test-token-Zq8"
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory, media_files) -> Path:
     root = tmp_path_factory.mktemp("served")
@@ -41,35 +33,23 @@ def data_root(tmp_path_factory, media_files) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def running_service(models: Path, root: Path, *extra: str):
-    """`omnir1 serve-system2` on a free port of 127.0.0.1; yields its URL."""
-    port = free_port()
-    env = {**os.environ, "OMNIR1_SYSTEM2_TOKEN": TOKEN}
-    cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(models)]
-    cmd += ["--port", str(port), "--data-root", str(root), *extra]
-    log_path = root.parent / f"service-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail("service exited:\n" + log_path.read_text()[-3000:])
-                try:
-                    if requests.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:  # refused, or too slow to answer yet
-                    time.sleep(0.3)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+@pytest.fixture(scope="module")
+def running_service(server_runner):
+    """`omnir1 serve-system2` on a free port of 127.0.0.1, as a context manager yielding its URL."""
+
+    def start(models: Path, root: Path, *extra: str):
+        port = free_port()
+        cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(models)]
+        cmd += ["--port", str(port), "--data-root", str(root), *extra]
+        env = {**os.environ, "OMNIR1_SYSTEM2_TOKEN": TOKEN}
+        log = root.parent / f"service-{port}.log"
+        return server_runner(cmd, f"http://127.0.0.1:{port}", log, env=env, wait_s=120)
+
+    return start
 
 
 @pytest.fixture(scope="module")
-def service(tiny_models, data_root):
+def service(tiny_models, data_root, running_service):
     with running_service(
         tiny_models, data_root, "--max-body-mb", "0.25", "--max-frames", "50"
     ) as url:
@@ -193,7 +173,7 @@ def test_infer_through_the_service_equals_in_process(service, tiny_models, data_
 
 
 def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
-    tiny_models, synth_sets, monkeypatch
+    tiny_models, synth_sets, monkeypatch, running_service
 ):
     """The trainer's reward engine with System 2 behind the service: one request per group,
     the same boxes and masks, hence the same rewards, as in process."""
