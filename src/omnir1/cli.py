@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from omnir1.data import FORMATS
-from omnir1.errors import OmniR1Error
+from omnir1.errors import ConfigError, OmniR1Error
 from omnir1.fsutil import write_json
 
 
@@ -120,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         workers=args.workers,
         html_report=not args.no_html,
         progress=not args.quiet,
+        videos_per_split=args.videos_per_split,
     )
     _print_json({k: result[k] for k in ("benchmark", "splits", "summary", "counts", "timing")})
     return 0
@@ -138,6 +139,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=args.out,
         splits=args.split,
         limit=args.limit,
+        videos_per_split=args.videos_per_split,
         seed=args.seed,
         device=args.device,
         batch_size=args.batch_size,
@@ -297,6 +299,100 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_params_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--params", default="params.yaml", help=what or None)
+    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+
+
+def _add_data_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", default=[], metavar="FORMAT=DIR", help="repeatable")
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="instead of --data: DIR/FORMAT for every format of params.yaml data.formats",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="model folder (repeatable; with two, the metrics hold the second minus the first)",
+    )
+
+
+def _named_paths(values: Sequence[str], option: str) -> dict[str, str]:
+    """NAME=PATH arguments as an ordered mapping; a malformed or repeated NAME is an error."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(None, f"expected NAME=PATH, got {value!r}", option)
+        if name in out:
+            raise ConfigError(None, f"{name!r} given twice", option)
+        out[name] = path
+    return out
+
+
+def _format_paths(args: argparse.Namespace, params) -> dict[str, str]:
+    """FORMAT -> data set folder from --data, or from --data-root and data.formats."""
+    if args.data and args.data_root:
+        raise ConfigError(None, "give --data or --data-root, not both", "--data-root")
+    if args.data_root:
+        return {fmt: str(Path(args.data_root) / fmt) for fmt in params.data.formats}
+    if not args.data:
+        raise ConfigError(None, "needs --data FORMAT=DIR (repeatable) or --data-root", "--data")
+    data = _named_paths(args.data, "--data")
+    for fmt in data:
+        if fmt not in FORMATS:
+            raise ConfigError(None, f"unknown format {fmt!r}; valid: {list(FORMATS)}", "--data")
+    return data
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.eval.benchmark import run_benchmark
+
+    params = load_params(args.params, args.recipe)
+    report = run_benchmark(
+        params,
+        data=_format_paths(args, params),
+        models=_named_paths(args.model, "--model"),
+        out=args.out,
+        metrics=args.metrics,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    _print_json({k: report[k] for k in report if k not in ("settings", "models")})
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.eval.probe import run_probe
+
+    params = load_params(args.params, args.recipe)
+    report = run_probe(
+        params,
+        data=_format_paths(args, params),
+        models=_named_paths(args.model, "--model"),
+        out=args.out,
+        metrics=args.metrics,
+        evaluation=args.evaluation,
+        progress=not args.quiet,
+    )
+    _print_json({k: report[k] for k in report if k not in ("by_dataset", "models")})
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from omnir1.report import build_report
+
+    summary = build_report(args.metrics, args.reports, args.out)
+    print(f"report: {Path(args.out).resolve()}")
+    print(summary)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omnir1", description="Omni-R1 Ops: data, training, evaluation, pipelines."
@@ -398,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
         "else every split but train)",
     )
     p.add_argument("--workers", type=int, default=2, help="processes scoring videos in parallel")
+    p.add_argument(
+        "--videos-per-split", type=int, help="score only the first N videos of each split"
+    )
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -419,9 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="split to predict (repeatable; default: the splits omnir1 evaluate scores)",
     )
-    p.add_argument("--params", default="params.yaml", help="system1 and grounder settings")
-    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    _add_params_args(p, "system1 and grounder settings")
     p.add_argument("--limit", type=int, help="predict only the first N expressions")
+    p.add_argument(
+        "--videos-per-split", type=int, help="predict only the first N videos of each split"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of System 1's prompt")
     p.add_argument(
         "--batch-size", type=int, default=8, help="expressions per System-1 generate call"
@@ -439,6 +540,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = groups.add_parser(
+        "benchmark",
+        help="the evaluate stage: predict and score models side by side on every data set",
+    )
+    _add_data_model_args(p)
+    p.add_argument("--out", required=True, help="folder for predictions and evaluation reports")
+    p.add_argument("--metrics", required=True, help="headline figures per model and data set")
+    _add_params_args(p)
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_benchmark)
+
+    p = groups.add_parser(
+        "probe",
+        help="the probe stage: hallucination probes from the data sets' annotations, per model",
+    )
+    _add_data_model_args(p)
+    p.add_argument("--out", required=True, help="folder for every probe and answer (JSONL)")
+    p.add_argument("--metrics", required=True, help="figures per model and probe family")
+    p.add_argument(
+        "--evaluation", help="the evaluate stage's metrics: mask-level figures (null S, R)"
+    )
+    _add_params_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_probe)
+
+    p = groups.add_parser(
+        "report", help="the pipeline's HTML report from every stage's metrics and reports"
+    )
+    p.add_argument("--metrics", default="metrics", help="folder of the stages' metrics JSON")
+    p.add_argument("--reports", default="reports", help="folder of the stages' reports")
+    p.add_argument("--out", default="reports/index.html", help="HTML (a .md summary beside)")
+    p.set_defaults(func=cmd_report)
 
     models = groups.add_parser("models", help="model folders").add_subparsers(
         dest="cmd", required=True
@@ -496,8 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, train.json")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    _add_params_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--device", default="cpu")
@@ -516,8 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
     p.add_argument("--out", required=True, help="the warm-started model folder")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    _add_params_args(p)
     p.add_argument("--grounder-from", help="take the grounder of this model folder instead")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
     p.set_defaults(func=cmd_warm_start)
@@ -528,8 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="data set folder (train and held-out splits)")
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="folder for study.json, study.md, plots, runs")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    _add_params_args(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--heldout-split", default="valid")
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
@@ -550,8 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="JSON of metrics (nested keys joined by dots, prefixed NAME.); repeatable",
     )
     p.add_argument("--out", required=True, help="decision JSON (a .md summary is written beside)")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--recipe", action="append", default=[], help="params file merged over --params")
+    _add_params_args(p)
     p.add_argument("--dataset", help="data set tag (default: data.source:data.train_format)")
     p.set_defaults(func=cmd_register)
     return parser

@@ -215,6 +215,24 @@ class WarmStartParams(_Section):
     system1: FinetuneParams = FinetuneParams()
 
 
+class EvaluateParams(_Section):
+    """The evaluate stage (omnir1 benchmark): trained vs untrained System 1 with System 2."""
+
+    videos_per_split: int | None = Field(None, ge=1)  # first N videos; None: whole splits
+    system1_batch_size: int = Field(8, ge=1)  # expressions per generate call
+    workers: int = Field(1, ge=1)  # scoring processes
+
+
+class ProbeParams(_Section):
+    """The probe stage (omnir1 probe): hallucination probes built from the data sets' own
+    annotations (omnir1.eval.probe)."""
+
+    max_videos: int | None = Field(None, ge=1)  # per data set; None: every evaluated video
+    questions_per_video: int = Field(2, ge=1)  # per probe family and answer (yes / no)
+    max_new_tokens: int = Field(16, ge=1)  # a yes/no answer needs few tokens
+    seed: int = 0
+
+
 class TrackingParams(_Section):
     enabled: bool = True
     uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI wins when set
@@ -232,13 +250,29 @@ class RegisterParams(_Section):
     # re-evaluating a sampled policy on a few hundred expressions
     tolerance: float = Field(0.01, ge=0)
     tolerances: dict[str, float] = {}  # per-metric overrides of `tolerance`
-    higher_is_better: list[str] = ["eval.summary.overall.JF", "probe.avh.accuracy"]
-    lower_is_better: list[str] = ["probe.cmm.hr"]
+    # the trained model's figures of the evaluate and probe stages (omnir1 benchmark, omnir1
+    # probe); a data set a run does not evaluate needs its gates removed (a gated metric
+    # missing from the challenger refuses promotion)
+    higher_is_better: list[str] = [
+        "eval.trained.revos.JF",
+        "eval.trained.mevis.JF",
+        "eval.trained.refavs.seen.mIoU",
+        "eval.trained.refavs.unseen.mIoU",
+        "probe.trained.avh.accuracy",
+        "probe.trained.cmm.pa",
+        "probe.trained.cmm.hr",
+    ]
+    lower_is_better: list[str] = ["eval.trained.refavs.null.S"]
     # the distance to a target is gated (lower is better): a yes-ratio of 0.5 on balanced
     # probes, so that neither always-yes nor always-no passes
-    closer_to: dict[str, float] = {"probe.avh.yes_ratio": 0.5}
+    closer_to: dict[str, float] = {"probe.trained.avh.yes_ratio": 0.5}
     # gated with tolerance 0: a hallucination metric may not get worse at all
-    hallucination: list[str] = ["probe.avh.accuracy", "probe.avh.yes_ratio", "probe.cmm.hr"]
+    hallucination: list[str] = [
+        "probe.trained.avh.accuracy",
+        "probe.trained.avh.yes_ratio",
+        "probe.trained.cmm.hr",
+        "eval.trained.refavs.null.S",
+    ]
 
     @model_validator(mode="after")
     def _consistent(self) -> RegisterParams:
@@ -302,6 +336,8 @@ class Params(_Section):
     rewards: RewardParams = RewardParams()
     warm_start: WarmStartParams = WarmStartParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    probe: ProbeParams = ProbeParams()
     tracking: TrackingParams = TrackingParams()
     # `register` would shadow ABCMeta.register of pydantic's metaclass: the YAML key is an alias
     registry: RegisterParams = Field(RegisterParams(), alias="register")

@@ -83,7 +83,9 @@ def _worker() -> int:
     data, pred = Path(task["data"]), Path(task["pred"])
     try:
         all_samples = load_samples(task["benchmark"], data)
-        samples, _ = select_samples(task["benchmark"], all_samples, data, task["splits"])
+        samples, _ = select_samples(
+            task["benchmark"], all_samples, data, task["splits"], task.get("videos_per_split")
+        )
         videos = set(task["videos"])
         mine = [(i, s) for i, s in enumerate(samples) if s.video_id in videos]
         for score in score_samples([s for _, s in mine], data, pred, indices=[i for i, _ in mine]):

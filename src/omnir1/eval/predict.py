@@ -48,13 +48,18 @@ ANSWERS = "answers.jsonl"
 
 
 def select_expressions(
-    fmt: str, data: Path, splits: Sequence[str] | None = None, limit: int | None = None
+    fmt: str,
+    data: Path,
+    splits: Sequence[str] | None = None,
+    limit: int | None = None,
+    videos_per_split: int | None = None,
 ) -> tuple[list, list[str], int]:
     """(expressions to predict in data-set order, the evaluated splits, excluded ones skipped):
-    the splits `omnir1 evaluate` scores by default; `limit` keeps the first N expressions."""
+    the splits `omnir1 evaluate` scores by default; `limit` keeps the first N expressions,
+    `videos_per_split` the first N videos of each split (as `omnir1 evaluate` does)."""
     from omnir1.eval.protocols import is_excluded, load_samples, select_samples
 
-    samples, chosen = select_samples(fmt, load_samples(fmt, data), data, splits)
+    samples, chosen = select_samples(fmt, load_samples(fmt, data), data, splits, videos_per_split)
     wanted = [s for s in samples if not is_excluded(s)]
     excluded = len(samples) - len(wanted)
     if limit is not None:
@@ -198,21 +203,10 @@ def _check_out(out: Path) -> None:
         )
 
 
-def batch_inputs(reasoner, clip, expressions: Sequence[str], seed: int = 0):
-    """Processor outputs for several expressions on one clip, left-padded for generation: the
-    prompts `GlobalReasoner.inputs` builds (each with the same seeded example), the clip's video
-    and audio repeated per row."""
-    import random
-
-    processor, n = reasoner.processor, len(expressions)
-    texts = [
-        processor.apply_chat_template(
-            reasoner.messages(e, clip.duration_s, random.Random(seed)),
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for e in expressions
-    ]
+def clip_inputs(reasoner, clip, prompts: Sequence[str]):
+    """Processor outputs for several chat-templated prompts on one clip, left-padded for
+    generation: the clip's video and audio repeated per row."""
+    processor, n = reasoner.processor, len(prompts)
     kwargs = {}
     if clip.audio is not None:
         kwargs = {
@@ -221,7 +215,7 @@ def batch_inputs(reasoner, clip, expressions: Sequence[str], seed: int = 0):
             "load_audio_from_video": True,
         }
     return processor(
-        text=texts,
+        text=list(prompts),
         videos=[clip.frames] * n,
         videos_kwargs={"do_resize": False, "do_sample_frames": False, "fps": reasoner.cfg.fps},
         return_tensors="pt",
@@ -231,32 +225,59 @@ def batch_inputs(reasoner, clip, expressions: Sequence[str], seed: int = 0):
     )
 
 
-def generate_answers(
-    reasoner, clip, expressions: Sequence[str], *, seed: int = 0, batch_size: int = 8
+def batch_inputs(reasoner, clip, expressions: Sequence[str], seed: int = 0):
+    """`clip_inputs` for the prompts `GlobalReasoner.inputs` builds (each with the same seeded
+    example) for several expressions."""
+
+    return clip_inputs(reasoner, clip, expression_prompts(reasoner, clip, expressions, seed))
+
+
+def expression_prompts(reasoner, clip, expressions: Sequence[str], seed: int = 0) -> list[str]:
+    import random
+
+    return [
+        reasoner.processor.apply_chat_template(
+            reasoner.messages(e, clip.duration_s, random.Random(seed)),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for e in expressions
+    ]
+
+
+def generate_greedy(
+    reasoner, clip, prompts: Sequence[str], *, batch_size: int = 8, max_new_tokens: int = 0
 ) -> list[str]:
-    """Greedy completions for every expression on one clip, `batch_size` prompts per generate
-    call: the same answers as one call per expression (tested), several times faster, as the
-    clip's frames and audio are encoded in one pass and decoding steps are shared."""
+    """Greedy completions of chat-templated prompts on one clip, `batch_size` per generate call:
+    the same answers as one call per prompt (tested), several times faster, as the clip's
+    frames and audio are encoded in one pass and decoding steps are shared."""
     import torch
 
-    if reasoner.cfg.do_sample:
-        raise ValueError("batched answers are for greedy decoding (do_sample=False)")
     model = reasoner.model
     answers: list[str] = []
-    for start in range(0, len(expressions), batch_size):
-        chunk = expressions[start : start + batch_size]
-        inputs = batch_inputs(reasoner, clip, chunk, seed).to(model.device)
+    for start in range(0, len(prompts), batch_size):
+        inputs = clip_inputs(reasoner, clip, prompts[start : start + batch_size]).to(model.device)
         with torch.no_grad():
             out = model.generate(
                 **inputs,
                 use_audio_in_video=clip.audio is not None,
-                max_new_tokens=reasoner.cfg.max_new_tokens,
+                max_new_tokens=max_new_tokens or reasoner.cfg.max_new_tokens,
                 do_sample=False,
                 suppress_tokens=reasoner.suppress_tokens,
             )
         new = out[:, inputs["input_ids"].shape[1] :]
         answers += reasoner.processor.batch_decode(new, skip_special_tokens=True)
     return answers
+
+
+def generate_answers(
+    reasoner, clip, expressions: Sequence[str], *, seed: int = 0, batch_size: int = 8
+) -> list[str]:
+    """Greedy System-1 answers for every expression on one clip (`generate_greedy`)."""
+    if reasoner.cfg.do_sample:
+        raise ValueError("batched answers are for greedy decoding (do_sample=False)")
+    prompts = expression_prompts(reasoner, clip, expressions, seed)
+    return generate_greedy(reasoner, clip, prompts, batch_size=batch_size)
 
 
 def predict_video(
@@ -373,6 +394,7 @@ def run_predict(
     out: str | Path,
     splits: Sequence[str] | None = None,
     limit: int | None = None,
+    videos_per_split: int | None = None,
     seed: int = 0,
     device: str = "cpu",
     batch_size: int = 8,
@@ -398,7 +420,7 @@ def run_predict(
     start = time.perf_counter()
     watch = Stopwatch()
     with watch("load_data"):
-        samples, chosen, excluded = select_expressions(fmt, data, splits, limit)
+        samples, chosen, excluded = select_expressions(fmt, data, splits, limit, videos_per_split)
         videos = by_video(samples)
         seen: dict[tuple[str, str], str] = {}
         for s in samples:  # one folder per expression: two splits may not share one
@@ -451,6 +473,7 @@ def run_predict(
             "settings": {
                 "seed": seed,
                 "limit": limit,
+                "videos_per_split": videos_per_split,
                 "device": device,
                 "system1_batch_size": batch_size,
                 "system1": asdict(s1),

@@ -67,9 +67,16 @@ def load_samples(benchmark: str, data: Path) -> list[Sample]:
 
 
 def select_samples(
-    benchmark: str, samples: Sequence[Sample], data: Path, splits: Sequence[str] | None = None
+    benchmark: str,
+    samples: Sequence[Sample],
+    data: Path,
+    splits: Sequence[str] | None = None,
+    videos_per_split: int | None = None,
 ) -> tuple[list[Sample], list[str]]:
-    """The samples of the evaluated splits in data-set order, and those splits."""
+    """The samples of the evaluated splits in data-set order, and those splits;
+    `videos_per_split` keeps the first N videos of each split (every expression of each)."""
+    if videos_per_split is not None and videos_per_split < 1:
+        raise ConfigError(None, f"must be >= 1, got {videos_per_split}", "--videos-per-split")
     available = list(dict.fromkeys(s.split for s in samples))
     if splits:
         unknown = [s for s in splits if s not in available]
@@ -86,6 +93,13 @@ def select_samples(
             data, f"split(s) {unlabelled} have no ground-truth masks (no mask_dict.json)"
         )
     selected = [s for s in samples if s.split in chosen]
+    if videos_per_split is not None:
+        kept: dict[str, dict[str, None]] = {}
+        for s in selected:
+            videos = kept.setdefault(s.split, {})
+            if len(videos) < videos_per_split:
+                videos.setdefault(s.video_id)
+        selected = [s for s in selected if s.video_id in kept[s.split]]
     if not any(not is_excluded(s) for s in selected):
         raise DataError(data, f"no expressions to score in split(s) {chosen}")
     return selected, chosen
@@ -343,21 +357,29 @@ def evaluate(
     splits: Sequence[str] | None = None,
     workers: int = 1,
     progress: bool = False,
+    videos_per_split: int | None = None,
 ) -> Evaluation:
-    """Score every expression of the evaluated splits of `data` against the masks in `pred`."""
+    """Score every expression of the evaluated splits of `data` against the masks in `pred`
+    (of the first `videos_per_split` videos of each split, when given)."""
     from omnir1.eval.parallel import score_in_workers
 
     data, pred = Path(data), Path(pred)
     if not pred.is_dir():
         raise DataError(pred, "prediction folder not found")
     all_samples = load_samples(benchmark, data)
-    samples, chosen = select_samples(benchmark, all_samples, data, splits)
+    samples, chosen = select_samples(benchmark, all_samples, data, splits, videos_per_split)
     shards = shard_videos(samples, max(1, workers))
     total = sum(1 for s in samples if not is_excluded(s))
     if len(shards) <= 1:
         scores = list(_with_progress(score_samples(samples, data, pred), total, progress))
     else:
-        task = {"benchmark": benchmark, "data": str(data), "pred": str(pred), "splits": chosen}
+        task = {
+            "benchmark": benchmark,
+            "data": str(data),
+            "pred": str(pred),
+            "splits": chosen,
+            "videos_per_split": videos_per_split,
+        }
         scores = list(_with_progress(score_in_workers(task, shards), total, progress))
     scores.sort(key=lambda s: s.index)
     counts, extra = prediction_counts(samples, scores, pred, all_samples)

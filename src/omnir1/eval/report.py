@@ -89,7 +89,11 @@ def _data_uri(img: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _frames_figure(sample: Sample, score: ExpressionScore, pred_root: Path, n: int = 4) -> str:
+def overlay_strip(
+    sample: Sample, pred_root: Path, n: int = 4, score: ExpressionScore | None = None
+) -> str:
+    """HTML figures of `n` frames spread over the expression: the predicted mask tinted red
+    over the frame, the ground-truth outline in green (captioned with J and F given `score`)."""
     height, width = sample.frame_size()
     folder = expression_dir(sample, pred_root)
     cells = []
@@ -102,8 +106,9 @@ def _frames_figure(sample: Sample, score: ExpressionScore, pred_root: Path, n: i
         pred = np.zeros_like(gt) if pred is None else pred
         with Image.open(sample.frame_paths[t]) as frame:
             uri = _data_uri(overlay(frame, gt, pred))
-        caption = f"frame {html.escape(sample.frame_names[t])}: "
-        caption += f"J {score.frame_j[t]:.3f} F {score.frame_f[t]:.3f}"
+        caption = f"frame {html.escape(sample.frame_names[t])}"
+        if score is not None:
+            caption += f": J {score.frame_j[t]:.3f} F {score.frame_f[t]:.3f}"
         cells.append(
             f'<figure><img src="{uri}" alt="overlay"><figcaption>{caption}</figcaption></figure>'
         )
@@ -182,7 +187,7 @@ def write_html(
                 f"{html.escape(score.expression_type)}, {score.num_objects} object(s)): "
                 f"J {score.J:.3f}, F {score.F:.3f}, J&amp;F {score.JF:.3f}"
                 f"{', missing prediction' if score.missing else ''}<br>"
-                f"{_frames_figure(sample, score, pred_root)}</div>"
+                f"{overlay_strip(sample, pred_root, score=score)}</div>"
             )
     parts.append("</body></html>")
     with atomic_open(path, "w", encoding="utf-8") as fh:
@@ -199,6 +204,7 @@ def evaluate_to_files(
     workers: int = 1,
     html_report: bool = True,
     progress: bool = False,
+    videos_per_split: int | None = None,
 ) -> dict:
     """Evaluate and write OUT (JSON), OUT with .csv (per expression) and .html (report)."""
     import time
@@ -208,7 +214,15 @@ def evaluate_to_files(
 
     out = Path(out)
     start = time.perf_counter()
-    evaluation = evaluate(benchmark, data, pred, splits=splits, workers=workers, progress=progress)
+    evaluation = evaluate(
+        benchmark,
+        data,
+        pred,
+        splits=splits,
+        workers=workers,
+        progress=progress,
+        videos_per_split=videos_per_split,
+    )
     seconds = time.perf_counter() - start
     summary = evaluation.summary()
     csv_path, html_path = out.with_suffix(".csv"), out.with_suffix(".html")
@@ -217,6 +231,7 @@ def evaluate_to_files(
         "data": str(data),
         "predictions": str(pred),
         "splits": evaluation.splits,
+        "videos_per_split": videos_per_split,
         "summary": summary,
         "counts": evaluation.counts,
         "unexpected_prediction_folders": evaluation.unexpected_prediction_folders[:50],

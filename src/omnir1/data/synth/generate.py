@@ -26,6 +26,7 @@ from omnir1.data.synth.scene import (
     COLORS,
     SEEN_SHAPES,
     SIZES,
+    SOUNDS,
     UNSEEN_SHAPES,
     Scene,
     SceneObject,
@@ -307,11 +308,19 @@ def synthesize(
 
 
 def _objects(results: list[VideoResult]) -> dict:
-    """What each object looks like, by video and object id: the single-frame descriptions that
-    supervised warm starts derive their answers from (omnir1.rl.warmstart)."""
+    """What each object looks like and sounds like, by video and object id: the single-frame
+    descriptions that supervised warm starts derive their answers from (omnir1.rl.warmstart)
+    and the facts hallucination probes ask about (omnir1.eval.probe): `visible` in at least one
+    frame, `sound` the name of what it plays in the soundtrack (None if silent)."""
     return {
         r.vid: {
-            str(o.obj_id): {"color": o.color, "shape": o.shape, "size": o.size}
+            str(o.obj_id): {
+                "color": o.color,
+                "shape": o.shape,
+                "size": o.size,
+                "visible": any(m is not None for m in r.masks.get(o.obj_id, [])),
+                "sound": SOUNDS[o.shape] if o.sound_intervals else None,
+            }
             for o in r.scene.objects
         }
         for r in results

@@ -1,0 +1,131 @@
+"""`omnir1 benchmark`: the pipeline's evaluate stage. Every model (the trained System 1 and the
+one it started from) predicts every data set's evaluation splits with System 2 and is scored
+with that benchmark's protocol (`omnir1 predict` + `omnir1 evaluate`), side by side.
+
+    omnir1 benchmark --data revos=data/synth/revos --data refavs=data/synth/refavs
+                     --model untrained=models/warm --model trained=runs/train/model
+                     --out reports/evaluate --metrics metrics/evaluate.json
+
+OUT/{format}/{model}/predictions/   the masks, answers.jsonl, predictions.json
+OUT/{format}/{model}/evaluation.json (+ .csv per expression, + .html with overlays)
+METRICS  the headline figures per model and data set, what DVC tracks and the registry gates:
+    {"trained": {"revos": {"J", "F", "JF", "A", "R", "expressions"}, "mevis": {...},
+                 "refavs": {"seen": {"mIoU", "F", "JF"}, "unseen": {...}, "null": {"S", ...}}},
+     "untrained": {...}, "delta": trained - untrained, "seconds": ..., "settings": ...}
+
+`params.evaluate.videos_per_split` keeps the first N videos of each evaluated split (with every
+expression of each; whole splits when null): the embedded default keeps the demo within minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from omnir1.errors import ConfigError
+from omnir1.fsutil import write_json
+
+DAVIS_KEYS = ("J", "F", "JF", "A", "R")
+
+
+def headline(fmt: str, summary: Mapping) -> dict:
+    """The figures a person compares first, from one `omnir1 evaluate` summary."""
+    if fmt in ("revos", "mevis"):
+        overall = summary["overall"]
+        keys = DAVIS_KEYS if fmt == "revos" else ("J", "F", "JF")
+        return {"expressions": overall["expressions"], **{k: overall[k] for k in keys}}
+    out = {}
+    for split, figures in summary.items():  # RefAVS: seen / unseen / null
+        official = figures["official"]
+        row = {k: official[k] for k in ("mIoU", "F", "S") if k in official}
+        if split != "null":
+            row["JF"] = figures["davis"]["JF"]
+        row["empty_prediction_rate"] = figures["empty_prediction_rate"]
+        row["expressions"] = figures["expressions"]
+        out[split] = row
+    return out
+
+
+def difference(after: Mapping, before: Mapping) -> dict:
+    """after - before for every number both have, nested the same way."""
+    out: dict = {}
+    for key, value in after.items():
+        other = before.get(key)
+        if isinstance(value, Mapping) and isinstance(other, Mapping):
+            out[key] = difference(value, other)
+        elif (
+            isinstance(value, int | float)
+            and isinstance(other, int | float)
+            and key != "expressions"
+        ):
+            out[key] = value - other
+    return out
+
+
+def run_benchmark(
+    params,
+    *,
+    data: Mapping[str, str | Path],
+    models: Mapping[str, str | Path],
+    out: str | Path,
+    metrics: str | Path,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Predict and score every (data set, model) pair; write OUT and METRICS (see above)."""
+    from omnir1.eval.predict import run_predict
+    from omnir1.eval.report import evaluate_to_files
+
+    if not data or not models:
+        raise ConfigError(None, "needs at least one --data FORMAT=DIR and one --model NAME=DIR")
+    cfg = params.evaluate
+    out = Path(out)
+    result: dict = {label: {} for label in models}
+    seconds: dict = {}
+    for fmt, folder in data.items():
+        seconds[fmt] = {}
+        for label, model_dir in models.items():
+            run_dir = out / fmt / label
+            start = time.perf_counter()
+            run_predict(
+                params,
+                data=folder,
+                fmt=fmt,
+                models_dir=model_dir,
+                out=run_dir / "predictions",
+                videos_per_split=cfg.videos_per_split,
+                seed=params.train.seed,
+                device=device,
+                batch_size=cfg.system1_batch_size,
+                progress=progress,
+            )
+            predicted = time.perf_counter()
+            evaluation = evaluate_to_files(
+                fmt,
+                folder,
+                run_dir / "predictions",
+                run_dir / "evaluation.json",
+                workers=cfg.workers,
+                progress=progress,
+                videos_per_split=cfg.videos_per_split,
+            )
+            result[label][fmt] = headline(fmt, evaluation["summary"])
+            seconds[fmt][label] = {
+                "predict": predicted - start,
+                "evaluate": time.perf_counter() - predicted,
+            }
+    labels = list(models)
+    report = {
+        **result,
+        "models": {label: str(path) for label, path in models.items()},
+        "seconds": seconds,
+        "settings": {
+            "videos_per_split": cfg.videos_per_split,
+            "data": {fmt: str(path) for fmt, path in data.items()},
+        },
+    }
+    if len(labels) == 2:  # the second named model against the first: after - before
+        report["delta"] = difference(result[labels[1]], result[labels[0]])
+    write_json(metrics, report)
+    return report
