@@ -30,6 +30,17 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.data.fetch import fetch_to_files
+
+    params = load_params(args.params, args.recipe)
+    report = fetch_to_files(params, args.format, args.out, args.metrics, progress=not args.quiet)
+    keys = ("ok", "source", "videos", "expressions", "frames", "null_expressions")
+    _print_json({k: report[k] for k in keys if k in report})
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from omnir1.data.check import check_dataset
     from omnir1.fsutil import write_json
@@ -413,6 +424,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)
+
+    p = data.add_parser(
+        "fetch",
+        help="the data stage: synthesise or import (path, s3://) a data set as params.yaml "
+        "data.source(s) says, then check it",
+    )
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", required=True, help="data set folder (replaced when complete)")
+    p.add_argument("--metrics", help="write the check report to this JSON file")
+    _add_params_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_data_fetch)
 
     p = data.add_parser("check", help="validate a data set and print a JSON summary")
     p.add_argument("--format", choices=FORMATS, required=True)

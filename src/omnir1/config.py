@@ -27,7 +27,9 @@ class SynthParams(_Section):
 
 
 class DataParams(_Section):
-    source: str = "synth"
+    # "synth", an s3://bucket/prefix URL or a folder (omnir1 data fetch); `sources` per format
+    source: str = Field("synth", min_length=1)
+    sources: dict[Literal["refavs", "revos", "mevis"], str] = {}
     formats: list[Literal["refavs", "revos", "mevis"]] = ["refavs", "revos", "mevis"]
     synth: SynthParams = SynthParams()
     train_format: Literal["refavs", "revos", "mevis"] = "revos"  # the data set GRPO trains on

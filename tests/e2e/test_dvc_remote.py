@@ -148,7 +148,7 @@ def test_push_then_pull_into_a_fresh_clone(endpoint, tmp_path):
 
     lock = yaml.safe_load((first / "dvc.lock").read_text())
     outs = {o["path"]: o for o in lock["stages"]["data@refavs"]["outs"]}
-    out = outs["data/synth/refavs"]  # the metrics beside it stay in git (cache: false)
+    out = outs["data/sets/refavs"]  # the metrics beside it stay in git (cache: false)
     assert out["md5"].endswith(".dir")
     dir_md5 = out["md5"].removesuffix(".dir")
     s3 = boto3.client(

@@ -69,3 +69,29 @@ def test_s3_errors_name_the_url(aws, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ConfigError, match="no S3 credentials"):
         s3.list_objects("s3://empty/x")
+
+
+def test_data_stage_imports_a_data_set_from_s3(aws, synth_sets, tmp_path, capsys):
+    """`omnir1 data fetch` with an s3:// source: the same data set as the uploaded one, checked;
+    a missing prefix is a clear error and leaves no folder behind."""
+    from omnir1.cli import main
+
+    aws.create_bucket(Bucket="datasets")
+    s3.upload_prefix(synth_sets["mevis"], "s3://datasets/mevis/v1")
+    params = tmp_path / "params.yaml"
+    params.write_text("data:\n  sources: {mevis: s3://datasets/mevis/v1}\n")
+    out, metrics = tmp_path / "sets" / "mevis", tmp_path / "data_mevis.json"
+    args = ["data", "fetch", "--format", "mevis", "--params", str(params), "--quiet"]
+    assert main([*args, "--out", str(out), "--metrics", str(metrics)]) == 0
+    for path in synth_sets["mevis"].rglob("*"):
+        if path.is_file():
+            assert (out / path.relative_to(synth_sets["mevis"])).read_bytes() == path.read_bytes()
+    import json
+
+    report = json.loads(metrics.read_text())
+    assert report["ok"] and report["source"] == "s3://datasets/mevis/v1"
+    capsys.readouterr()
+    params.write_text("data:\n  sources: {mevis: s3://datasets/mevis/v2}\n")
+    assert main([*args, "--out", str(tmp_path / "none")]) == 2
+    assert "s3://datasets/mevis/v2: no objects under this prefix" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -1,7 +1,7 @@
 """Preprocessing: decode each video once into the inputs both systems need, as the shards of
 `omnir1.data.shards` that training and evaluation read instead of decoding (DESIGN.md §2, §5).
 
-    omnir1 data preprocess --format revos data/synth/revos --out shards/revos --workers 2
+    omnir1 data preprocess --format revos data/sets/revos --out shards/revos --workers 2
 
 Each video is decoded in one pass: every frame goes to `frames.npy` through a memory map
 (memory stays one frame), and the frames System 1 samples are resized on the way, exactly as

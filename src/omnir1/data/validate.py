@@ -1,6 +1,6 @@
 """`omnir1 data validate`: Great Expectations suites over the manifests of a data set.
 
-    omnir1 data validate --format revos data/synth/revos --out reports/validation
+    omnir1 data validate --format revos data/sets/revos --out reports/validation
 
 The loaders' samples become two tables: one row per expression (ids, type, objects, frames, how
 much of the clip its ground-truth masks cover) and one row per video (what `omnir1.media.inspect`

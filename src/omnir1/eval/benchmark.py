@@ -2,7 +2,7 @@
 one it started from) predicts every data set's evaluation splits with System 2 and is scored
 with that benchmark's protocol (`omnir1 predict` + `omnir1 evaluate`), side by side.
 
-    omnir1 benchmark --data revos=data/synth/revos --data refavs=data/synth/refavs
+    omnir1 benchmark --data revos=data/sets/revos --data refavs=data/sets/refavs
                      --model untrained=models/warm --model trained=runs/train/model
                      --out reports/evaluate --metrics metrics/evaluate.json
 

@@ -1,7 +1,7 @@
 """`omnir1 probe`: hallucination probes built from each data set's own annotations, asked of
 every model (the trained System 1 and the one it started from), side by side.
 
-    omnir1 probe --data revos=data/synth/revos --data refavs=data/synth/refavs
+    omnir1 probe --data revos=data/sets/revos --data refavs=data/sets/refavs
                  --model untrained=models/warm --model trained=runs/train/model
                  --evaluation metrics/evaluate.json --out reports/probe --metrics metrics/probe.json
 
