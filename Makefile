@@ -4,7 +4,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 OMNIR1 := $(VENV)/bin/omnir1
-DEMO_DIR ?= data/demo
 
 .PHONY: setup demo test test-fast lint lock clean
 
@@ -12,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@bash scripts/demo.sh $(DEMO_DIR)
+	@bash scripts/demo.sh
 
 test: setup
 	$(PY) -m pytest -m "not gpu" -n 2 --dist loadgroup
@@ -29,4 +28,4 @@ lock:
 	@bash scripts/lock.sh
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf data models runs reports metrics mlruns mlruns.db dvc.lock .pytest_cache

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: synthetic data in all three official layouts, checked
-# the way training and evaluation will read it. Later stages join as they land (dvc.yaml).
+# The main job on the embedded default: the whole pipeline of dvc.yaml (DESIGN.md §5) under
+# `dvc repro`: data -> validate -> preprocess -> models -> warm start -> GRPO -> evaluate ->
+# probe -> register -> report. It ends by printing the headline table, the wall time of each
+# stage that ran, and where the HTML report is. Extra arguments go to `dvc repro` (e.g. -f).
+# OMNIR1_PROJECT runs it in another project folder (the tests use a copy with smaller params).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-out="${1:-data/demo}"
-omnir1=.venv/bin/omnir1
-for fmt in refavs revos mevis; do
-  echo "== $fmt: synthesise and check ($out/$fmt)"
-  start=$EPOCHREALTIME
-  $omnir1 data synth --format "$fmt" --out "$out/$fmt" --videos 24 --seed 0 --overwrite --quiet >/dev/null
-  $omnir1 data check --format "$fmt" "$out/$fmt" --out "$out/$fmt.check.json" \
-    | .venv/bin/python -c 'import json,sys; r=json.load(sys.stdin); print("   ", {k: r[k] for k in ("ok","videos","expressions","expressions_by_type","frames","objects","null_expressions")})'
-  .venv/bin/python -c "import sys; print(f'    {float(sys.argv[2]) - float(sys.argv[1]):.1f} s')" "$start" "$EPOCHREALTIME"
-done
-echo "demo data under $out"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+export PATH="$root/.venv/bin:$PATH"
+cd "${OMNIR1_PROJECT:-$root}"
+times="$(mktemp)"
+trap 'rm -f "$times"' EXIT
+export OMNIR1_TIMES_FILE="$times"
+dvc repro "$@"
+unset OMNIR1_TIMES_FILE
+echo
+if [ -s "$times" ]; then
+  omnir1 report --summary-only --times "$times"
+else
+  echo "nothing to do: every stage is up to date (dvc repro -f reruns them all)"
+  omnir1 report --summary-only
+fi

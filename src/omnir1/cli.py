@@ -396,11 +396,16 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from omnir1.report import build_report
+    from omnir1.report import build_report, stage_times, summary_table
 
-    summary = build_report(args.metrics, args.reports, args.out)
-    print(f"report: {Path(args.out).resolve()}")
-    print(summary)
+    if args.summary_only:  # print, write nothing: the report file stays the stage's output
+        print(summary_table(args.metrics, args.reports))
+    else:
+        print(build_report(args.metrics, args.reports, args.out))
+    if args.times:
+        table, total = stage_times(args.times)
+        print(f"\nwall time per stage ({total / 60:.1f} min in all):\n{table}")
+    print(f"\nreport: {Path(args.out).resolve()}")
     return 0
 
 
@@ -596,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="metrics", help="folder of the stages' metrics JSON")
     p.add_argument("--reports", default="reports", help="folder of the stages' reports")
     p.add_argument("--out", default="reports/index.html", help="HTML (a .md summary beside)")
+    p.add_argument(
+        "--summary-only", action="store_true", help="print the headline table, write nothing"
+    )
+    p.add_argument("--times", help="also print the stage times recorded in this file")
     p.set_defaults(func=cmd_report)
 
     models = groups.add_parser("models", help="model folders").add_subparsers(
@@ -711,14 +720,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _record_time(argv: Sequence[str], seconds: float, code: int) -> None:
+    """Append {command, seconds, exit} to $OMNIR1_TIMES_FILE when set: how `make demo` reports
+    the wall time of each pipeline stage (every stage is one omnir1 call)."""
+    import os
+
+    path = os.environ.get("OMNIR1_TIMES_FILE")
+    if path:
+        line = {"command": " ".join(argv), "seconds": round(seconds, 2), "exit": code}
+        with Path(path).open("a", encoding="utf-8") as fh:  # short lines: appends stay whole
+            fh.write(json.dumps(line) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import time
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    start = time.perf_counter()
+    code = 1
     try:
-        return func(args)
+        code = func(args)
     except OmniR1Error as err:
         print(f"omnir1: error: {err}", file=sys.stderr)
-        return err.exit_code
+        code = err.exit_code
+    finally:
+        _record_time(argv, time.perf_counter() - start, code)
+    return code
 
 
 if __name__ == "__main__":

@@ -208,6 +208,22 @@ text-align:left;font-size:14px}figure{display:inline-block;margin:4px}figcaption
 """
 
 
+def summary_table(metrics: str | Path, reports: str | Path) -> str:
+    """The headline table alone (Markdown), from what the stages wrote."""
+    metrics, reports = Path(metrics), Path(reports)
+    evaluation = _read(metrics / "evaluate.json")
+    probe = _read(metrics / "probe.json")
+    labels = _labels(evaluation) or _labels(probe) or ("before", "after")
+    rows = headline_rows(
+        _read(metrics / "train.json"),
+        _read(metrics / "train_curve.json") or [],
+        evaluation,
+        probe,
+        _read(reports / "register.json"),
+    )
+    return _markdown(["", *labels, "change"], rows)
+
+
 def build_report(metrics: str | Path, reports: str | Path, out: str | Path) -> str:
     """Write the HTML report to OUT and OUT with .md; return the Markdown summary."""
     metrics, reports, out = Path(metrics), Path(reports), Path(out)
@@ -309,3 +325,21 @@ def _probe_rows(probe: Mapping, label: str) -> dict[str, dict]:
     if figures.get("mask"):
         rows["mask"] = dict(figures["mask"])
     return rows
+
+
+def stage_label(command: str) -> str:
+    """A short name of the pipeline stage an omnir1 command line ran."""
+    words = command.split()
+    fmt = words[words.index("--format") + 1] if "--format" in words[:-1] else None
+    name = " ".join(w for w in words[:2] if not w.startswith("-"))
+    return f"{name} ({fmt})" if fmt else name
+
+
+def stage_times(path: str | Path) -> tuple[str, float]:
+    """The wall time of each omnir1 call recorded in OMNIR1_TIMES_FILE, as a Markdown table, and
+    their total."""
+    lines = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x]
+    rows = [[stage_label(r["command"]), f"{r['seconds']:.1f}", str(r["exit"])] for r in lines]
+    total = sum(r["seconds"] for r in lines)
+    rows.append(["total", f"{total:.1f}", ""])
+    return _markdown(["stage", "seconds", "exit"], rows), total

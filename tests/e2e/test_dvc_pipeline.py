@@ -1,6 +1,7 @@
-"""`dvc repro` runs the pipeline of dvc.yaml (data, models, warm start, GRPO training with its
-metrics and plots), a second run with nothing changed reruns nothing, and a changed reward
-weight reruns only training."""
+"""`make demo`'s job (scripts/demo.sh = `dvc repro` of dvc.yaml) on a copy of the project with
+smaller params: every stage runs and writes what the next one reads, the run ends with the
+headline table, the stage times and the report; a second run reruns nothing, and a changed
+reward weight makes only training and what follows stale."""
 
 import json
 import os
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_dvc_repro_pipeline(tmp_path):
+def test_demo_runs_the_whole_pipeline(tmp_path):
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work)
@@ -23,43 +24,63 @@ def test_dvc_repro_pipeline(tmp_path):
         ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["synth"]["videos"] = (
-        6  # every split of every format; same stages, a smaller set and shorter runs
-    )
+    # every split of every format; the same stages, a smaller set and shorter runs
+    params["data"]["synth"]["videos"] = 6
     params["warm_start"]["grounder"].update(steps=2, batch_size=2)
     params["warm_start"]["system1"].update(steps=2, batch_size=2)
     params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
+    params["system1"]["max_new_tokens"] = 16
+    params["grounder"]["max_new_tokens"] = 16
+    params["evaluate"]["videos_per_split"] = 1
+    params["probe"].update(max_videos=1, questions_per_video=1)
     params["tracking"]["enabled"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        "PATH": f"{ROOT / '.venv/bin'}:{os.environ['PATH']}",
+        "OMNIR1_PROJECT": str(work),
+    }
 
-    def dvc(*args: str) -> str:
-        out = subprocess.run(["dvc", *args], cwd=work, env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    def run(*args: str) -> str:
+        out = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         return out.stdout
 
-    dvc("init", "--no-scm", "-q")
-    dvc("repro")
+    run("dvc", "init", "--no-scm", "-q")
+    demo = run("bash", str(ROOT / "scripts" / "demo.sh"))
     for fmt in params["data"]["formats"]:
-        assert (work / "data" / "synth" / fmt / "synth_summary.json").exists()
-        assert "data@" + fmt in (work / "dvc.lock").read_text()
+        assert (work / "data" / "sets" / fmt / "synth_objects.json").exists()
         report = json.loads((work / "reports/validation" / fmt / "report.json").read_text())
         assert report["ok"] and not report["failed"], fmt
         assert (work / "data" / "shards" / fmt / "index.json").is_file()
     train = json.loads((work / "metrics" / "train.json").read_text())
     assert train["steps"] == 2 and set(train["step_seconds"]) >= {"generation_s", "update_s"}
     assert "reward" in json.loads((work / "metrics" / "train_curve.json").read_text())[0]
-    assert (work / "runs" / "train" / "model" / "models.json").is_file()
-    shown = dvc("metrics", "show", "--json")
-    assert "metrics/train.json" in shown
-    again = dvc("repro")
-    assert "Data and pipelines are up to date" in again
+    evaluation = json.loads((work / "metrics" / "evaluate.json").read_text())
+    assert list(evaluation["models"]) == ["untrained", "trained"]
+    for label in ("untrained", "trained"):
+        assert set(evaluation[label]) == {"refavs", "revos", "mevis"}
+    probe = json.loads((work / "metrics" / "probe.json").read_text())
+    assert probe["trained"]["avh"]["n"] > 0 and probe["trained"]["cmm"]["n"] > 0
+    decision = json.loads((work / "reports" / "register.json").read_text())
+    assert decision["version"] == "1" and decision["promoted"]  # no champion yet
+    page = (work / "reports" / "index.html").read_text()
+    assert "Hallucination probes" in page and "data:image/png;base64," in page
+    # the end of the demo: the headline table, the wall time per stage, where the report is
+    assert "| revos JF |" in demo and "| probe avh.accuracy |" in demo
+    assert "wall time per stage" in demo and "| train (revos) |" in demo and "| benchmark |" in demo
+    assert "| data fetch (mevis) |" in demo
+    assert f"report: {work / 'reports' / 'index.html'}" in demo
+    shown = run("dvc", "metrics", "show", "--json")
+    assert "metrics/evaluate.json" in shown and "metrics/probe.json" in shown
 
-    params["rewards"]["weights"]["a_k"] = 0.5  # a reward weight: only training reruns
+    again = run("bash", str(ROOT / "scripts" / "demo.sh"))
+    assert "nothing to do" in again and "| revos JF |" in again
+
+    params["rewards"]["weights"]["a_k"] = 0.5  # a reward weight: training and what follows
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    stale = dvc("status", "--json")
-    assert set(json.loads(stale)) == {"train"}
+    # stale now: train; evaluate, probe, register and report rerun once its outputs change
+    assert set(json.loads(run("dvc", "status", "--json"))) == {"train"}
     params["data"]["synth"]["seed"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    changed = dvc("status")
-    assert "data@revos" in changed and "modified" in changed
+    assert "data@revos" in run("dvc", "status")
