@@ -157,6 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         answers=read_answers(args.system1_answers) if args.system1_answers else None,
         grounder_answer=_text_arg(args.grounder_answer),
         progress=not args.quiet,
+        shards=args.shards,
     )
     _print_json({k: summary[k] for k in ("format", "splits", "models", "counts", "timings_s")})
     return 0
@@ -203,6 +204,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         folder_fps=args.fps,
         system2_url=args.system2_url,
         system2_root=args.system2_root,
+        shards=args.shards,
     )
     _print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
     return 0
@@ -372,6 +374,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         device=args.device,
         progress=not args.quiet,
+        shards=(
+            {fmt: str(Path(args.shards_root) / fmt) for fmt in params.data.formats}
+            if args.shards_root
+            else None
+        ),
     )
     _print_json({k: report[k] for k in report if k not in ("settings", "models")})
     return 0
@@ -566,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grounder-answer",
         help="replay this grounder answer (text or @FILE) for every keyframe instead of generating",
     )
+    p.add_argument("--shards", help="System 1's clips from these shards (omnir1 data preprocess)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -576,6 +584,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_model_args(p)
     p.add_argument("--out", required=True, help="folder for predictions and evaluation reports")
     p.add_argument("--metrics", required=True, help="headline figures per model and data set")
+    p.add_argument(
+        "--shards-root",
+        metavar="DIR",
+        help="System 1's clips from DIR/FORMAT (omnir1 data preprocess) instead of decoding",
+    )
     _add_params_args(p)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -673,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--system2-root", help="local mount of the service's data root (videos under it go by path)"
     )
+    p.add_argument("--shards", help="System 1's clips from these shards (omnir1 data preprocess)")
     p.set_defaults(func=cmd_train)
 
     p = groups.add_parser(

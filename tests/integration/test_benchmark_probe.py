@@ -71,6 +71,41 @@ def test_benchmark_and_probe_stages(synth_sets, tiny_models, params_file, tmp_pa
     assert report["untrained"] == report["trained"]
     assert report["delta"]["revos"]["JF"] == 0.0
     assert set(report["seconds"]["revos"]["trained"]) == {"predict", "evaluate"}
+    # System 1's clips from the preprocessed shards: the same predictions, to the last digit
+    for fmt in ("revos", "refavs"):
+        made = [
+            "data",
+            "preprocess",
+            "--format",
+            fmt,
+            str(synth_sets[fmt]),
+            "--out",
+            str(tmp_path / "shards" / fmt),
+            "--params",
+            str(params_file),
+            "--quiet",
+        ]
+        assert main(made) == 0
+    from_shards = tmp_path / "metrics" / "evaluate_shards.json"
+    assert (
+        main(
+            [
+                "benchmark",
+                *data,
+                "--model",
+                f"trained={tiny_models}",
+                "--shards-root",
+                str(tmp_path / "shards"),
+                "--out",
+                str(tmp_path / "ev2"),
+                "--metrics",
+                str(from_shards),
+                *args,
+            ]
+        )
+        == 0
+    )
+    assert json.loads(from_shards.read_text())["trained"] == report["trained"]
 
     probe = tmp_path / "metrics" / "probe.json"
     assert (

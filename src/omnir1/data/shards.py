@@ -96,3 +96,23 @@ def load_shard(shards: str | Path, video_id: str, *, cfg=None):
         duration_s=float(meta["duration_s"]),
     )
     return clip, full
+
+
+def clips_for(samples, cfg, shards: str | Path | None = None) -> list:
+    """System 1's view (VideoClip) of each sample's video, every video decoded once: read from
+    its shard under `shards` when given (made with the same System-1 settings, else an error),
+    otherwise decoded from the data set."""
+    from omnir1.systems.reasoning import load_clip
+
+    cache: dict[str, object] = {}
+    out = []
+    for s in samples:
+        if s.video_id not in cache:
+            if shards is not None:
+                cache[s.video_id] = load_shard(shards, s.video_id, cfg=cfg)[0]
+            else:
+                cache[s.video_id] = load_clip(
+                    s.frame_paths[0].parent, audio=s.audio_path, cfg=cfg, folder_fps=s.fps
+                )
+        out.append(cache[s.video_id])
+    return out

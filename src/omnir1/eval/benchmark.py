@@ -72,8 +72,10 @@ def run_benchmark(
     metrics: str | Path,
     device: str = "cpu",
     progress: bool = True,
+    shards: Mapping[str, str | Path] | None = None,
 ) -> dict:
-    """Predict and score every (data set, model) pair; write OUT and METRICS (see above)."""
+    """Predict and score every (data set, model) pair; write OUT and METRICS (see above).
+    `shards` {format: folder} gives System 1 its preprocessed clips instead of decoding."""
     from omnir1.eval.predict import run_predict
     from omnir1.eval.report import evaluate_to_files
 
@@ -99,6 +101,7 @@ def run_benchmark(
                 device=device,
                 batch_size=cfg.system1_batch_size,
                 progress=progress,
+                shards=(shards or {}).get(fmt),
             )
             predicted = time.perf_counter()
             evaluation = evaluate_to_files(

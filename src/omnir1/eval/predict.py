@@ -293,11 +293,13 @@ def predict_video(
     answers: Mapping[tuple[str, str], str] | None = None,
     grounder_cfg=None,
     grounder_answer: str | None = None,
+    shards: Path | None = None,
 ) -> list[tuple[dict, int]]:
     """Both systems on every expression of one video; (answers.jsonl record, frames with
     foreground) per expression. The PNGs go under `root`."""
     from PIL import Image
 
+    from omnir1.data.shards import load_shard
     from omnir1.systems.collaboration import keyframes_from_answer
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.reasoning import load_clip
@@ -305,7 +307,10 @@ def predict_video(
     first = samples[0]
     video = frame_folder(first)
     with watch("decode_system1"):
-        clip = load_clip(video, audio=first.audio_path, cfg=s1, folder_fps=first.fps)
+        if shards is not None:  # preprocessed: System 1's view as load_clip would give it
+            clip = load_shard(shards, first.video_id, cfg=s1)[0]
+        else:
+            clip = load_clip(video, audio=first.audio_path, cfg=s1, folder_fps=first.fps)
     given = [(answers or {}).get((s.video_id, s.expression_id)) for s in samples]
     todo = [i for i, g in enumerate(given) if g is None]
     texts = dict(enumerate(given))
@@ -401,6 +406,7 @@ def run_predict(
     answers: Mapping[tuple[str, str], str] | None = None,
     grounder_answer: str | None = None,
     progress: bool = True,
+    shards: str | Path | None = None,
 ) -> dict:
     """Predict every expression of the evaluated splits of `data` into `out`; the summary that
     predictions.json holds. `answers` {(video_id, expression_id): completion} replays System-1
@@ -456,6 +462,7 @@ def run_predict(
                     answers=answers,
                     grounder_cfg=grounder_cfg,
                     grounder_answer=grounder_answer,
+                    shards=None if shards is None else Path(shards),
                 ):
                     record["mask_frames"] = mask_frames
                     log.write(json.dumps(record) + "\n")
@@ -480,6 +487,7 @@ def run_predict(
                 "grounder": asdict(grounder_cfg),
                 "replayed_system1_answers": answers is not None,
                 "replayed_grounder_answer": grounder_answer is not None,
+                "shards": None if shards is None else str(shards),
             },
             "answers": ANSWERS,
         }

@@ -47,16 +47,13 @@ def _engine(params, models):
 
 
 def _split_inputs(params, fmt: str, data: Path, split: str, limit: int | None = None):
+    from omnir1.data.shards import clips_for
     from omnir1.rl.engine import context_from_sample
     from omnir1.rl.train import trainable_samples
-    from omnir1.systems.reasoning import load_clip
 
     s1 = params.system1.to_config()
     samples = trainable_samples(fmt, data, split)[:limit]
-    clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
-        for s in samples
-    ]
+    clips = clips_for(samples, s1)
     contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]
     return samples, clips, contexts
 

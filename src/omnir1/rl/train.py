@@ -85,15 +85,18 @@ def run_training(
     device: str = "cpu",
     system2_url: str | None = None,
     system2_root: str | Path | None = None,
+    shards: str | Path | None = None,
 ) -> dict:
     """GRPO of System 1 (see the module docstring). System 2 runs in this process, or in the
-    System-2 service at `system2_url` (then only System 1 is loaded here)."""
+    System-2 service at `system2_url` (then only System 1 is loaded here). System 1's clips
+    come from the preprocessed `shards` when given, else are decoded once per video."""
     from datasets import Dataset
 
+    from omnir1.data.shards import clips_for
     from omnir1.models.loading import freeze_towers, load_models, write_model_folder
     from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
-    from omnir1.systems.reasoning import GlobalReasoner, load_clip
+    from omnir1.systems.reasoning import GlobalReasoner
 
     data, out = Path(data), Path(out)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:  # one GPU per process
@@ -103,10 +106,7 @@ def run_training(
     s1 = params.system1.to_config()
     samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
-        for s in samples
-    ]
+    clips = clips_for(samples, s1, shards)
     prompt_inputs = prepare_prompts(
         reasoner, clips, [s.expression for s in samples], seed=params.train.seed
     )

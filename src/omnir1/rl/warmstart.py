@@ -260,6 +260,7 @@ def run_warm_start(
     """Warm-start the grounder and/or System 1 of `models_dir` on the data set's train split
     (as `params.warm_start` says) and write the result as a model folder at `out`.
     `grounder_from` takes an already warm-started grounder from that model folder instead."""
+    from omnir1.data.shards import clips_for
     from omnir1.models.loading import (
         Manifest,
         freeze_towers,
@@ -271,7 +272,7 @@ def run_warm_start(
     from omnir1.rl.engine import context_from_sample
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.grounding import Grounder
-    from omnir1.systems.reasoning import GlobalReasoner, load_clip
+    from omnir1.systems.reasoning import GlobalReasoner
     from omnir1.timing import Stopwatch
 
     ws = params.warm_start
@@ -315,10 +316,7 @@ def run_warm_start(
         s1 = params.system1.to_config()
         reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
         with watch("system1_examples"):
-            clips = [
-                load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
-                for s in samples
-            ]
+            clips = clips_for(samples, s1)
             targets = [
                 context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)
             ]
