@@ -105,3 +105,36 @@ def test_report_before_any_stage(tmp_path):
     assert "No stage has written metrics yet." in page
     assert "The evaluate stage has not run." in page and "The probe stage has not run." in page
     assert summary.count("\n") == 1  # the table header only
+
+
+def test_stage_times_table(tmp_path):
+    from omnir1.report import stage_times
+
+    times = tmp_path / "times.jsonl"
+    times.write_text(
+        '{"command": "data fetch --format revos --out d", "seconds": 4.25, "exit": 0}\n'
+        '{"command": "train --data d --format revos", "seconds": 300.0, "exit": 0}\n'
+        '{"command": "benchmark --data-root data/sets", "seconds": 95.5, "exit": 2}\n'
+    )
+    table, total = stage_times(times)
+    assert total == pytest.approx(399.75)
+    lines = table.splitlines()
+    assert lines[2] == "| data fetch (revos) | 4.2 | 0 |"
+    assert lines[3] == "| train (revos) | 300.0 | 0 |"
+    assert lines[4] == "| benchmark | 95.5 | 2 |"
+    assert lines[5] == "| total | 399.8 |  |"
+
+
+def test_every_cli_call_records_its_time_when_asked(tmp_path, monkeypatch, capsys):
+    import json
+
+    from omnir1.cli import main
+
+    times = tmp_path / "times.jsonl"
+    monkeypatch.setenv("OMNIR1_TIMES_FILE", str(times))
+    args = ["benchmark", "--data", "nope", "--model", "a=b", "--out", "o", "--metrics", "m"]
+    assert main(args) == 2  # a failed call is recorded too, with its exit status
+    monkeypatch.delenv("OMNIR1_TIMES_FILE")
+    assert main(args) == 2  # not asked: nothing recorded
+    (line,) = [json.loads(x) for x in times.read_text().splitlines()]
+    assert line["command"] == " ".join(args) and line["exit"] == 2 and line["seconds"] >= 0
