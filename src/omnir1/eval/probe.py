@@ -49,6 +49,7 @@ import numpy as np
 
 from omnir1.errors import ConfigError
 from omnir1.fsutil import atomic_open, read_json, write_json
+from omnir1.media.audio import SAMPLE_RATE
 
 OBJECTS_FILE = "synth_objects.json"
 AVH_FAMILIES = ("audio_to_video", "video_to_audio", "swapped_audio")
@@ -279,9 +280,18 @@ def _ground(models, reasoner, s1, clip, sample, descriptions, cfg_grounder, seed
 
 
 def answer_probes(
-    params, models_dir: str | Path, probes: Sequence[Probe], samples: Mapping, clips: Mapping
+    params,
+    models_dir: str | Path,
+    probes: Sequence[Probe],
+    samples: Mapping,
+    clips: Mapping,
+    *,
+    progress: bool = False,
 ) -> list[dict]:
     """Every probe asked of one model folder; one record per probe (in order)."""
+    from tqdm import tqdm
+
+    from omnir1.eval.predict import generate_greedy
     from omnir1.models.loading import load_models
     from omnir1.systems.reasoning import GlobalReasoner
 
@@ -295,14 +305,15 @@ def answer_probes(
     for i, p in enumerate(probes):
         kind = "cmm" if p.family == "cmm" else "text"
         groups.setdefault((p.dataset, p.video_id, p.audio_from, kind), []).append(i)
-    for (fmt, vid, audio_from, kind), idx in groups.items():
+    bar = tqdm(groups.items(), desc=f"probe {Path(models_dir).name}", disable=not progress)
+    for (fmt, vid, audio_from, kind), idx in bar:
         clip = clips[fmt, vid]
         if audio_from is not None:
-            clip = replace(clip, audio=_fit(clips[fmt, audio_from].audio, len(clip.audio)))
+            own = clip.audio
+            length = len(own) if own is not None else round(clip.duration_s * SAMPLE_RATE)
+            clip = replace(clip, audio=_fit(clips[fmt, audio_from].audio, length))
         texts = [probes[i].text for i in idx]
         if kind == "text":
-            from omnir1.eval.predict import generate_greedy
-
             answers = generate_greedy(
                 reasoner,
                 clip,
@@ -398,9 +409,9 @@ def run_probe(
     report: dict = {}
     seconds: dict = {"build_and_decode": built - start}
     out = Path(out)
-    for label, model_dir in tqdm(models.items(), desc="probe: models", disable=not progress):
+    for label, model_dir in models.items():
         began = time.perf_counter()
-        records = answer_probes(params, model_dir, probes, samples, clips)
+        records = answer_probes(params, model_dir, probes, samples, clips, progress=progress)
         for fmt in data:
             with atomic_open(out / fmt / f"{label}.jsonl", "w", encoding="utf-8") as fh:
                 for r in records:
