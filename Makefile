@@ -13,11 +13,15 @@ setup:
 demo: setup
 	@bash scripts/demo.sh
 
+# Two test workers on two cores, one torch thread each: two processes with two threads apiece
+# slow each other down several-fold (oversubscription).
+THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: setup
-	$(PY) -m pytest -m "not gpu" -n 2 --dist loadgroup
+	$(THREADS) $(PY) -m pytest -m "not gpu" -n 2 --dist loadgroup
 
 test-fast: setup
-	$(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
+	$(THREADS) $(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench
