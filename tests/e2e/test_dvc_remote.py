@@ -176,8 +176,8 @@ def test_push_then_pull_into_a_fresh_clone(endpoint, tmp_path):
     pulled = omnir1(clone, env, "data", "pull", "data@refavs")
     assert pulled.returncode == 0, pulled.stderr
 
-    files = _md5s(clone / "data" / "synth" / "refavs")
-    assert files == _md5s(first / "data" / "synth" / "refavs")
+    files = _md5s(clone / "data" / "sets" / "refavs")
+    assert files == _md5s(first / "data" / "sets" / "refavs")
     assert len(files) == out["nfiles"]
     size = sum(p.stat().st_size for p in (clone / out["path"]).rglob("*") if p.is_file())
     assert size == out["size"]
