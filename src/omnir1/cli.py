@@ -204,7 +204,6 @@ def cmd_infer(args: argparse.Namespace) -> int:
         folder_fps=args.fps,
         system2_url=args.system2_url,
         system2_root=args.system2_root,
-        shards=args.shards,
     )
     _print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
     return 0
@@ -245,6 +244,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         system2_url=args.system2_url,
         system2_root=args.system2_root,
+        shards=args.shards,
     )
     curve = summary.pop("history")
     if args.metrics:

@@ -147,3 +147,49 @@ def test_refavs_recipe_grounds_the_first_frame_with_the_whole_audio(models, synt
     predicted = scores.outcomes[0].boxes[0]
     assert (box.total > 0) == bool(predicted and ctx.target.gt_boxes[0])
     assert scores.rewards[0]["format"].total == 1.0
+
+
+def test_scores_from_a_shard_equal_scores_from_decoding(models, synth_sets, tmp_path):
+    """System 2 on a preprocessed shard's frames (what `omnir1 train --shards` uses) gives the
+    same boxes, masks and rewards as System 2 decoding the video itself."""
+    from dataclasses import replace
+
+    from omnir1.cli import main
+    from omnir1.config import load_params
+    from omnir1.data.shards import views_for
+
+    s1 = load_params(ROOT / "params.yaml").system1.to_config()
+    made = [
+        "data",
+        "preprocess",
+        "--format",
+        "revos",
+        str(synth_sets["revos"]),
+        "--out",
+        str(tmp_path / "shards"),
+        "--params",
+        str(ROOT / "params.yaml"),
+        "--quiet",
+    ]
+    assert main(made) == 0
+    sample = next(s for s in load("revos", synth_sets["revos"]) if len(s.object_ids) == 1)
+    (clip,), (frames,) = views_for([sample], s1, tmp_path / "shards")
+    assert frames is not None and frames.shape[0] == sample.num_frames
+    from_shard = context_from_sample(sample, s1, clip, frames)
+    decoded = replace(from_shard, frames=None)
+    good, box = answer_on_visible_frames(decoded, moments=2)
+    grounder = json.dumps([{"bbox_2d": box}])
+    seen = []
+
+    def system2(models, video, *args, **kwargs):
+        seen.append(type(video).__name__)
+        return run_system2(models, video, *args, grounder_answer=grounder, **kwargs)
+
+    engine = RewardEngine(["format", "video_accuracy"], models, system2=system2)
+    a = engine.score_group(from_shard, [good, good])
+    b = engine.score_group(decoded, [good, good])
+    assert seen == ["memmap", "PosixPath"]
+    assert a.outcomes == b.outcomes
+    assert [r["video_accuracy"].components for r in a.rewards] == [
+        r["video_accuracy"].components for r in b.rewards
+    ]

@@ -99,20 +99,29 @@ def load_shard(shards: str | Path, video_id: str, *, cfg=None):
 
 
 def clips_for(samples, cfg, shards: str | Path | None = None) -> list:
-    """System 1's view (VideoClip) of each sample's video, every video decoded once: read from
-    its shard under `shards` when given (made with the same System-1 settings, else an error),
-    otherwise decoded from the data set."""
+    """System 1's view (VideoClip) of each sample's video: `views_for`'s clips."""
+    return views_for(samples, cfg, shards)[0]
+
+
+def views_for(samples, cfg, shards: str | Path | None = None) -> tuple[list, list]:
+    """(System 1's VideoClip, System 2's full frames) of each sample's video, every video read
+    once. From its shard under `shards` when given (made with the same System-1 settings, else
+    an error): the frames are the shard's memory map. Otherwise decoded from the data set, and
+    the frames are None (System 2 decodes the video itself)."""
     from omnir1.systems.reasoning import load_clip
 
-    cache: dict[str, object] = {}
-    out = []
+    cache: dict[str, tuple] = {}
+    clips, frames = [], []
     for s in samples:
         if s.video_id not in cache:
             if shards is not None:
-                cache[s.video_id] = load_shard(shards, s.video_id, cfg=cfg)[0]
+                cache[s.video_id] = load_shard(shards, s.video_id, cfg=cfg)
             else:
-                cache[s.video_id] = load_clip(
+                clip = load_clip(
                     s.frame_paths[0].parent, audio=s.audio_path, cfg=cfg, folder_fps=s.fps
                 )
-        out.append(cache[s.video_id])
-    return out
+                cache[s.video_id] = (clip, None)
+        clip, full = cache[s.video_id]
+        clips.append(clip)
+        frames.append(full)
+    return clips, frames

@@ -307,10 +307,11 @@ def predict_video(
     first = samples[0]
     video = frame_folder(first)
     with watch("decode_system1"):
-        if shards is not None:  # preprocessed: System 1's view as load_clip would give it
-            clip = load_shard(shards, first.video_id, cfg=s1)[0]
+        if shards is not None:  # preprocessed: both systems' inputs, as decoding gives them
+            clip, source = load_shard(shards, first.video_id, cfg=s1)
         else:
             clip = load_clip(video, audio=first.audio_path, cfg=s1, folder_fps=first.fps)
+            source = video
     given = [(answers or {}).get((s.video_id, s.expression_id)) for s in samples]
     todo = [i for i, g in enumerate(given) if g is None]
     texts = dict(enumerate(given))
@@ -363,7 +364,7 @@ def predict_video(
     s2_timings: dict[str, float] = {}
     results = run_system2(
         models,
-        video,
+        source,
         requests,
         sink,
         grounder_cfg=grounder_cfg,

@@ -45,6 +45,9 @@ class GroupContext:
     source_indices: list[int]  # System 1 frame (2 fps) -> frame of the video
     target: RewardTarget  # ground truth on System 1's frames, native pixels
     gt_union: Sequence[np.ndarray]  # ground-truth union mask of every video frame (sam_j)
+    # the video's frames decoded by preprocessing (N, H, W, 3), which in-process System 2 reads
+    # instead of decoding `video` (the System-2 service reads its own copy of `video`)
+    frames: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -70,9 +73,9 @@ class LazyUnion(Sequence):
         return objects.any(axis=0) if len(objects) else np.zeros((self.height, self.width), bool)
 
 
-def context_from_sample(sample, cfg=None, clip=None) -> GroupContext:
+def context_from_sample(sample, cfg=None, clip=None, frames=None) -> GroupContext:
     """A GroupContext for a loaded data-set sample (omnir1.data.records.Sample); `clip` is
-    System 1's view of its video when already loaded."""
+    System 1's view of its video when already loaded, `frames` its full frames (a shard's)."""
     from omnir1.systems.reasoning import System1Config, load_clip
 
     cfg = cfg or System1Config()
@@ -96,6 +99,7 @@ def context_from_sample(sample, cfg=None, clip=None) -> GroupContext:
         source_indices=[int(i) for i in clip.source_indices],
         target=RewardTarget.from_masks(at_samples),
         gt_union=LazyUnion(sample),
+        frames=frames,
     )
 
 
@@ -120,6 +124,7 @@ class RewardEngine:
         max_keyframes: int = 4,
         max_moments: int = 8,
         segment_masks: bool = True,
+        local_frames: bool = True,
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
@@ -132,6 +137,7 @@ class RewardEngine:
         # False: System 2 stops at the boxes (sam_j not computed), for assessments that do not
         # weigh SAM2's masks; training always segments, so that sam_j is logged
         self.segment_masks = segment_masks
+        self.local_frames = local_frames  # False: System 2 is a service that reads `video`
 
     def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
         parsed = [
@@ -184,8 +190,14 @@ class RewardEngine:
 
             extra = {} if self.segment_masks else {"segment_masks": False}
             try:
+                local = ctx.frames is not None and self.local_frames
                 results = self.system2(
-                    self.models, ctx.video, requests, on_frame, folder_fps=ctx.folder_fps, **extra
+                    self.models,
+                    ctx.frames if local else ctx.video,
+                    requests,
+                    on_frame,
+                    folder_fps=ctx.folder_fps,
+                    **extra,
                 )
                 break
             except Exception as exc:  # any failure: retry, then stop the run
@@ -231,4 +243,5 @@ def engine_from_params(
         max_keyframes=s1.max_keyframes,
         max_moments=s1.max_moments,
         segment_masks=segment_masks,
+        local_frames=system2_url is None,
     )

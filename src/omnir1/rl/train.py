@@ -92,7 +92,7 @@ def run_training(
     come from the preprocessed `shards` when given, else are decoded once per video."""
     from datasets import Dataset
 
-    from omnir1.data.shards import clips_for
+    from omnir1.data.shards import views_for
     from omnir1.models.loading import freeze_towers, load_models, write_model_folder
     from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
@@ -106,11 +106,14 @@ def run_training(
     s1 = params.system1.to_config()
     samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    clips = clips_for(samples, s1, shards)
+    clips, frames = views_for(samples, s1, shards)
     prompt_inputs = prepare_prompts(
         reasoner, clips, [s.expression for s in samples], seed=params.train.seed
     )
-    contexts = [context_from_sample(s, s1, clip) for s, clip in zip(samples, clips, strict=True)]
+    contexts = [
+        context_from_sample(s, s1, clip, full)
+        for s, clip, full in zip(samples, clips, frames, strict=True)
+    ]
     engine = engine_from_params(params, models, system2_url=system2_url, system2_root=system2_root)
     rewards = GroupRewards(engine, contexts)
     train = params.train

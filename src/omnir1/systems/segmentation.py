@@ -32,13 +32,15 @@ IMG_STD = (0.229, 0.224, 0.225)
 class SAM2Frames:
     """Frames of a video at SAM2's input size, decoded once into a memory-mapped file.
 
+    `video` is a video file or frame folder, or its frames already decoded: an (N, H, W, 3)
+    uint8 array, such as a preprocessed shard's memory-mapped `frames.npy`.
     `keep`: frame indices whose native-resolution image is kept too (`kept[i]`), so that the
     grounder's keyframes come from the same decoding pass.
     """
 
     def __init__(
         self,
-        video: str | Path,
+        video: str | Path | np.ndarray,
         image_size: int,
         *,
         folder_fps: float = 1.0,
@@ -48,26 +50,31 @@ class SAM2Frames:
 
         from omnir1.media import inspect, iter_frames
 
-        info = inspect(video, folder_fps=folder_fps)
-        self.video_height, self.video_width = info.height, info.width
+        if isinstance(video, np.ndarray):
+            count, self.video_height, self.video_width = video.shape[:3]
+            images = iter(video)
+        else:
+            info = inspect(video, folder_fps=folder_fps)
+            self.video_height, self.video_width = info.height, info.width
+            count = info.num_frames
+            images = (f.image for f in iter_frames(video, folder_fps=folder_fps))
         self.image_size = image_size
         self._dir = tempfile.TemporaryDirectory(prefix="omnir1-sam2-frames-")
         path = Path(self._dir.name) / "frames.u8"
-        count = info.num_frames
         store = np.lib.format.open_memmap(
             path, mode="w+", dtype=np.uint8, shape=(count, image_size, image_size, 3)
         )
         n = 0
         self.kept: dict[int, np.ndarray] = {}
-        for frame in iter_frames(video, folder_fps=folder_fps):
+        for image in images:
             if n in keep:
-                self.kept[n] = frame.image
+                self.kept[n] = np.array(image)  # a copy: a memory-mapped row stays on disk
             if n == count:  # container metadata undercounted: grow the store
                 store.flush()
                 store = _grow(path, store, count * 2 + 16)
                 count = store.shape[0]
             # SAM2 resizes with PIL's default filter to a square, ignoring the aspect ratio
-            img = Image.fromarray(frame.image).resize((image_size, image_size))
+            img = Image.fromarray(np.asarray(image)).resize((image_size, image_size))
             store[n] = np.asarray(img)
             n += 1
         store.flush()

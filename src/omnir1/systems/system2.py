@@ -53,7 +53,7 @@ MaskSink = Callable[[int, dict[str, np.ndarray]], None]
 
 def run_system2(
     models,
-    video: str | Path,
+    video: str | Path | np.ndarray,
     requests: Sequence[System2Request],
     on_frame: MaskSink,
     *,
@@ -65,7 +65,8 @@ def run_system2(
 ) -> list[System2Result]:
     """Ground and segment every request; `on_frame(frame, {request id: union mask})` gets each
     frame of the video once. `grounder_answer` replays one grounder answer for every keyframe.
-    `segment_masks=False` stops after the boxes (on_frame is never called)."""
+    `segment_masks=False` stops after the boxes (on_frame is never called). `video` may be
+    the decoded frames, (N, H, W, 3) uint8 (a preprocessed shard's frames.npy)."""
     watch = Stopwatch()
     ids = [r.id for r in requests]
     if len(set(ids)) != len(ids):
