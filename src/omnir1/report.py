@@ -48,11 +48,9 @@ def _get(d: Mapping | None, dotted: str):
 def _num(v) -> str:
     if v is None:
         return "-"
-    if isinstance(v, bool):
+    if isinstance(v, bool | int):
         return str(v)
-    if isinstance(v, int):
-        return str(v)
-    return f"{v:+.4f}" if isinstance(v, float) and v < 0 else f"{v:.4f}"
+    return f"{v:.4f}"
 
 
 def _table(header: list[str], rows: list[list]) -> str:
