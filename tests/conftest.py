@@ -10,6 +10,23 @@ import numpy as np
 import pytest
 
 SAMPLE_RATE = 16_000
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def short_params(folder: Path, *replacements: tuple[str, str]) -> Path:
+    """params.yaml with 8-token completions (a random System 1 never stops on its own) and the
+    given (old, new) text replacements, written to FOLDER/params.yaml."""
+    text = PARAMS.read_text(encoding="utf-8")
+    for old, new in [
+        ("max_new_tokens: 256 #", "max_new_tokens: 8 #"),
+        ("max_new_tokens: 64 #", "max_new_tokens: 8 #"),
+        *replacements,
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path = folder / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def tone(freq: float, seconds: float, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -206,33 +206,36 @@ text-align:left;font-size:14px}figure{display:inline-block;margin:4px}figcaption
 """
 
 
+def _stage_outputs(metrics: Path, reports: Path) -> dict:
+    """What the stages wrote (None where a stage has not run)."""
+    return {
+        "train": _read(metrics / "train.json"),
+        "curve": _read(metrics / "train_curve.json") or [],
+        "evaluation": _read(metrics / "evaluate.json"),
+        "probe": _read(metrics / "probe.json"),
+        "decision": _read(reports / "register.json"),
+    }
+
+
+def _headline(outputs: Mapping) -> tuple[list[str], list[list]]:
+    """The headline table's header (the two models' labels) and rows."""
+    labels = _labels(outputs["evaluation"]) or _labels(outputs["probe"]) or ("before", "after")
+    return ["", *labels, "change"], headline_rows(**outputs)
+
+
 def summary_table(metrics: str | Path, reports: str | Path) -> str:
     """The headline table alone (Markdown), from what the stages wrote."""
-    metrics, reports = Path(metrics), Path(reports)
-    evaluation = _read(metrics / "evaluate.json")
-    probe = _read(metrics / "probe.json")
-    labels = _labels(evaluation) or _labels(probe) or ("before", "after")
-    rows = headline_rows(
-        _read(metrics / "train.json"),
-        _read(metrics / "train_curve.json") or [],
-        evaluation,
-        probe,
-        _read(reports / "register.json"),
-    )
-    return _markdown(["", *labels, "change"], rows)
+    return _markdown(*_headline(_stage_outputs(Path(metrics), Path(reports))))
 
 
 def build_report(metrics: str | Path, reports: str | Path, out: str | Path) -> str:
     """Write the HTML report to OUT and OUT with .md; return the Markdown summary."""
     metrics, reports, out = Path(metrics), Path(reports), Path(out)
-    train = _read(metrics / "train.json")
-    curve = _read(metrics / "train_curve.json") or []
-    evaluation = _read(metrics / "evaluate.json")
-    probe = _read(metrics / "probe.json")
-    decision = _read(reports / "register.json")
-    labels = _labels(evaluation) or _labels(probe) or ("before", "after")
-    head = ["", *labels, "change"]
-    rows = headline_rows(train, curve, evaluation, probe, decision)
+    outputs = _stage_outputs(metrics, reports)
+    train, curve = outputs["train"], outputs["curve"]
+    evaluation, probe, decision = outputs["evaluation"], outputs["probe"], outputs["decision"]
+    head, rows = _headline(outputs)
+    labels = head[1:3]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>omnir1 pipeline report</title>",
         f"<style>{STYLE}</style></head><body><h1>Omni-R1 pipeline report</h1>",
@@ -259,8 +262,9 @@ def build_report(metrics: str | Path, reports: str | Path, out: str | Path) -> s
     if probe and _labels(probe):
         before, after = _labels(probe)
         table_rows = []
+        earlier = _probe_rows(probe, before)
         for family, figures in _probe_rows(probe, after).items():
-            prior = _probe_rows(probe, before).get(family, {})
+            prior = earlier.get(family, {})
             for key, value in figures.items():
                 table_rows.append(
                     [f"{family} {key}", prior.get(key), value, _delta(prior.get(key), value)]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import short_params
 from omnir1.cli import main
 from omnir1.config import load_params
 from omnir1.eval.predict import select_expressions
@@ -17,20 +18,16 @@ from omnir1.eval.probe import AVH_FAMILIES, build_probes
 
 pytestmark = pytest.mark.slow
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-
 
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory) -> Path:
     """Short completions (a random System 1 never stops on its own) and a few expressions."""
-    text = PARAMS.read_text(encoding="utf-8")
-    text = text.replace("max_new_tokens: 256 #", "max_new_tokens: 8 #")
-    text = text.replace("max_new_tokens: 64 #", "max_new_tokens: 8 #")
-    text = text.replace("videos_per_split: 2 #", "videos_per_split: 1 #")
-    text = text.replace("max_videos: 4 #", "max_videos: 1 #")
-    text = text.replace("questions_per_video: 2 #", "questions_per_video: 1 #")
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(text, encoding="utf-8")
+    path = short_params(
+        tmp_path_factory.mktemp("params"),
+        ("videos_per_split: 2 #", "videos_per_split: 1 #"),
+        ("max_videos: 4 #", "max_videos: 1 #"),
+        ("questions_per_video: 2 #", "questions_per_video: 1 #"),
+    )
     params = load_params(path)
     assert params.evaluate.videos_per_split == 1 and params.probe.max_videos == 1
     return path

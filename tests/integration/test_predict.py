@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import omnir1.eval.predict as predict_module
+from conftest import short_params
 from omnir1.cli import main
 from omnir1.config import load_params
 from omnir1.eval.predict import run_predict, select_expressions
@@ -20,17 +21,11 @@ from omnir1.eval.protocols import evaluate
 
 pytestmark = pytest.mark.slow
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-
 
 @pytest.fixture(scope="module")
 def params_file(tmp_path_factory) -> Path:
     """params.yaml with short completions: a random System 1 never stops on its own."""
-    text = PARAMS.read_text(encoding="utf-8")
-    text = text.replace("max_new_tokens: 256 #", "max_new_tokens: 8 #")
-    text = text.replace("max_new_tokens: 64 #", "max_new_tokens: 8 #")
-    path = tmp_path_factory.mktemp("params") / "params.yaml"
-    path.write_text(text, encoding="utf-8")
+    path = short_params(tmp_path_factory.mktemp("params"))
     assert load_params(path).system1.max_new_tokens == 8
     return path
 
@@ -59,7 +54,6 @@ def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, 
 
     import torch
 
-    from omnir1.eval.predict import batch_inputs, generate_answers
     from omnir1.models.loading import load_models
     from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
@@ -85,14 +79,16 @@ def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, 
         return torch.stack(out.scores, 1)
 
     with torch.no_grad():
-        batched = scores(batch_inputs(reasoner, clip, expressions, seed=5))
+        batched = scores(
+            reasoner.batch_inputs(clip, reasoner.expression_prompts(clip, expressions, seed=5))
+        )
         for i, e in enumerate(expressions):
             alone = scores(reasoner.inputs(clip, e, random.Random(5)))[0]
             finite = torch.isfinite(alone)
             assert torch.equal(finite, torch.isfinite(batched[i]))
             torch.testing.assert_close(batched[i][finite], alone[finite], rtol=1e-4, atol=1e-5)
     one_by_one = [reasoner.generate(clip, e, seed=5)[0] for e in expressions]
-    assert generate_answers(reasoner, clip, expressions, seed=5, batch_size=2) == one_by_one
+    assert reasoner.answer_greedy(clip, expressions, seed=5, batch_size=2) == one_by_one
 
 
 @pytest.mark.parametrize("fmt", ["revos", "mevis", "refavs"])

@@ -203,83 +203,6 @@ def _check_out(out: Path) -> None:
         )
 
 
-def clip_inputs(reasoner, clip, prompts: Sequence[str]):
-    """Processor outputs for several chat-templated prompts on one clip, left-padded for
-    generation: the clip's video and audio repeated per row."""
-    processor, n = reasoner.processor, len(prompts)
-    kwargs = {}
-    if clip.audio is not None:
-        kwargs = {
-            "audio": [clip.audio] * n,
-            "audio_from_video_indices": list(range(n)),
-            "load_audio_from_video": True,
-        }
-    return processor(
-        text=list(prompts),
-        videos=[clip.frames] * n,
-        videos_kwargs={"do_resize": False, "do_sample_frames": False, "fps": reasoner.cfg.fps},
-        return_tensors="pt",
-        padding=True,
-        padding_side="left",
-        **kwargs,
-    )
-
-
-def batch_inputs(reasoner, clip, expressions: Sequence[str], seed: int = 0):
-    """`clip_inputs` for the prompts `GlobalReasoner.inputs` builds (each with the same seeded
-    example) for several expressions."""
-
-    return clip_inputs(reasoner, clip, expression_prompts(reasoner, clip, expressions, seed))
-
-
-def expression_prompts(reasoner, clip, expressions: Sequence[str], seed: int = 0) -> list[str]:
-    import random
-
-    return [
-        reasoner.processor.apply_chat_template(
-            reasoner.messages(e, clip.duration_s, random.Random(seed)),
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        for e in expressions
-    ]
-
-
-def generate_greedy(
-    reasoner, clip, prompts: Sequence[str], *, batch_size: int = 8, max_new_tokens: int = 0
-) -> list[str]:
-    """Greedy completions of chat-templated prompts on one clip, `batch_size` per generate call:
-    the same answers as one call per prompt (tested), several times faster, as the clip's
-    frames and audio are encoded in one pass and decoding steps are shared."""
-    import torch
-
-    model = reasoner.model
-    answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        inputs = clip_inputs(reasoner, clip, prompts[start : start + batch_size]).to(model.device)
-        with torch.no_grad():
-            out = model.generate(
-                **inputs,
-                use_audio_in_video=clip.audio is not None,
-                max_new_tokens=max_new_tokens or reasoner.cfg.max_new_tokens,
-                do_sample=False,
-                suppress_tokens=reasoner.suppress_tokens,
-            )
-        new = out[:, inputs["input_ids"].shape[1] :]
-        answers += reasoner.processor.batch_decode(new, skip_special_tokens=True)
-    return answers
-
-
-def generate_answers(
-    reasoner, clip, expressions: Sequence[str], *, seed: int = 0, batch_size: int = 8
-) -> list[str]:
-    """Greedy System-1 answers for every expression on one clip (`generate_greedy`)."""
-    if reasoner.cfg.do_sample:
-        raise ValueError("batched answers are for greedy decoding (do_sample=False)")
-    prompts = expression_prompts(reasoner, clip, expressions, seed)
-    return generate_greedy(reasoner, clip, prompts, batch_size=batch_size)
-
-
 def predict_video(
     models,
     samples: Sequence,
@@ -317,8 +240,7 @@ def predict_video(
     texts = dict(enumerate(given))
     if todo:
         with watch("system1_generate"):
-            generated = generate_answers(
-                reasoner,
+            generated = reasoner.answer_greedy(
                 clip,
                 [samples[i].expression for i in todo],
                 seed=seed,

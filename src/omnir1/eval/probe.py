@@ -233,16 +233,14 @@ def question_prompts(reasoner, questions: Sequence[str]) -> list[str]:
     from omnir1.systems.prompts import SYSTEM1_SYSTEM
 
     return [
-        reasoner.processor.apply_chat_template(
+        reasoner.chat_prompt(
             [
                 {"role": "system", "content": SYSTEM1_SYSTEM},
                 {
                     "role": "user",
                     "content": [{"type": "video"}, {"type": "text", "text": q + YES_NO_SUFFIX}],
                 },
-            ],
-            add_generation_prompt=True,
-            tokenize=False,
+            ]
         )
         for q in questions
     ]
@@ -250,12 +248,12 @@ def question_prompts(reasoner, questions: Sequence[str]) -> list[str]:
 
 def _ground(models, reasoner, s1, clip, sample, descriptions, cfg_grounder, seed, batch):
     """For each description: does System 2 find at least one box on System 1's keyframes?"""
-    from omnir1.eval.predict import frame_folder, generate_answers
+    from omnir1.eval.predict import frame_folder
     from omnir1.systems.collaboration import keyframes_from_answer
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
 
-    texts = generate_answers(reasoner, clip, descriptions, seed=seed, batch_size=batch)
+    texts = reasoner.answer_greedy(clip, descriptions, seed=seed, batch_size=batch)
     requests = []
     for i, text in enumerate(texts):
         answer = parse_answer(
@@ -291,7 +289,6 @@ def answer_probes(
     """Every probe asked of one model folder; one record per probe (in order)."""
     from tqdm import tqdm
 
-    from omnir1.eval.predict import generate_greedy
     from omnir1.models.loading import load_models
     from omnir1.systems.reasoning import GlobalReasoner
 
@@ -314,8 +311,7 @@ def answer_probes(
             clip = replace(clip, audio=_fit(clips[fmt, audio_from].audio, length))
         texts = [probes[i].text for i in idx]
         if kind == "text":
-            answers = generate_greedy(
-                reasoner,
+            answers = reasoner.generate_greedy(
                 clip,
                 question_prompts(reasoner, texts),
                 batch_size=batch,

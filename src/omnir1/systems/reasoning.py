@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,30 +105,85 @@ class GlobalReasoner:
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": task}]},
         ]
 
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return self.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+
+    def expression_prompts(
+        self, clip: VideoClip, expressions: Sequence[str], seed: int = 0
+    ) -> list[str]:
+        """The prompt of each expression on `clip`, each with the same seeded example."""
+        return [
+            self.chat_prompt(self.messages(e, clip.duration_s, random.Random(seed)))
+            for e in expressions
+        ]
+
     def inputs(self, clip: VideoClip, expression: str, rng: random.Random):
         """Processor outputs (input ids with the video and audio interleaved, pixel values,
         audio features) for one clip and expression."""
-        text = self.processor.apply_chat_template(
-            self.messages(expression, clip.duration_s, rng),
-            add_generation_prompt=True,
-            tokenize=False,
-        )
+        prompt = self.chat_prompt(self.messages(expression, clip.duration_s, rng))
+        return self.batch_inputs(clip, [prompt])
+
+    def batch_inputs(self, clip: VideoClip, prompts: Sequence[str]):
+        """Processor outputs for several chat-templated prompts on one clip, left-padded for
+        generation: the clip's video and audio repeated per row."""
+        n = len(prompts)
         kwargs = {}
         if clip.audio is not None:
             # the audio track is interleaved with the video in 2-second chunks
             kwargs = {
-                "audio": [clip.audio],
-                "audio_from_video_indices": [0],
+                "audio": [clip.audio] * n,
+                "audio_from_video_indices": list(range(n)),
                 "load_audio_from_video": True,
             }
         return self.processor(
-            text=[text],
-            videos=[clip.frames],
+            text=list(prompts),
+            videos=[clip.frames] * n,
             videos_kwargs={"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps},
             return_tensors="pt",
             padding=True,
+            padding_side="left",
             **kwargs,
         )
+
+    def generate_greedy(
+        self,
+        clip: VideoClip,
+        prompts: Sequence[str],
+        *,
+        batch_size: int = 8,
+        max_new_tokens: int = 0,
+    ) -> list[str]:
+        """Greedy completions of chat-templated prompts on one clip, `batch_size` per generate
+        call: the same answers as one call per prompt (tested), several times faster, as the
+        clip's frames and audio are encoded in one pass and decoding steps are shared."""
+        import torch
+
+        answers: list[str] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            inputs = self.batch_inputs(clip, chunk).to(self.model.device)
+            with torch.no_grad():
+                out = self.model.generate(
+                    **inputs,
+                    use_audio_in_video=clip.audio is not None,
+                    max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+                    do_sample=False,
+                    suppress_tokens=self.suppress_tokens,
+                )
+            new = out[:, inputs["input_ids"].shape[1] :]
+            answers += self.processor.batch_decode(new, skip_special_tokens=True)
+        return answers
+
+    def answer_greedy(
+        self, clip: VideoClip, expressions: Sequence[str], *, seed: int = 0, batch_size: int = 8
+    ) -> list[str]:
+        """Greedy System-1 answers for every expression on one clip (`generate_greedy`)."""
+        if self.cfg.do_sample:
+            raise ValueError("batched answers are for greedy decoding (do_sample=False)")
+        prompts = self.expression_prompts(clip, expressions, seed)
+        return self.generate_greedy(clip, prompts, batch_size=batch_size)
 
     def generate(
         self,
