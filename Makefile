@@ -24,8 +24,8 @@ test-fast: setup
 	$(THREADS) $(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
 
 lint: setup
-	$(VENV)/bin/ruff check src tests scripts bench
-	$(VENV)/bin/ruff format --check src tests scripts bench
+	$(VENV)/bin/ruff check src tests scripts bench components pipelines dags
+	$(VENV)/bin/ruff format --check src tests scripts bench components pipelines dags
 
 # Re-resolve the locks from the *.in files (needs network access to the package index).
 lock:

@@ -15,6 +15,7 @@ from pathlib import Path
 from omnir1.data import FORMATS
 from omnir1.errors import ConfigError, OmniR1Error
 from omnir1.fsutil import write_json
+from omnir1.parts import parse_part
 
 
 def _print_json(obj: object) -> None:
@@ -84,10 +85,18 @@ def cmd_data_preprocess(args: argparse.Namespace) -> int:
         workers=args.workers or params.preprocess.workers,
         prefer=args.prefer or params.preprocess.prefer,
         progress=not args.quiet,
+        part=parse_part(args.part),
     )
     if args.metrics:
         write_json(args.metrics, summary)
     _print_json(summary)
+    return 0
+
+
+def cmd_data_merge_shards(args: argparse.Namespace) -> int:
+    from omnir1.data.preprocess import merge_shards
+
+    _print_json(merge_shards(args.parts, args.out))
     return 0
 
 
@@ -160,6 +169,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         shards=args.shards,
     )
     _print_json({k: summary[k] for k in ("format", "splits", "models", "counts", "timings_s")})
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.registry import fetch_model
+
+    _print_json(fetch_model(load_params(args.params, args.recipe), args.uri, args.out))
     return 0
 
 
@@ -379,6 +396,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             if args.shards_root
             else None
         ),
+        part=parse_part(args.part),
+        merge=args.merge,
     )
     _print_json({k: report[k] for k in report if k not in ("settings", "models")})
     return 0
@@ -397,6 +416,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         metrics=args.metrics,
         evaluation=args.evaluation,
         progress=not args.quiet,
+        device=args.device,
     )
     _print_json({k: report[k] for k in report if k not in ("by_dataset", "models")})
     return 0
@@ -413,6 +433,45 @@ def cmd_report(args: argparse.Namespace) -> int:
         table, total = stage_times(args.times)
         print(f"\nwall time per stage ({total / 60:.1f} min in all):\n{table}")
     print(f"\nreport: {Path(args.out).resolve()}")
+    return 0
+
+
+def _pipeline_arguments(values: Sequence[str]) -> dict:
+    """NAME=VALUE pipeline arguments; VALUE is read as JSON when it parses (numbers, lists)."""
+    out = {}
+    for name, value in _named_paths(values, "--set").items():
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from omnir1.kube import pipeline
+
+    if args.action == "compile":
+        _print_json(pipeline.compile_pipelines(args.out, args.project, args.params))
+        return 0
+    arguments = _pipeline_arguments(args.set)
+    if args.action == "run":
+        _print_json(
+            pipeline.run_local(
+                args.pipeline, args.project, args.params, args.pipeline_root, arguments
+            )
+        )
+        return 0
+    run_id = pipeline.submit(
+        args.host,
+        args.pipeline,
+        args.project,
+        args.params,
+        arguments,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+    )
+    _print_json({"pipeline": args.pipeline, "run_id": run_id, "host": args.host})
     return 0
 
 
@@ -480,10 +539,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="shards folder: VIDEO_ID/*.npy, meta.json, index")
     p.add_argument("--workers", type=int, help="worker processes (default: params preprocess)")
     p.add_argument("--prefer", choices=("frames", "video"), help="source of a video that has both")
+    p.add_argument("--part", metavar="I/N", help="only every N-th video from the I-th (fan-out)")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_preprocess)
+
+    p = data.add_parser(
+        "merge-shards", help="one shards folder from the folders of `preprocess --part`"
+    )
+    p.add_argument("parts", nargs="+", help="shards folders of the parts (each complete)")
+    p.add_argument("--out", required=True, help="merged shards folder (replaced when complete)")
+    p.set_defaults(func=cmd_data_merge_shards)
 
     p = data.add_parser(
         "remote",
@@ -583,11 +650,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_model_args(p)
     p.add_argument("--out", required=True, help="folder for predictions and evaluation reports")
-    p.add_argument("--metrics", required=True, help="headline figures per model and data set")
+    p.add_argument("--metrics", help="headline figures per model and data set (not with --part)")
     p.add_argument(
         "--shards-root",
         metavar="DIR",
         help="System 1's clips from DIR/FORMAT (omnir1 data preprocess) instead of decoding",
+    )
+    p.add_argument("--part", metavar="I/N", help="only predict every N-th video from the I-th")
+    p.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="PART_OUT",
+        help="score the predictions of these --part outputs instead of predicting (repeatable)",
     )
     _add_params_args(p)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
@@ -605,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluation", help="the evaluate stage's metrics: mask-level figures (null S, R)"
     )
     _add_params_args(p)
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_probe)
 
@@ -630,6 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sam2-size", type=int, default=256, help="SAM2 input size (multiple of 16)")
     p.set_defaults(func=cmd_models_init_tiny)
+
+    p = models.add_parser(
+        "fetch",
+        help="copy a model folder from models:/NAME@ALIAS, models:/NAME/N, s3:// or a folder",
+    )
+    p.add_argument("uri", help="registry version, s3:// prefix or folder")
+    p.add_argument("--out", required=True, help="model folder to write (replaced when complete)")
+    _add_params_args(p, "tracking.uri (MLFLOW_TRACKING_URI wins)")
+    p.set_defaults(func=cmd_models_fetch)
 
     p = groups.add_parser("infer", help="run both systems on a video: masks, overlay, result.json")
     p.add_argument(
@@ -713,6 +798,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
     p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
     p.set_defaults(func=cmd_study)
+
+    pipe = groups.add_parser("pipeline", help="the Kubeflow pipelines of pipelines/")
+    pipe = pipe.add_subparsers(dest="action", required=True, metavar="ACTION")
+    compile_ = pipe.add_parser("compile", help="write every pipeline as a YAML package")
+    compile_.add_argument("--out", default="pipelines/compiled", help="folder for {name}.yaml")
+    for p in (
+        compile_,
+        pipe.add_parser("run", help="run a pipeline here with kfp.local (CPU, this venv)"),
+        pipe.add_parser("submit", help="submit a pipeline run to a Kubeflow Pipelines endpoint"),
+    ):
+        p.add_argument("--project", default=".", help="project folder holding pipelines/")
+        p.add_argument("--params", help="parameter defaults (default: PROJECT/params.yaml)")
+        p.set_defaults(func=cmd_pipeline)
+        if p is compile_:
+            continue
+        p.add_argument("--pipeline", choices=("training", "evaluation"), default="training")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="pipeline argument, e.g. train__max_steps=2 or parts=2 (repeatable)",
+        )
+    run, submit = pipe.choices["run"], pipe.choices["submit"]
+    run.add_argument("--local", action="store_true", required=True, help="with kfp.local")
+    run.add_argument("--pipeline-root", default="runs/kfp-local", help="artifacts of the run")
+    submit.add_argument("--host", required=True, help="Kubeflow Pipelines API URL")
+    submit.add_argument("--experiment", default="omnir1")
+    submit.add_argument("--run-name")
+    submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user)")
 
     p = groups.add_parser(
         "register",

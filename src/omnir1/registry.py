@@ -467,6 +467,52 @@ def register_model(
     return decision
 
 
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))")
+
+
+def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None = None) -> dict:
+    """Copy a model folder to `out` (replaced when complete) from a registry version
+    (models:/NAME@ALIAS or models:/NAME/VERSION), an s3:// prefix or a folder; returns where
+    it came from. The evaluation-only pipeline evaluates models this way."""
+    import shutil
+
+    from omnir1 import s3
+    from omnir1.fsutil import atomic_dir
+    from omnir1.models.loading import Manifest
+
+    origin: dict = {"uri": uri}
+    with atomic_dir(out) as staging:
+        if uri.startswith("models:/"):
+            from mlflow.artifacts import download_artifacts
+            from mlflow.exceptions import MlflowException
+
+            match = _MODEL_URI.fullmatch(uri)
+            if not match:
+                raise InputError(None, "expected models:/NAME@ALIAS or models:/NAME/VERSION", uri)
+            tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+            client = connect(tracking)
+            try:
+                if match["alias"]:
+                    mv = client.get_model_version_by_alias(match["name"], match["alias"])
+                else:
+                    mv = client.get_model_version(match["name"], match["version"])
+                got = Path(download_artifacts(mv.source, dst_path=str(staging)))
+            except MlflowException as exc:
+                raise TrackingError(public_uri(tracking), f"{uri}: {_first_line(exc)}") from None
+            for item in list(got.iterdir()):  # staging/model/* -> staging/*
+                item.rename(staging / item.name)
+            got.rmdir()
+            origin |= {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source}
+        elif s3.is_s3(uri):
+            s3.download_prefix(uri, staging)
+        elif Path(uri).is_dir():
+            shutil.copytree(uri, staging, dirs_exist_ok=True)
+        else:
+            raise InputError(uri, "no such model folder (nor models:/ or s3:// URI)")
+        Manifest.read(staging)  # a folder without a valid models.json is not a model
+    return origin
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return "-"

@@ -376,13 +376,17 @@ def preprocess(
     workers: int = 1,
     prefer: Prefer = "frames",
     progress: bool = False,
+    part: tuple[int, int] | None = None,
 ) -> dict:
-    """Shards for every video of the data set at `root`; writes SHARDS/index.json at the end
-    and returns a summary (videos built and reused, seconds, bytes)."""
+    """Shards for every video of the data set at `root` (of its `part` (I, N) only, see
+    omnir1.parts); writes SHARDS/index.json at the end and returns a summary (videos built and
+    reused, seconds, bytes)."""
+    from omnir1.parts import take_part
+
     shards = Path(shards)
     settings = settings_of(system1)
     start = time.perf_counter()
-    jobs = plan_jobs(fmt, root, prefer)
+    jobs = take_part(plan_jobs(fmt, root, prefer), part)
     shards.mkdir(parents=True, exist_ok=True)
     (shards / INDEX_FILE).unlink(missing_ok=True)  # an index means: the last run completed
     _remove_leftovers(shards)
@@ -416,7 +420,48 @@ def preprocess(
         "videos_per_s": round(len(done) / seconds, 3) if seconds > 0 else None,
         "bytes": size,
         "system1": settings,
+        "part": None if part is None else f"{part[0]}/{part[1]}",
     }
+
+
+def merge_shards(parts: Iterable[str | Path], out: str | Path) -> dict:
+    """One shards folder from the complete shards folders of a data set's parts (each made by
+    `preprocess(part=...)`; a part without index.json did not finish and is an error). The
+    result replaces `out` whole; its index lists every video once."""
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ConfigError(None, "needs at least one shards folder to merge", "parts")
+    indexes = []
+    for folder in parts:
+        index_path = folder / INDEX_FILE
+        if not index_path.is_file():
+            raise DataError(index_path, "missing: this part's preprocessing did not complete")
+        indexes.append(read_json(index_path))
+    first = indexes[0]
+    for folder, index in zip(parts, indexes, strict=True):
+        for key in ("version", "format", "system1"):
+            if index.get(key) != first.get(key):
+                raise DataError(
+                    folder / INDEX_FILE,
+                    f"{key} {index.get(key)!r} differs from {first.get(key)!r} of {parts[0]}",
+                    key,
+                )
+    seen: dict[str, Path] = {}
+    entries = []
+    with atomic_dir(out) as staging:
+        for folder, index in zip(parts, indexes, strict=True):
+            for entry in index["shards"]:
+                vid = entry["video_id"]
+                if vid in seen:
+                    raise DataError(folder, f"video {vid!r} is also in part {seen[vid]}")
+                seen[vid] = folder
+                target = shard_dir(staging, vid)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(shard_dir(folder, vid), target)
+                entries.append(entry)
+        entries.sort(key=lambda r: r["video_id"])
+        write_json(staging / INDEX_FILE, {**first, "shards": entries})
+    return {"format": first["format"], "parts": len(parts), "videos": len(entries)}
 
 
 def _remove_leftovers(shards: Path) -> None:

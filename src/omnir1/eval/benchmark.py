@@ -20,7 +20,7 @@ expression of each; whole splits when null): the embedded default keeps the demo
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omnir1.errors import ConfigError
@@ -69,41 +69,87 @@ def run_benchmark(
     data: Mapping[str, str | Path],
     models: Mapping[str, str | Path],
     out: str | Path,
-    metrics: str | Path,
+    metrics: str | Path | None,
     device: str = "cpu",
     progress: bool = True,
     shards: Mapping[str, str | Path] | None = None,
+    part: tuple[int, int] | None = None,
+    merge: Sequence[str | Path] = (),
 ) -> dict:
     """Predict and score every (data set, model) pair; write OUT and METRICS (see above).
-    `shards` {format: folder} gives System 1 its preprocessed clips instead of decoding."""
-    from omnir1.eval.predict import run_predict
-    from omnir1.eval.report import evaluate_to_files
+    `shards` {format: folder} gives System 1 its preprocessed clips instead of decoding.
+
+    Fan-out: with `part` (I, N) only that part's videos are predicted into OUT (no scores, no
+    METRICS); with `merge` (the OUT folders of every part) nothing is predicted: the parts'
+    predictions are joined into OUT and scored."""
+    from omnir1.eval.predict import merge_predictions, run_predict
 
     if not data or not models:
         raise ConfigError(None, "needs at least one --data FORMAT=DIR and one --model NAME=DIR")
+    if part is not None and merge:
+        raise ConfigError(None, "give --part (predict a part) or --merge (score parts), not both")
+    if part is None and metrics is None:
+        raise ConfigError(None, "needs --metrics (the headline figures) unless --part is given")
     cfg = params.evaluate
     out = Path(out)
-    result: dict = {label: {} for label in models}
-    seconds: dict = {}
+    seconds: dict = {fmt: {label: {} for label in models} for fmt in data}
     for fmt, folder in data.items():
-        seconds[fmt] = {}
         for label, model_dir in models.items():
-            run_dir = out / fmt / label
             start = time.perf_counter()
+            predictions = out / fmt / label / "predictions"
+            if merge:
+                merge_predictions(
+                    [Path(m) / fmt / label / "predictions" for m in merge], predictions
+                )
+                seconds[fmt][label]["merge"] = time.perf_counter() - start
+                continue
             run_predict(
                 params,
                 data=folder,
                 fmt=fmt,
                 models_dir=model_dir,
-                out=run_dir / "predictions",
+                out=predictions,
                 videos_per_split=cfg.videos_per_split,
                 seed=params.train.seed,
                 device=device,
                 batch_size=cfg.system1_batch_size,
                 progress=progress,
                 shards=(shards or {}).get(fmt),
+                part=part,
             )
-            predicted = time.perf_counter()
+            seconds[fmt][label]["predict"] = time.perf_counter() - start
+    if part is not None:
+        return {"part": f"{part[0]}/{part[1]}", "seconds": seconds}
+    return score_benchmark(
+        params,
+        data=data,
+        models=models,
+        out=out,
+        metrics=metrics,
+        seconds=seconds,
+        progress=progress,
+    )
+
+
+def score_benchmark(
+    params,
+    *,
+    data: Mapping[str, str | Path],
+    models: Mapping[str, str | Path],
+    out: Path,
+    metrics: str | Path,
+    seconds: dict,
+    progress: bool = True,
+) -> dict:
+    """Score OUT/{format}/{model}/predictions with each benchmark's protocol; write METRICS."""
+    from omnir1.eval.report import evaluate_to_files
+
+    cfg = params.evaluate
+    result: dict = {label: {} for label in models}
+    for fmt, folder in data.items():
+        for label in models:
+            run_dir = out / fmt / label
+            start = time.perf_counter()
             evaluation = evaluate_to_files(
                 fmt,
                 folder,
@@ -114,10 +160,7 @@ def run_benchmark(
                 videos_per_split=cfg.videos_per_split,
             )
             result[label][fmt] = headline(fmt, evaluation["summary"])
-            seconds[fmt][label] = {
-                "predict": predicted - start,
-                "evaluate": time.perf_counter() - predicted,
-            }
+            seconds[fmt][label]["evaluate"] = time.perf_counter() - start
     labels = list(models)
     report = {
         **result,

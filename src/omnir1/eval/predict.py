@@ -26,6 +26,7 @@ is never scored.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ import numpy as np
 
 from omnir1.errors import ConfigError, DataError, InputError
 from omnir1.eval.predictions import frame_file
-from omnir1.fsutil import atomic_dir, inside, write_json
+from omnir1.fsutil import atomic_dir, inside, read_json, write_json
 from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
 from omnir1.timing import Stopwatch
 
@@ -330,14 +331,17 @@ def run_predict(
     grounder_answer: str | None = None,
     progress: bool = True,
     shards: str | Path | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict:
-    """Predict every expression of the evaluated splits of `data` into `out`; the summary that
+    """Predict every expression of the evaluated splits of `data` into `out` (of the videos of
+    `part` (I, N) only, see omnir1.parts; `merge_predictions` joins the parts); the summary that
     predictions.json holds. `answers` {(video_id, expression_id): completion} replays System-1
     answers (the others are generated); `grounder_answer` replays one grounder answer for every
     keyframe (as `omnir1 infer` does)."""
     from tqdm import tqdm
 
     from omnir1.models.loading import load_models
+    from omnir1.parts import take_part
     from omnir1.systems.reasoning import GlobalReasoner
 
     if limit is not None and limit < 1:
@@ -350,7 +354,7 @@ def run_predict(
     watch = Stopwatch()
     with watch("load_data"):
         samples, chosen, excluded = select_expressions(fmt, data, splits, limit, videos_per_split)
-        videos = by_video(samples)
+        videos = dict(take_part(list(by_video(samples).items()), part))
         seen: dict[tuple[str, str], str] = {}
         for s in samples:  # one folder per expression: two splits may not share one
             other = seen.setdefault((s.video_id, s.expression_id), s.split)
@@ -411,8 +415,57 @@ def run_predict(
                 "replayed_system1_answers": answers is not None,
                 "replayed_grounder_answer": grounder_answer is not None,
                 "shards": None if shards is None else str(shards),
+                "part": None if part is None else f"{part[0]}/{part[1]}",
             },
             "answers": ANSWERS,
         }
         write_json(staging / SUMMARY, summary)
     return summary
+
+
+def merge_predictions(parts: Sequence[str | Path], out: str | Path) -> dict:
+    """One prediction folder from the folders of `run_predict(part=...)` on the same data and
+    model: the expression folders side by side, answers.jsonl in part order, counts and timings
+    summed. Replaces `out` whole; returns the merged summary."""
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise ConfigError(None, "needs at least one prediction folder to merge", "parts")
+    summaries = []
+    for folder in parts:
+        if not (folder / SUMMARY).is_file():
+            raise InputError(folder / SUMMARY, "missing: this part's prediction did not complete")
+        summaries.append(read_json(folder / SUMMARY))
+    first = summaries[0]
+    for folder, summary in zip(parts, summaries, strict=True):
+        for key in ("format", "data", "splits", "models"):
+            if summary.get(key) != first.get(key):
+                raise InputError(
+                    folder / SUMMARY, f"{key} {summary.get(key)!r} differs from {parts[0]}", key
+                )
+
+    def add(a, b):
+        if isinstance(a, dict):
+            return {k: add(a.get(k, 0), b.get(k, 0)) for k in a.keys() | b.keys()}
+        return (a or 0) + (b or 0)
+
+    counts, timings = first["counts"], first["timings_s"]
+    for summary in summaries[1:]:
+        counts, timings = add(counts, summary["counts"]), add(timings, summary["timings_s"])
+    _check_out(Path(out))
+    with atomic_dir(out) as staging:
+        with (staging / ANSWERS).open("w", encoding="utf-8") as answers:
+            for folder in parts:
+                for item in sorted(folder.iterdir()):
+                    if item.name == ANSWERS:
+                        answers.write(item.read_text(encoding="utf-8"))
+                    elif item.name != SUMMARY:
+                        shutil.copytree(item, staging / item.name, dirs_exist_ok=True)
+        merged = {
+            **first,
+            "counts": counts,
+            "timings_s": timings,
+            "per_video_s": timings["total"] / counts["videos"] if counts.get("videos") else None,
+            "settings": {**first["settings"], "part": None, "merged_parts": len(parts)},
+        }
+        write_json(staging / SUMMARY, merged)
+    return merged

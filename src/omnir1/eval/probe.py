@@ -285,6 +285,7 @@ def answer_probes(
     clips: Mapping,
     *,
     progress: bool = False,
+    device: str = "cpu",
 ) -> list[dict]:
     """Every probe asked of one model folder; one record per probe (in order)."""
     from tqdm import tqdm
@@ -294,7 +295,7 @@ def answer_probes(
 
     cfg = params.probe
     s1 = replace(params.system1.to_config(), do_sample=False)
-    models = load_models(models_dir)
+    models = load_models(models_dir, device=device)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     batch = params.evaluate.system1_batch_size
     records: list[dict | None] = [None] * len(probes)
@@ -377,6 +378,7 @@ def run_probe(
     metrics: str | Path,
     evaluation: str | Path | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Build the probes of every data set, ask every model, write OUT and METRICS."""
     from tqdm import tqdm
@@ -407,7 +409,9 @@ def run_probe(
     out = Path(out)
     for label, model_dir in models.items():
         began = time.perf_counter()
-        records = answer_probes(params, model_dir, probes, samples, clips, progress=progress)
+        records = answer_probes(
+            params, model_dir, probes, samples, clips, progress=progress, device=device
+        )
         for fmt in data:
             with atomic_open(out / fmt / f"{label}.jsonl", "w", encoding="utf-8") as fh:
                 for r in records:

@@ -1,0 +1,1 @@
+"""Kubeflow components: thin adapters over omnir1.kube.steps."""

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of the stages of dvc.yaml (`omnir1 pipeline compile | run | submit`)."""

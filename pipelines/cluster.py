@@ -1,0 +1,72 @@
+"""Where the pipelines' tasks run on the cluster, with the names the Helm chart creates
+(helm/omni-r1/values.yaml): the GPU node pool, the data PVC, the Secrets. kfp-kubernetes
+writes them into the compiled package; kfp.local ignores them."""
+
+from __future__ import annotations
+
+from kfp import kubernetes
+
+GPU_POOL = ("omnir1.io/pool", "gpu")  # node label of the GPU node pool
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+DATA_PVC, DATA_MOUNT = "omnir1-data", "/mnt/data"  # data sets, checkpoints, download caches
+S3_SECRET = "omnir1-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+MLFLOW_SECRET = "omnir1-mlflow"  # MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN if any)
+TRAINER_LABEL = ("omnir1.io/role", "trainer")  # what the NetworkPolicies let reach System 2
+SHM_SIZE = "16Gi"  # torch DataLoader workers and NCCL share memory through /dev/shm
+
+
+def on_gpu_pool(task, gpus: int = 1, cpu: str = "8", memory: str = "64Gi"):
+    """A task that needs `gpus` GPUs of the GPU pool, with shared memory."""
+    task.set_accelerator_type(GPU_RESOURCE).set_accelerator_limit(gpus)
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    kubernetes.add_node_selector(task, *GPU_POOL)
+    kubernetes.add_toleration(task, **GPU_TOLERATION)
+    kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=SHM_SIZE)
+    return task
+
+
+def on_cpu(task, cpu: str = "2", memory: str = "8Gi"):
+    task.set_cpu_request(cpu).set_memory_request(memory).set_memory_limit(memory)
+    return task
+
+
+def with_data(task):
+    """The data PVC at /mnt/data; download caches live there (kept across runs)."""
+    kubernetes.mount_pvc(task, DATA_PVC, DATA_MOUNT)
+    task.set_env_variable("OMNIR1_CACHE", f"{DATA_MOUNT}/cache")
+    return task
+
+
+def with_s3(task):
+    kubernetes.use_secret_as_env(
+        task,
+        S3_SECRET,
+        {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        },
+    )
+    return task
+
+
+def with_mlflow(task):
+    kubernetes.use_secret_as_env(
+        task, MLFLOW_SECRET, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
+    )
+    kubernetes.add_pod_label(task, *TRAINER_LABEL)
+    return task
+
+
+def networked(task, retries: int = 3):
+    """A step that talks to S3 or MLflow: retried with back-off, never served from cache
+    (its source may have changed under the same inputs)."""
+    task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
+    task.set_caching_options(False)
+    return task
+
+
+def pure(task):
+    """A deterministic function of its inputs: Kubeflow may reuse an earlier result."""
+    task.set_caching_options(True)
+    return task

@@ -1,0 +1,45 @@
+"""The parts both pipelines share: the data stages with the preprocessing fan-out, and the
+evaluation fan-out with scoring and probes."""
+
+from components import stages
+from kfp import dsl
+
+from pipelines import cluster
+
+
+def prepare_data(settings: dict, params):
+    """data -> validate -> preprocess over `parts` parts -> merge: (datasets, shards, parts)."""
+    data = cluster.networked(cluster.with_s3(cluster.with_data(stages.fetch_data(params=params))))
+    datasets = data.outputs["datasets"]
+    checked = cluster.pure(stages.validate_data(params=params, datasets=datasets))
+    parts = stages.part_indices(parts=settings["parts"])
+    with dsl.ParallelFor(parts.output) as part:
+        pre = stages.preprocess_part(
+            params=params, datasets=datasets, part=part, parts=settings["parts"]
+        ).after(checked)  # nothing is decoded from a data set that failed validation
+        cluster.pure(cluster.on_cpu(pre, cpu="4", memory="16Gi"))
+    merged = stages.merge_shards(params=params, parts=dsl.Collected(pre.outputs["shards"]))
+    return datasets, cluster.pure(merged).outputs["shards"], parts
+
+
+def evaluate(settings: dict, params, datasets, shards, parts, **models):
+    """predict over `parts` parts (GPU pool) -> score -> probe: (evaluation, probe answers).
+    `models`: trained= and optionally untrained= (the model it is compared with)."""
+    with dsl.ParallelFor(parts.output) as part:
+        pred = stages.predict_part(
+            params=params,
+            datasets=datasets,
+            shards=shards,
+            part=part,
+            parts=settings["parts"],
+            device=settings["device"],
+            **models,
+        )
+        cluster.pure(cluster.on_gpu_pool(pred))
+    predictions = dsl.Collected(pred.outputs["predictions"])
+    scored = stages.score(params=params, datasets=datasets, parts=predictions, **models)
+    evaluation = cluster.pure(cluster.on_cpu(scored)).outputs["evaluation"]
+    probed = stages.probe(
+        params=params, datasets=datasets, evaluation=evaluation, device=settings["device"], **models
+    )
+    return evaluation, cluster.pure(cluster.on_gpu_pool(probed)).outputs["answers"]
