@@ -19,6 +19,8 @@ from omnir1.errors import ConfigError
 from omnir1.kube.params import PipelineParameter
 
 PIPELINES = {"training": "pipelines.training", "evaluation": "pipelines.evaluation"}
+# kfp.local runs on this machine's CPU, checkpoints inside the task's own output
+LOCAL_SETTINGS = {"device": "cpu", "checkpoint_root": ""}
 
 
 def pipeline_with_parameters(
@@ -101,7 +103,8 @@ def run_local(
     pipeline = load_pipeline(which, project, params_file)
     before = set(root.glob("*")) if root.is_dir() else set()
     try:
-        pipeline(**{"device": "cpu", "checkpoint_root": "", **(arguments or {})})
+        local = {k: v for k, v in LOCAL_SETTINGS.items() if k in pipeline.component_spec.inputs}
+        pipeline(**{**local, **(arguments or {})})
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
         raise StepError(f"pipeline {which} failed: {exc}") from None
     (run,) = set(root.glob("*")) - before

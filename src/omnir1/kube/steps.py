@@ -389,6 +389,7 @@ def report(
         for src, dst in copies.items():
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dst)
+        reports.mkdir(parents=True, exist_ok=True)
         (reports / "evaluate").symlink_to(Path(evaluation).resolve())
         omnir1("report", metrics=metrics, reports=reports, out=Path(tmp) / "index.html")
         shutil.copy(Path(tmp) / "index.html", html)

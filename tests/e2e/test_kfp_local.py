@@ -1,0 +1,114 @@
+"""`omnir1 pipeline run --local`: the training pipeline end to end with kfp.local on the
+embedded default (smaller sets and shorter runs, as the DVC end-to-end test), every component
+the code the cluster runs; then the evaluation pipeline on the model it registered, fetched
+back from the registry as models:/NAME@champion; and a failing task fails the run clearly."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+OMNIR1 = str(Path(sys.executable).parent / "omnir1")
+
+
+def small_params(folder: Path, **changes) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["synth"].update(videos=6, workers=1)
+    params["preprocess"]["workers"] = 1
+    params["warm_start"]["grounder"].update(steps=2, batch_size=2)
+    params["warm_start"]["system1"].update(steps=2, batch_size=2)
+    params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
+    params["system1"]["max_new_tokens"] = 16
+    params["grounder"]["max_new_tokens"] = 16
+    params["evaluate"]["videos_per_split"] = 1
+    params["probe"].update(max_videos=1, questions_per_video=1)
+    params["tracking"]["uri"] = f"sqlite:///{folder / 'mlruns.db'}"
+    for key, value in changes.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_pipeline(work: Path, params: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [
+            OMNIR1,
+            "pipeline",
+            "run",
+            "--local",
+            "--project",
+            str(ROOT),
+            "--params",
+            str(params),
+            "--pipeline-root",
+            str(work / "root"),
+            "--set",
+            "parts=2",
+            *args,
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_training_then_evaluation_pipelines_run_locally(tmp_path):
+    params = small_params(tmp_path)
+    out = run_pipeline(tmp_path, params)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout[out.stdout.rindex("{\n") :])
+    run = Path(result["run"])
+    decision = json.loads(Path(result["decision"]).read_text())
+    assert decision["version"] == "1" and decision["promoted"]  # the first model: champion
+    evaluation = json.loads(Path(result["evaluation"]).read_text())
+    for label in ("untrained", "trained"):
+        assert set(evaluation[label]) == {"refavs", "revos", "mevis"}
+    page = Path(result["report"]).read_text()
+    assert "Hallucination probes" in page and "data:image/png;base64," in page
+    # the fan-out: two parts of every data set, merged into every video once
+    (merged,) = run.glob("merge-shards/shards")
+    for fmt in ("refavs", "revos", "mevis"):
+        index = json.loads((merged / fmt / "index.json").read_text())
+        assert len(index["shards"]) == 6, fmt
+    parts = sorted(run.glob("for-loop-*-iteration-*/preprocess-part/shards"))
+    assert len(parts) == 2
+    assert len(list(run.glob("for-loop-*-iteration-*/predict-part*/predictions"))) == 2
+    train = json.loads(next(run.glob("train/run/train.json")).read_text())
+    assert train["steps"] == 2
+
+    # the evaluation-only pipeline on the registered champion, against the warm start
+    warm = next(run.glob("warm-start/warm"))
+    out = run_pipeline(
+        tmp_path,
+        params,
+        "--pipeline",
+        "evaluation",
+        "--set",
+        "model_uri=models:/omnir1-system1@champion",
+        "--set",
+        f"baseline_uri={warm}",
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = json.loads(out.stdout[out.stdout.rindex("{\n") :])
+    assert result["decision"] is None  # nothing is registered
+    again = json.loads(Path(result["evaluation"]).read_text())
+    assert again["trained"] == evaluation["trained"]  # the same model, the same figures
+    assert again["untrained"] == evaluation["untrained"]
+
+
+@pytest.mark.slow
+def test_a_failing_task_fails_the_run_and_names_it(tmp_path):
+    params = small_params(tmp_path, data__source=str(tmp_path / "no-such-folder"))
+    out = run_pipeline(tmp_path, params)
+    assert out.returncode == 1
+    assert "pipeline training failed" in out.stderr and "fetch-data" in out.stderr
