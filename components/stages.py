@@ -232,12 +232,15 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     answers: Input[Artifact],
+    run_id: str,
     decision: Output[Artifact],
     summary: Output[Metrics],
 ):
     from omnir1.kube import steps
 
-    figures = steps.register(params.path, model.path, evaluation.path, answers.path, decision.path)
+    figures = steps.register(
+        params.path, model.path, evaluation.path, answers.path, decision.path, run_id
+    )
     steps.log_metrics(summary, figures)
 
 

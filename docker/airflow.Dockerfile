@@ -14,7 +14,10 @@ FROM ${PYTHON_IMAGE}
 RUN useradd --uid 50000 --user-group --create-home --shell /usr/sbin/nologin airflow
 COPY --from=build /opt/airflow-venv /opt/airflow-venv
 COPY --chown=50000:50000 dags /opt/airflow/dags
+# the DAGs' helpers: omnir1.orchestration needs only the standard library and PyYAML
+COPY src/omnir1 /opt/airflow/lib/omnir1
 ENV PATH=/opt/airflow-venv/bin:$PATH AIRFLOW_HOME=/opt/airflow PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/opt/airflow/lib \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
 WORKDIR /opt/airflow
 USER 50000:50000

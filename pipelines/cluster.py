@@ -4,6 +4,8 @@ writes them into the compiled package; kfp.local ignores them."""
 
 from __future__ import annotations
 
+import os
+
 from kfp import kubernetes
 
 GPU_POOL = ("omnir1.io/pool", "gpu")  # node label of the GPU node pool
@@ -58,10 +60,16 @@ def with_mlflow(task):
     return task
 
 
-def networked(task, retries: int = 3):
+def retries(default: int) -> int:
+    """OMNIR1_PIPELINE_RETRIES when set at compile time (`pipeline run --local` sets 0: on
+    one machine a failure is not a flaky network, and kfp.local honours retries)."""
+    return int(os.environ.get("OMNIR1_PIPELINE_RETRIES", default))
+
+
+def networked(task):
     """A step that talks to S3 or MLflow: retried with back-off, never served from cache
     (its source may have changed under the same inputs)."""
-    task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
+    task.set_retry(num_retries=retries(3), backoff_duration="30s", backoff_factor=2.0)
     task.set_caching_options(False)
     return task
 

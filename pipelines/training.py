@@ -55,7 +55,7 @@ def training(settings: dict, values: dict, render) -> None:
             run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         cluster.with_mlflow(cluster.with_data(cluster.on_gpu_pool(one, settings["gpus_per_node"])))
-        one.set_retry(num_retries=2)  # resumes from its last checkpoint on the PVC
+        one.set_retry(num_retries=cluster.retries(2))  # resumes from its last checkpoint (PVC)
         one.set_caching_options(False)
         _after_training(settings, params, datasets, shards, parts, warm, one)
 
@@ -66,7 +66,13 @@ def _after_training(settings, params, datasets, shards, parts, warm, trainer) ->
     evaluation, answers = graph.evaluate(
         settings, params, datasets, shards, parts, untrained=warm, trained=trained
     )
-    decision = stages.register(params=params, model=trained, evaluation=evaluation, answers=answers)
+    decision = stages.register(
+        params=params,
+        model=trained,
+        evaluation=evaluation,
+        answers=answers,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
     decision = cluster.networked(cluster.with_mlflow(cluster.with_s3(decision)))
     stages.report(
         evaluation=evaluation,

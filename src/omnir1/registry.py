@@ -379,8 +379,10 @@ def register_model(
     params_file: str | Path | None = None,
     dataset: str | None = None,
     tracking_uri: str | None = None,
+    extra_tags: Mapping[str, str] | None = None,
 ) -> dict:
-    """Register `model_dir`, decide on promotion, write the report; returns the decision."""
+    """Register `model_dir`, decide on promotion, write the report; returns the decision.
+    `extra_tags` go on the run and the version (the pipeline tags its run id)."""
     from mlflow.exceptions import MlflowException
 
     from omnir1.models.loading import Manifest
@@ -402,6 +404,7 @@ def register_model(
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
+    tags |= dict(extra_tags or {})
     files = [("metrics", Path(p)) for _, p in metrics_files]
     if params_file is not None and Path(params_file).is_file():
         files.append(("params", Path(params_file)))

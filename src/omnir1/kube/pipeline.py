@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -100,6 +101,7 @@ def run_local(
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
+    os.environ.setdefault("OMNIR1_PIPELINE_RETRIES", "0")  # see pipelines/cluster.py
     pipeline = load_pipeline(which, project, params_file)
     before = set(root.glob("*")) if root.is_dir() else set()
     try:

@@ -351,14 +351,20 @@ def probe(
     return flat_metrics({k: report[k] for k in (UNTRAINED, TRAINED) if k in report})
 
 
-def register(params: str, model: str, evaluation: str, probe_out: str, decision: str) -> dict:
-    """A new registry version, promoted when the gates of params.yaml register hold."""
+def register(
+    params: str, model: str, evaluation: str, probe_out: str, decision: str, run_id: str = ""
+) -> dict:
+    """A new registry version, promoted when the gates of params.yaml register hold, tagged
+    with the pipeline run's id (how the nightly DAG finds what its run registered)."""
     out = Path(decision) / "register.json"
     metrics = [
         f"eval={Path(evaluation) / 'evaluate.json'}",
         f"probe={Path(probe_out) / 'probe.json'}",
     ]
-    omnir1("register", model=model, metrics=metrics, out=out, params=params)
+    from omnir1.orchestration import RUN_TAG
+
+    tag = f"{RUN_TAG}={run_id}" if run_id else None
+    omnir1("register", model=model, metrics=metrics, out=out, params=params, tag=tag)
     result = read_json(out)
     return {"promoted": float(result["promoted"]), "version": float(result["version"])}
 
