@@ -79,7 +79,12 @@ def start_run(pipeline: str, arguments: dict | None = None) -> dict:
         kfp = BaseHook.get_connection("kubeflow_default")
         packages = Path(setting("packages", f"{project}/pipelines/compiled"))
         client = orchestration.KubeflowRest(url_of(kfp), kfp.password)
-        run_id = client.create_run(packages / f"{pipeline}.yaml", name, args)
+        run_id = client.create_run(
+            packages / f"{pipeline}.yaml",
+            name,
+            args,
+            service_account=setting("service_account", "omnir1-pipeline-runner"),
+        )
         print(f"started Kubeflow run {run_id}")
         return {"mode": "kubeflow", "host": url_of(kfp), "run_id": run_id, "pipeline": pipeline}
     runs = Path(setting("runs_dir", f"{project}/runs/airflow"))

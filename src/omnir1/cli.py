@@ -829,6 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--experiment", default="omnir1")
     submit.add_argument("--run-name")
     submit.add_argument("--namespace", help="Kubeflow profile namespace (multi-user)")
+    submit.add_argument(
+        "--service-account",
+        default="omnir1-pipeline-runner",
+        help="the run's pods' ServiceAccount (the chart's, allowed to create PyTorchJobs)",
+    )
 
     p = groups.add_parser(
         "register",

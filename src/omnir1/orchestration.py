@@ -103,6 +103,7 @@ class KubeflowRest:
         name: str,
         arguments: Mapping[str, Any] | None = None,
         experiment_id: str | None = None,
+        service_account: str | None = None,
     ) -> str:
         """Start a run of the compiled pipeline `package` (YAML of `omnir1 pipeline compile`,
         its Kubernetes platform spec included); returns the run id."""
@@ -117,6 +118,8 @@ class KubeflowRest:
         }
         if experiment_id:
             body["experiment_id"] = experiment_id
+        if service_account:  # the chart's runner, allowed to create PyTorchJobs
+            body["service_account"] = service_account
         return self._call("POST", "/apis/v2beta1/runs", body)["run_id"]
 
     def get_run(self, run_id: str) -> dict:

@@ -260,6 +260,7 @@ def test_nightly_trains_on_changed_data_and_skips_unchanged(
         assert tasks["start_run"] == tasks["wait"] == tasks["remember"] == "success"
         (created,) = [r for r in api.requests if r["method"] == "POST"]
         assert created["auth"] == "Bearer kfp-token"
+        assert created["body"]["service_account"] == "omnir1-pipeline-runner"
         spec = created["body"]["pipeline_spec"]
         assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "omnir1-training"
         assert "kubernetes" in spec["platform_spec"]["platforms"]

@@ -72,6 +72,7 @@ def test_the_manifest_has_the_pytorchjob_shape():
         assert "--num_processes $(( WORLD_SIZE * 8 ))" in command
         assert "--machine_rank $RANK" in command and "-m omnir1.cli train --data" in command
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
     assert "Worker" not in job_manifest(spec(nodes=1))["spec"]["pytorchReplicaSpecs"]
     with pytest.raises(ValueError, match="nodes"):
         job_manifest(spec(nodes=0))

@@ -82,3 +82,12 @@ def test_parts_cover_every_item_exactly_once():
 def test_a_malformed_part_is_an_error(bad):
     with pytest.raises(ConfigError, match="expected I/N"):
         parse_part(bad)
+
+
+def test_the_release_recipe_with_its_nulls_round_trips(tmp_path):
+    release = ROOT / "configs" / "params" / "release.yaml"
+    params = pipeline_parameters(release)
+    nulls = [p.name for p in params if p.default is None]
+    assert "evaluate__videos_per_split" in nulls  # whole splits in production
+    render_params({p.name: p.default for p in params}, tmp_path / "params.yaml")
+    assert load_params(tmp_path / "params.yaml") == load_params(release)

@@ -20,6 +20,8 @@ from omnir1.errors import ConfigError
 from omnir1.kube.params import PipelineParameter
 
 PIPELINES = {"training": "pipelines.training", "evaluation": "pipelines.evaluation"}
+# the Helm chart's ServiceAccount whose Role may create PyTorchJobs (helm/omni-r1 rbac.yaml)
+RUNNER_SERVICE_ACCOUNT = "omnir1-pipeline-runner"
 # kfp.local runs on this machine's CPU, checkpoints inside the task's own output
 LOCAL_SETTINGS = {"device": "cpu", "checkpoint_root": ""}
 
@@ -133,6 +135,7 @@ def submit(
     experiment: str = "omnir1",
     run_name: str | None = None,
     namespace: str | None = None,
+    service_account: str | None = RUNNER_SERVICE_ACCOUNT,
 ) -> str:
     """Submit a pipeline run to the Kubeflow Pipelines endpoint `host`; returns the run id.
     The token comes from KF_PIPELINES_TOKEN (a Kubernetes Secret in-cluster) when set."""
@@ -148,5 +151,6 @@ def submit(
         arguments=dict(arguments or {}),
         experiment_name=experiment,
         run_name=run_name,
+        service_account=service_account,
     )
     return result.run_id

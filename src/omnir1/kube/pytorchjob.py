@@ -46,7 +46,6 @@ class JobSpec:
     )
     secret_env: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # ENV: (secret, key)
     labels: Mapping[str, str] = field(default_factory=lambda: {"omnir1.io/role": "trainer"})
-    service_account: str = "omnir1-pipeline-runner"
     nccl: Mapping[str, str] = field(
         default_factory=lambda: {
             "NCCL_DEBUG": "WARN",
@@ -110,7 +109,7 @@ def _replica(spec: JobSpec, replicas: int) -> dict:
         "template": {
             "metadata": {"labels": dict(spec.labels)},
             "spec": {
-                "serviceAccountName": spec.service_account,
+                "automountServiceAccountToken": False,  # training never calls the API server
                 "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
                 "nodeSelector": dict(spec.node_selector),
                 "tolerations": [dict(t) for t in spec.tolerations],
