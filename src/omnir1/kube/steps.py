@@ -46,7 +46,10 @@ def omnir1(*argv, **options) -> None:
         for item in value if isinstance(value, list | tuple) else [value]:
             if item is not None and item is not False:  # None / False: the option is left out
                 words += [flag] if item is True else [flag, str(item)]
-    code = main(words)
+    try:
+        code = main(words)
+    except SystemExit as exc:  # argparse rejecting the arguments
+        code = exc.code if isinstance(exc.code, int) else 2
     if code != 0:
         raise StepError(f"`omnir1 {' '.join(words)}` exited with status {code}")
 
@@ -64,10 +67,18 @@ def flat_metrics(values: Mapping, prefix: str = "") -> dict[str, float]:
     return flatten_metrics(values, prefix)
 
 
-def _scratch(artifact: str, name: str) -> Path:
-    """A file beside an output artifact for a CLI summary (never inside the artifact)."""
-    path = Path(artifact)
-    return path.parent / f".{path.name}.{name}.json"
+def _scratch(name: str) -> Path:
+    """A path for a CLI summary the step reads back: in a private temporary folder, never in
+    or beside an output artifact (whose folder the launcher uploads)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="omnir1-step-")) / f"{name}.json"
+
+
+def _read_scratch(path: Path) -> dict:
+    data = read_json(path)
+    shutil.rmtree(path.parent, ignore_errors=True)
+    return data
 
 
 def log_metrics(artifact, values: Mapping[str, float]) -> None:
@@ -83,7 +94,7 @@ def fetch_data(params: str, datasets: str) -> dict[str, float]:
     """data@FORMAT for every format of data.formats."""
     figures = {}
     for fmt in _params(params).data.formats:
-        report = _scratch(datasets, fmt)
+        report = _scratch(fmt)
         omnir1(
             "data",
             "fetch",
@@ -93,7 +104,7 @@ def fetch_data(params: str, datasets: str) -> dict[str, float]:
             params=params,
             quiet=True,
         )
-        figures.update(flat_metrics(read_json(report), f"{fmt}."))
+        figures.update(flat_metrics(_read_scratch(report), f"{fmt}."))
     return figures
 
 
@@ -113,7 +124,7 @@ def preprocess(params: str, datasets: str, shards: str, part: int, parts: int) -
     """preprocess@FORMAT for one part of every data set's videos (fan-out)."""
     figures = {}
     for fmt in _params(params).data.formats:
-        summary = _scratch(shards, fmt)
+        summary = _scratch(fmt)
         omnir1(
             "data",
             "preprocess",
@@ -125,7 +136,7 @@ def preprocess(params: str, datasets: str, shards: str, part: int, parts: int) -
             metrics=summary,
             quiet=True,
         )
-        figures.update(flat_metrics(read_json(summary), f"{fmt}."))
+        figures.update(flat_metrics(_read_scratch(summary), f"{fmt}."))
     return figures
 
 
@@ -151,7 +162,7 @@ def fetch_model(params: str, uri: str, models: str) -> None:
 
 def warm_start(params: str, datasets: str, models: str, warm: str) -> dict[str, float]:
     fmt = _params(params).data.train_format
-    summary = _scratch(warm, "summary")
+    summary = _scratch("warm_start")
     omnir1(
         "warm-start",
         data=Path(datasets) / fmt,
@@ -161,7 +172,7 @@ def warm_start(params: str, datasets: str, models: str, warm: str) -> dict[str, 
         metrics=summary,
         params=params,
     )
-    return flat_metrics(read_json(summary))
+    return flat_metrics(_read_scratch(summary))
 
 
 def train(
