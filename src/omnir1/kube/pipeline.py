@@ -139,18 +139,23 @@ def submit(
 ) -> str:
     """Submit a pipeline run to the Kubeflow Pipelines endpoint `host`; returns the run id.
     The token comes from KF_PIPELINES_TOKEN (a Kubernetes Secret in-cluster) when set."""
-    import os
-
     import kfp
 
-    client = kfp.Client(
-        host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN"), namespace=namespace
-    )
-    result = client.create_run_from_pipeline_func(
-        load_pipeline(which, project, params_file),
-        arguments=dict(arguments or {}),
-        experiment_name=experiment,
-        run_name=run_name,
-        service_account=service_account,
-    )
+    from omnir1.kube.steps import StepError
+
+    pipeline = load_pipeline(which, project, params_file)  # input errors before any call
+    try:
+        client = kfp.Client(
+            host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN"), namespace=namespace
+        )
+        result = client.create_run_from_pipeline_func(
+            pipeline,
+            arguments=dict(arguments or {}),
+            experiment_name=experiment,
+            run_name=run_name,
+            service_account=service_account,
+        )
+    except Exception as exc:  # connection refused, HTTP errors from the API, bad token
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepError(f"Kubeflow Pipelines at {host}: {first}") from None
     return result.run_id
