@@ -239,6 +239,9 @@ class TrackingParams(_Section):
     enabled: bool = True
     uri: str = "sqlite:///mlruns.db"  # MLFLOW_TRACKING_URI wins when set
     experiment: str = "omnir1"
+    # an unreachable server during training: keep the metrics and send them when it answers
+    # again ("buffer"), or stop training with an error ("fail")
+    on_unavailable: Literal["buffer", "fail"] = "buffer"
 
 
 class RegisterParams(_Section):

@@ -62,6 +62,7 @@ def run_pipeline(work: Path, params: Path, *args: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two whole pipelines, each task a fresh process (~7 min on 1 core)
 def test_training_then_evaluation_pipelines_run_locally(tmp_path):
     params = small_params(tmp_path)
     out = run_pipeline(tmp_path, params)

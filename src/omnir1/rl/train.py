@@ -141,7 +141,13 @@ def run_training(
         tracked["models"] = {"base": models.manifest.name}
         trainer.add_callback(
             MLflowTracking(
-                params.tracking.uri, params.tracking.experiment, tracked, rewards, out.name
+                params.tracking.uri,
+                params.tracking.experiment,
+                tracked,
+                rewards,
+                out.name,
+                on_unavailable=params.tracking.on_unavailable,
+                pending_file=out / "mlflow_pending.jsonl",
             )
         )
     resume_from = latest_checkpoint(checkpoints) if resume else None
