@@ -4,7 +4,9 @@
 trainer and `omnir1 infer --system2-url` swap it in for the in-process System 2. Connection
 errors, timeouts and 502/503/504 answers are retried with exponential back-off; after the last
 attempt, or on any other error answer (bad token, invalid request), it raises System2Error with
-the service's own message: a failed call never turns into empty masks.
+the service's own message: a failed call never turns into empty masks. An answer that is not
+what was asked for (not JSON, other request ids, malformed keyframes or masks, masks that do not
+decode) counts as a failed attempt too: retried, then an error saying what was wrong.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class System2Client:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.data_root = None if data_root is None else Path(data_root).resolve()
 
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, parse=lambda answer: answer):
+        """POST with retries; `parse(json)` checks and converts the answer (ValueError, KeyError
+        or TypeError: a garbled answer, retried like a dropped connection)."""
         import requests
 
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -70,9 +74,10 @@ class System2Client:
                     f"{_detail(answer)}",
                 )
             try:
-                return answer.json()
-            except ValueError:
-                raise System2Error(None, f"System-2 service {self.url}{path}: not JSON") from None
+                return parse(answer.json())
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                last = f"garbled answer: {type(exc).__name__}: {str(exc)[:200]}"
+                continue
         raise System2Error(
             None,
             f"System-2 service {self.url}{path} unavailable after {self.retries + 1} attempts "
@@ -120,25 +125,68 @@ class System2Client:
         """Drop-in for the in-process `run_system2` (models and grounder settings live in the
         service; replaying a grounder answer is in-process only)."""
         from omnir1.data import rle
+        from omnir1.errors import DataError
 
         del models, grounder_cfg
         if grounder_answer is not None:
             raise System2Error(None, "replaying a grounder answer needs the in-process System 2")
         start = time.perf_counter()
-        answer = self._post("/v1/segment", self.segment_body(video, requests, folder_fps))
-        results = []
-        masks_by_id = {}
-        for r in answer["results"]:
-            results.append(System2Result(r["id"], [KeyframeResult(**k) for k in r["keyframes"]]))
-            masks_by_id[r["id"]] = r["masks"]
-        frames = min((len(m) for m in masks_by_id.values()), default=0)
-        for t in range(frames):
-            on_frame(t, {rid: rle.decode(m[t]) for rid, m in masks_by_id.items()})
+        asked = [r.id for r in requests]
+        answer, results, masks = self._post(
+            "/v1/segment",
+            self.segment_body(video, requests, folder_fps),
+            lambda answer: _parse_segment(answer, asked),
+        )
+        for t in range(len(next(iter(masks.values()), []))):  # decoded a frame at a time
+            try:
+                frame = {rid: rle.decode(m[t]) for rid, m in masks.items()}
+            except DataError as exc:
+                raise System2Error(
+                    None,
+                    f"System-2 service {self.url}: mask of frame {t} does not decode "
+                    f"({exc.message})",
+                ) from None
+            on_frame(t, frame)
         if timings is not None:
             timings["system2_service"] = time.perf_counter() - start
             for k, v in answer.get("timings_s", {}).items():
                 timings[f"service_{k}"] = v
         return results
+
+
+def _parse_segment(answer, asked: list[str]):
+    """(answer, results, {id: RLE per frame}) of a /v1/segment answer, checked against the
+    request ids and for well-formed RLE (decoded later, a frame at a time, to bound memory);
+    anything else raises ValueError / KeyError / TypeError."""
+
+    if not isinstance(answer, dict) or not isinstance(answer.get("results"), list):
+        raise ValueError("expected an object with a 'results' list")
+    got = [r["id"] for r in answer["results"]]
+    if sorted(got) != sorted(asked):
+        raise ValueError(f"results for ids {got[:5]}, asked for {asked[:5]}")
+    results, masks = [], {}
+    for r in answer["results"]:
+        keyframes = [KeyframeResult(**k) for k in r["keyframes"]]  # TypeError on other fields
+        for k in keyframes:
+            if not isinstance(k.frame, int) or not isinstance(k.boxes, list):
+                raise TypeError(f"keyframe {k.frame!r}: frame must be an int, boxes a list")
+        results.append(System2Result(r["id"], keyframes))
+        if not isinstance(r["masks"], list) or not all(map(_is_rle, r["masks"])):
+            raise TypeError(f"masks of {r['id']!r} must be a list of COCO RLE objects")
+        masks[r["id"]] = r["masks"]
+    if len({len(m) for m in masks.values()}) > 1:
+        raise ValueError("the requests' masks cover different numbers of frames")
+    return answer, results, masks
+
+
+def _is_rle(m) -> bool:
+    size = m.get("size") if isinstance(m, dict) else None
+    return (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) for v in size)
+        and isinstance(m.get("counts"), str | list)
+    )
 
 
 def _request_json(r: System2Request) -> dict:
