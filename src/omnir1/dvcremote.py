@@ -130,14 +130,30 @@ def dvc_errors(output: str) -> str:
     lines = [ln for ln in lines if not ln.startswith(("WARNING", "Having any troubles?"))]
     if first is None:
         lines = lines[-1:]
+    # one failed transfer per file is noise: the first says why, a count says how many
+    transfers = [ln for ln in lines if ln.startswith("ERROR: failed to transfer")]
+    if len(transfers) > 1:
+        at = lines.index(transfers[0])
+        lines = [ln for ln in lines if ln not in transfers[1:]]
+        lines.insert(at + 1, f"(and {len(transfers) - 1} more files like it)")
     return " ".join(lines) or "no output"
+
+
+# botocore's default (5 attempts per request, under s3fs's own 5) keeps a push to a vanished
+# endpoint retrying for many minutes; 3 standard-mode attempts still ride out a blip. The
+# user's own AWS_MAX_ATTEMPTS / AWS_RETRY_MODE win.
+TRANSFER_RETRIES = {"AWS_MAX_ATTEMPTS": "3", "AWS_RETRY_MODE": "standard"}
 
 
 def dvc(*args: str, cwd: str | Path | None = None, about: str = "dvc") -> str:
     """Run `dvc ARGS` with this interpreter; its stdout, or a DvcError with its error text.
     Its warnings pass through to stderr."""
     out = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**TRANSFER_RETRIES, **os.environ},
     )
     if out.returncode != 0:
         text = dvc_errors(out.stderr if out.stderr.strip() else out.stdout)
