@@ -83,6 +83,20 @@ class PreprocessParams(_Section):
 class TinyParams(_Section):
     seed: int = 0
     sam2_size: int = Field(256, ge=64, multiple_of=16)
+    # rotary codes and tokenizer of the tiny thinkers (omnir1.models.tiny.TinySizes)
+    rope_theta: float = Field(1e6, gt=0)
+    mrope_section: tuple[int, int, int] | None = None  # None: production proportions
+    digit_tokens: bool = False
+
+    def sizes(self):
+        from omnir1.models.tiny import TinySizes
+
+        return TinySizes(
+            sam2_image_size=self.sam2_size,
+            rope_theta=self.rope_theta,
+            mrope_section=self.mrope_section,
+            digit_tokens=self.digit_tokens,
+        )
 
 
 class ModelParams(_Section):
