@@ -217,6 +217,7 @@ class FinetuneParams(_Section):
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)
     final_lr_ratio: float = Field(0.05, ge=0, le=1)
+    train_vision: bool = False  # the vision tower too (GRPO keeps it frozen)
 
     def to_config(self, seed: int = 0):
         from omnir1.rl.warmstart import WarmStartConfig
@@ -231,6 +232,8 @@ class WarmStartParams(_Section):
 
     grounder: FinetuneParams = FinetuneParams()
     grounder_frame_stride: int = Field(3, ge=1)
+    # freshly drawn synthetic frames added to the grounder's examples (rendered_grounder_examples)
+    grounder_rendered: int = Field(0, ge=0)
     system1: FinetuneParams = FinetuneParams()
 
 
