@@ -26,7 +26,14 @@ def _print_json(obj: object) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from omnir1.data.synth import SynthConfig, synthesize
 
-    cfg = SynthConfig(format=args.format, videos=args.videos, seed=args.seed, workers=args.workers)
+    extra = {"background": args.background} if args.background else {}
+    if args.object_scale is not None:
+        extra["object_scale"] = args.object_scale
+    if args.visits is not None:
+        extra["visit_fraction"] = args.visits
+    cfg = SynthConfig(
+        format=args.format, videos=args.videos, seed=args.seed, workers=args.workers, **extra
+    )
     _print_json(synthesize(cfg, args.out, overwrite=args.overwrite, progress=not args.quiet))
     return 0
 
@@ -493,6 +500,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="videos rendered in parallel")
+    p.add_argument(
+        "--background",
+        choices=("gradient", "position"),
+        help="gradient: top to bottom colour; position: red ramps with x, green with y "
+        "(default: SynthConfig's)",
+    )
+    p.add_argument(
+        "--object-scale", type=float, help="shapes' radii x this (default: SynthConfig's)"
+    )
+    p.add_argument(
+        "--visits",
+        type=float,
+        help="fraction of objects only in view for 2-3.5 s (default: SynthConfig's)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)

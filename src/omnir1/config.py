@@ -24,6 +24,9 @@ class SynthParams(_Section):
     videos: int = Field(24, ge=1)
     seed: int = 0
     workers: int = Field(2, ge=1)
+    background: Literal["gradient", "position"] = "gradient"  # data.synth.scene.BACKGROUND_STYLES
+    object_scale: float = Field(1.0, ge=0.2, le=3.0)  # shapes' radii x this
+    visit_fraction: float = Field(0.0, ge=0.0, le=1.0)  # objects only briefly in view
 
 
 class DataParams(_Section):
@@ -80,6 +83,20 @@ class PreprocessParams(_Section):
 class TinyParams(_Section):
     seed: int = 0
     sam2_size: int = Field(256, ge=64, multiple_of=16)
+    # rotary codes and tokenizer of the tiny thinkers (omnir1.models.tiny.TinySizes)
+    rope_theta: float = Field(1e6, gt=0)
+    mrope_section: tuple[int, int, int] | None = None  # None: production proportions
+    digit_tokens: bool = False
+
+    def sizes(self):
+        from omnir1.models.tiny import TinySizes
+
+        return TinySizes(
+            sam2_image_size=self.sam2_size,
+            rope_theta=self.rope_theta,
+            mrope_section=self.mrope_section,
+            digit_tokens=self.digit_tokens,
+        )
 
 
 class ModelParams(_Section):
@@ -200,6 +217,7 @@ class FinetuneParams(_Section):
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)
     final_lr_ratio: float = Field(0.05, ge=0, le=1)
+    train_vision: bool = False  # the vision tower too (GRPO keeps it frozen)
 
     def to_config(self, seed: int = 0):
         from omnir1.rl.warmstart import WarmStartConfig
@@ -214,6 +232,8 @@ class WarmStartParams(_Section):
 
     grounder: FinetuneParams = FinetuneParams()
     grounder_frame_stride: int = Field(3, ge=1)
+    # freshly drawn synthetic frames added to the grounder's examples (rendered_grounder_examples)
+    grounder_rendered: int = Field(0, ge=0)
     system1: FinetuneParams = FinetuneParams()
 
 

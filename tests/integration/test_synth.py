@@ -213,3 +213,32 @@ def test_refuses_to_overwrite_without_flag(tmp_path: Path):
     synthesize(SynthConfig(format="mevis", videos=2), out, overwrite=True, progress=False)
     assert len(list((out / "train" / "JPEGImages").iterdir())) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["set"]  # no staging or old folders left
+
+
+def test_position_background_codes_x_in_red_and_y_in_green_and_keeps_the_objects():
+    base = SynthConfig(format="revos", videos=2, seed=3)
+    coded = SynthConfig(format="revos", videos=2, seed=3, background="position")
+    _, _, plain, _ = video_scene(base, 0)
+    _, _, scene, _ = video_scene(coded, 0)
+    assert [o.start for o in scene.objects] == [o.start for o in plain.objects]
+    from omnir1.data.synth.scene import background, render_frame
+
+    bg = background(scene)
+    assert np.all(np.diff(bg[..., 0], axis=1) > 0) and np.allclose(np.diff(bg[..., 0], axis=0), 0)
+    assert np.all(np.diff(bg[..., 1], axis=0) > 0) and np.allclose(np.diff(bg[..., 1], axis=1), 0)
+    frames, masks = render(scene)
+    frame, drawn = render_frame(scene, scene.frame_time(7))
+    assert np.array_equal(frame, frames[7])
+    for obj_id, m in masks.items():
+        assert np.array_equal(drawn.get(obj_id, np.zeros_like(m[7])), m[7])
+
+
+def test_object_scale_and_visits():
+    big = SynthConfig(format="revos", videos=4, seed=3, object_scale=2.0, visit_fraction=1.0)
+    for i in range(big.videos):
+        _, _, scene, _ = video_scene(big, i)
+        for o in scene.objects:
+            assert scene.radius(o) == pytest.approx(2 * SIZES[o.size] * 180)
+            assert 2.0 <= o.t_out - o.t_in <= 3.5  # every object visits
+    with pytest.raises(ConfigError):
+        SynthConfig(background="checkerboard")

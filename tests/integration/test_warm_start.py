@@ -88,3 +88,37 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     assert set(study["summary"]) == {"reward", "keyframe_hit_rate", "box_iou", "format_rate"}
     assert "| mean total reward |" in (out / "study.md").read_text()
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rendered_frames_and_a_trained_vision_tower(tiny_models, synth_sets, tmp_path):
+    """warm_start.grounder_rendered adds freshly drawn frames like the data set's own (boxes
+    inside the frame, on the named object); train_vision trains the grounder's vision tower."""
+    from omnir1.rl.warmstart import rendered_frames
+
+    frames = rendered_frames(synth_sets["revos"], 5, seed=1)
+    assert len(frames) == 5
+    for img, text, (box,) in frames:
+        assert img.shape == (180, 320, 3) and text.startswith("the ")
+        assert 0 <= box[0] < box[2] < 320 and 0 <= box[1] < box[3] < 180
+    assert all(len(b) == 1 for *_, b in rendered_frames(synth_sets["revos"], 3, objects=1))
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        WARM.replace(
+            "grounder_frame_stride: 20", "grounder_frame_stride: 20\n  grounder_rendered: 4"
+        )
+        .replace("grounder: {steps: 2,", "grounder: {train_vision: true, steps: 2,")
+        .replace("system1: {steps: 2,", "system1: {steps: 0,")
+    )
+    out = tmp_path / "warm"
+    args = ["warm-start", "--data", str(synth_sets["revos"]), "--format", "revos"]
+    assert (
+        main([*args, "--models", str(tiny_models), "--params", str(params), "--out", str(out)]) == 0
+    )
+    before, after = (
+        weights(Manifest.read(tiny_models).grounder),
+        weights(Manifest.read(out).grounder),
+    )
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("visual" in k for k in changed)
+    assert not any("audio_tower" in k for k in changed)

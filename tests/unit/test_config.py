@@ -65,3 +65,18 @@ def test_train_params_map_to_the_papers_grpo_recipe(tmp_path):
     assert (cfg.temperature, cfg.top_p, cfg.max_completion_length) == (1.0, 0.95, 800)
     assert not cfg.bf16  # on CPU
     assert cfg.generation_kwargs == {"suppress_tokens": [5]}
+
+
+def test_tiny_model_options_reach_the_thinker_config():
+    from omnir1.config import TinyParams
+    from omnir1.models.tiny import TinySizes, build_tokenizer, thinker_config
+
+    sizes = TinyParams(rope_theta=100.0, mrope_section=(2, 7, 7), digit_tokens=True).sizes()
+    tok = build_tokenizer(sizes)
+    assert tok.tokenize("120") == ["1", "2", "0"]
+    rope = thinker_config(tok, sizes).text_config.rope_parameters
+    assert rope["rope_theta"] == 100.0 and list(rope["mrope_section"]) == [2, 7, 7]
+    default = thinker_config(tok, TinySizes()).text_config.rope_parameters
+    assert default["rope_theta"] == 1e6 and list(default["mrope_section"]) == [4, 6, 6]
+    with pytest.raises(ConfigError):
+        thinker_config(tok, TinySizes(mrope_section=(4, 4, 4)))

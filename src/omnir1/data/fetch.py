@@ -41,7 +41,15 @@ def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -
         from omnir1.data.synth import SynthConfig, synthesize
 
         synth = params.data.synth
-        cfg = SynthConfig(format=fmt, videos=synth.videos, seed=synth.seed, workers=synth.workers)
+        cfg = SynthConfig(
+            format=fmt,
+            videos=synth.videos,
+            seed=synth.seed,
+            workers=synth.workers,
+            background=synth.background,
+            object_scale=synth.object_scale,
+            visit_fraction=synth.visit_fraction,
+        )
         synthesize(cfg, out, overwrite=True, progress=progress)
     elif is_s3(source):
         download_prefix(source, out)

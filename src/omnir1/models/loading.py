@@ -115,12 +115,13 @@ def load_models(
     return Models(manifest, system1, processor, grounder, grounder_processor, sam2)
 
 
-def freeze_towers(model) -> None:
+def freeze_towers(model, *, vision: bool = False) -> None:
     """Train the language model only: the vision and audio towers stay as they are (DESIGN.md
-    §2), which also spares their backward pass."""
+    §2), which also spares their backward pass. `vision` trains the vision tower too (the
+    supervised warm starts of tiny random models may; GRPO never does)."""
     model.requires_grad_(True)
-    for tower in (model.model.visual, model.model.audio_tower):
-        tower.requires_grad_(False)
+    model.model.audio_tower.requires_grad_(False)
+    model.model.visual.requires_grad_(vision)
 
 
 def write_model_folder(

@@ -62,6 +62,14 @@ class TinySizes:
     audio_hidden: int = 64
     audio_layers: int = 2
     sam2_image_size: int = 256  # a multiple of 16: SAM2's feature maps are image_size / 16
+    # Rotary codes of the text model. Production: theta 1e6 and the sections (time, height,
+    # width) in the proportions 16:24:24. With head dim 32 that leaves neighbouring image tokens
+    # 0.03 rad (height) and 2e-4 rad (width) apart: attention can hardly tell where a token is.
+    # A small theta (and wider spatial sections) gives spatial positions real rotation.
+    rope_theta: float = 1e6
+    mrope_section: tuple[int, int, int] | None = None  # None: the production proportions
+    # one token per digit (as Qwen2's tokenizer): coordinates and times spelled uniformly
+    digit_tokens: bool = False
 
 
 def build_tokenizer(sizes: TinySizes):
@@ -71,6 +79,10 @@ def build_tokenizer(sizes: TinySizes):
     specials = [SPECIAL_TOKENS["eos_token"], *CHAT_TOKENS, *MULTIMODAL_TOKENS.values()]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if sizes.digit_tokens:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), tok.pre_tokenizer]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=sizes.vocab,
@@ -114,6 +126,15 @@ def thinker_config(tokenizer, sizes: TinySizes):
     half = sizes.hidden // sizes.heads // 2
     spatial = 3 * half // 8
     mrope = [half - 2 * spatial, spatial, spatial]
+    if sizes.mrope_section is not None:
+        mrope = list(sizes.mrope_section)
+        if sum(mrope) != half or min(mrope) < 0:
+            raise ConfigError(
+                None,
+                f"mrope sections {mrope} must be non-negative and sum to half the head "
+                f"dimension ({half})",
+                "models.tiny.mrope_section",
+            )
     return Qwen2_5OmniThinkerConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -123,7 +144,11 @@ def thinker_config(tokenizer, sizes: TinySizes):
             "num_attention_heads": sizes.heads,
             "num_key_value_heads": sizes.kv_heads,
             "max_position_embeddings": 32768,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": sizes.rope_theta,
+                "mrope_section": mrope,
+            },
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
             "tie_word_embeddings": False,

@@ -71,14 +71,14 @@ def run_study(
     log=print,
 ) -> dict:
     from omnir1.models.loading import load_models
-    from omnir1.models.tiny import TinySizes, init_tiny
+    from omnir1.models.tiny import init_tiny
     from omnir1.rl.assess import assess, ignore_video_completions
     from omnir1.rl.train import run_training
     from omnir1.rl.warmstart import run_warm_start
 
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = TinySizes(sam2_image_size=params.models.tiny.sam2_size)
+    sizes = params.models.tiny.sizes()
     start = time.perf_counter()
     timings: dict[str, float] = {}
 

@@ -40,6 +40,7 @@ class WarmStartConfig:
     warmup_steps: int = 20
     final_lr_ratio: float = 0.05  # linear decay to this fraction: a constant lr can unlearn
     max_grad_norm: float = 1.0
+    train_vision: bool = False  # run_warm_start: train the vision tower too
     seed: int = 0
 
 
@@ -241,6 +242,74 @@ def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3)
     return out
 
 
+def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | None = None):
+    """`n` (frame (H, W, 3) uint8, "the red circle", [box]) drawn from new synthetic scenes like
+    the data set's own (its `synth_summary.json`: background, object sizes, frame size), one
+    random time of each; `objects` keeps only the first that many objects of a scene. Targets
+    smaller than a quarter of a small shape's area are not asked about."""
+    from omnir1.data.masks import mask_box
+    from omnir1.data.synth.generate import SUMMARY_FILE, SynthConfig, _sample_scene
+    from omnir1.data.synth.scene import SIZES, render_frame
+
+    summary = read_json(Path(data) / SUMMARY_FILE)
+    cfg = SynthConfig(
+        width=summary["width"],
+        height=summary["height"],
+        background=summary.get("background", "gradient"),
+        object_scale=summary.get("object_scale", 1.0),
+    )
+    radius = SIZES["small"] * cfg.object_scale * min(cfg.width, cfg.height)
+    min_area = 0.25 * np.pi * radius**2
+    out = []
+    draw = 0
+    while len(out) < n:
+        rng = np.random.default_rng([seed, draw, 7])
+        draw += 1
+        scene = _sample_scene(cfg, "train", rng)
+        if objects is not None:
+            scene.objects = scene.objects[:objects]
+        img, masks = render_frame(scene, float(rng.uniform(0, scene.duration_s)))
+        visible = [i for i, m in masks.items() if m.sum() >= min_area]
+        if not visible:
+            continue
+        target = visible[int(rng.integers(len(visible)))]
+        obj = next(o for o in scene.objects if o.obj_id == target)
+        out.append((img, f"the {obj.color} {obj.shape}", [mask_box(masks[target])]))
+    return out
+
+
+def rendered_grounder_examples(
+    grounder, data: str | Path, n: int, *, seed: int = 0, objects: int | None = None
+):
+    """`n` (frame, "the red circle") -> box examples on freshly drawn single frames of new
+    synthetic scenes (`rendered_frames`): positions, colours and backgrounds never repeat, so a
+    tiny grounder must localise instead of remembering where things were in the few training
+    videos (the synthetic analogue of the grounding images the release trains System 2 on). No
+    video of any split is involved."""
+    tok = grounder.processor.tokenizer
+    out: list[Example] = []
+    for img, text, boxes in rendered_frames(data, n, seed=seed, objects=objects):
+        shown = grounder._resized(img)
+        sx, sy = shown.shape[1] / img.shape[1], shown.shape[0] / img.shape[0]
+        scaled = [
+            [round(b[0] * sx), round(b[1] * sy), round(b[2] * sx), round(b[3] * sy)] for b in boxes
+        ]
+        inputs = grounder.processor(
+            text=[grounder._prompt(text)],
+            images=[np.array(shown)],
+            images_kwargs={"do_resize": False},
+            return_tensors="pt",
+        )
+        out.append(
+            Example(
+                inputs["input_ids"][0].tolist(),
+                tok(grounder_answer(scaled, text) + END_OF_TURN)["input_ids"],
+                _fields(inputs),
+            )
+        )
+    return out
+
+
 def _fields(inputs) -> dict:
     return {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
 
@@ -301,17 +370,26 @@ def run_warm_start(
             examples = grounder_examples(
                 grounder, samples, descriptions, frame_stride=ws.grounder_frame_stride
             )
-        freeze_towers(grounder_model)
+            if ws.grounder_rendered:
+                examples += rendered_grounder_examples(
+                    grounder, data, ws.grounder_rendered, seed=params.train.seed
+                )
+        gcfg = ws.grounder.to_config(params.train.seed)
+        freeze_towers(grounder_model, vision=gcfg.train_vision)
         with watch("grounder_train"):
             losses = finetune(
                 grounder_model,
                 examples,
-                ws.grounder.to_config(params.train.seed),
+                gcfg,
                 grounder_processor.tokenizer.pad_token_id,
                 desc="warm start: grounder",
             )
         savers["grounder"] = saver(grounder_model, grounder_processor)
-        summary["grounder"] = {"examples": len(examples), "loss": _ends(losses)}
+        summary["grounder"] = {
+            "examples": len(examples),
+            "rendered": ws.grounder_rendered,
+            "loss": _ends(losses),
+        }
     if ws.system1.steps > 0:
         s1 = params.system1.to_config()
         reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
@@ -323,12 +401,13 @@ def run_warm_start(
             examples = system1_examples(
                 reasoner, samples, clips, targets, descriptions, seed=params.train.seed
             )
-        freeze_towers(models.system1)
+        s1cfg = ws.system1.to_config(params.train.seed)
+        freeze_towers(models.system1, vision=s1cfg.train_vision)
         with watch("system1_train"):
             losses = finetune(
                 models.system1,
                 examples,
-                ws.system1.to_config(params.train.seed),
+                s1cfg,
                 models.system1_processor.tokenizer.pad_token_id,
                 desc="warm start: system 1",
             )

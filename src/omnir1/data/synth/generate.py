@@ -23,6 +23,7 @@ from omnir1.data.loaders import REFAVS_COLUMNS
 from omnir1.data.masks import union
 from omnir1.data.synth import expressions as ex
 from omnir1.data.synth.scene import (
+    BACKGROUND_STYLES,
     COLORS,
     SEEN_SHAPES,
     SIZES,
@@ -47,6 +48,11 @@ SPLIT_CYCLES = {
 
 
 OBJECTS_FILE = "synth_objects.json"
+SUMMARY_FILE = "synth_summary.json"
+
+# (red, green) of the "position" background's top-left and bottom-right corners: pale enough
+# that every object colour stands out from it (at least 55 levels in some channel)
+POSITION_RAMP = ((110, 110), (220, 220))
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,31 @@ class SynthConfig:
     fps: float | None = None  # default: 1 for RefAVS (its 10 frames), 6 for ReVOS / MeViS
     sample_rate: int = 16_000
     workers: int = 2
+    background: str = "gradient"  # scene.BACKGROUND_STYLES
+    object_scale: float = 1.0  # shapes' radii: scene.SIZES times this
+    visit_fraction: float = 0.0  # of objects only briefly in view (VISIBILITY_MODES)
 
     def __post_init__(self) -> None:
+        if self.background not in BACKGROUND_STYLES:
+            raise ConfigError(
+                None,
+                f"unknown background {self.background!r}; valid: {', '.join(BACKGROUND_STYLES)}",
+                "background",
+            )
         if self.format not in SPLIT_CYCLES:
             raise ConfigError(
                 None, f"unknown format {self.format!r}; valid: {', '.join(SPLIT_CYCLES)}", "format"
             )
         if self.videos < 1:
             raise ConfigError(None, f"need at least 1 video, got {self.videos}", "videos")
+        if not 0.2 <= self.object_scale <= 3.0:
+            raise ConfigError(
+                None, f"object_scale must be in [0.2, 3], got {self.object_scale}", "object_scale"
+            )
+        if not 0.0 <= self.visit_fraction <= 1.0:
+            raise ConfigError(
+                None, f"visit_fraction must be in [0, 1], got {self.visit_fraction}", "visits"
+            )
         if self.width < 64 or self.height < 64:
             raise ConfigError(
                 None, f"frames must be at least 64x64, got {self.width}x{self.height}", "size"
@@ -100,6 +123,18 @@ def _outside_point(rng: np.random.Generator, r: float, w: int, h: int) -> tuple[
     return [(-r - 1, y), (w + r + 1, y), (x, -r - 1), (x, h + r + 1)][edge]
 
 
+# How an object's time in view is drawn: on screen throughout, entering (from an edge, at a
+# random time), leaving (through an edge); with `visit_fraction` > 0, that fraction of objects
+# instead visit (appear and vanish within 2-3.5 s), so that the frames a target is visible on
+# vary from video to video and no fixed choice of frames finds it.
+VISIBILITY_MODES = {"stay": 0.4, "enter": 0.35, "leave": 0.25}
+
+
+def visibility_modes(visit_fraction: float) -> dict[str, float]:
+    modes = {m: p * (1.0 - visit_fraction) for m, p in VISIBILITY_MODES.items()}
+    return {**modes, "visit": visit_fraction} if visit_fraction > 0 else modes
+
+
 def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Scene:
     w, h, dur = cfg.width, cfg.height, cfg.duration_s
     shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
@@ -110,13 +145,17 @@ def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Sce
         chosen[0] = (chosen[0][0], UNSEEN_SHAPES[int(rng.integers(len(UNSEEN_SHAPES)))])
     objects = []
     z_order = rng.permutation(n)
+    modes = visibility_modes(cfg.visit_fraction)
     for k, (color, shape) in enumerate(chosen):
         size = "small" if rng.random() < 0.5 else "large"
-        r = SIZES[size] * min(w, h)
-        mode = rng.choice(["stay", "enter", "leave"], p=[0.4, 0.35, 0.25])
+        r = SIZES[size] * cfg.object_scale * min(w, h)
+        mode = rng.choice(list(modes), p=list(modes.values()))
         t_in, t_out = 0.0, dur
         start, end = _inner_point(rng, r, w, h), _inner_point(rng, r, w, h)
-        if mode == "enter":
+        if mode == "visit":  # in view for a short while only: when matters, not just what
+            t_in = float(rng.uniform(0.05 * dur, max(0.05 * dur, dur - 3.5)))
+            t_out = min(dur, t_in + float(rng.uniform(2.0, 3.5)))
+        elif mode == "enter":
             t_in = float(rng.uniform(0.5, 0.6 * dur))
             start = _outside_point(rng, r, w, h)
         elif mode == "leave":
@@ -131,7 +170,11 @@ def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Sce
         )
     top = tuple(int(v) for v in rng.integers(150, 256, 3))
     bottom = tuple(int(v) for v in rng.integers(60, 160, 3))
-    return Scene(w, h, cfg.frame_rate, dur, objects, (top, bottom))
+    if cfg.background == "position":  # the same draws: only the background differs
+        top, bottom = (*POSITION_RAMP[0], top[2]), (*POSITION_RAMP[1], bottom[2])
+    return Scene(
+        w, h, cfg.frame_rate, dur, objects, (top, bottom), cfg.background, cfg.object_scale
+    )
 
 
 def _expressions(
@@ -302,7 +345,7 @@ def synthesize(
         else:
             _write_vos(cfg, staging, results)
         summary = _summary(cfg, results)
-        write_json(staging / "synth_summary.json", summary)
+        write_json(staging / SUMMARY_FILE, summary)
         write_json(staging / OBJECTS_FILE, _objects(results), indent=None)
     return summary
 
@@ -343,6 +386,9 @@ def _summary(cfg: SynthConfig, results: list[VideoResult]) -> dict:
         "expressions_by_kind": kinds,
         "fps": cfg.frame_rate,
         "frames_per_video": round(cfg.duration_s * cfg.frame_rate),
+        "background": cfg.background,
+        "object_scale": cfg.object_scale,
+        "visit_fraction": cfg.visit_fraction,
         "width": cfg.width,
         "height": cfg.height,
         "sample_rate": cfg.sample_rate,

@@ -65,6 +65,11 @@ class Scene:
     duration_s: float
     objects: list[SceneObject]
     background: tuple[tuple[int, int, int], tuple[int, int, int]]  # top and bottom colours
+    # "gradient": top to bottom colour; "position": a smooth position code, red ramping with x
+    # and green with y from `background`'s first colour (top left) to its second (bottom right),
+    # blue from top to bottom, so the pixels around an object tell where in the frame it is
+    background_style: str = "gradient"
+    object_scale: float = 1.0  # radii are SIZES x this x the shorter side
 
     @property
     def num_frames(self) -> int:
@@ -74,7 +79,7 @@ class Scene:
         return i / self.fps
 
     def radius(self, obj: SceneObject) -> float:
-        return SIZES[obj.size] * min(self.width, self.height)
+        return SIZES[obj.size] * self.object_scale * min(self.width, self.height)
 
 
 def _shape_mask(
@@ -98,6 +103,26 @@ def _shape_mask(
     raise ValueError(f"unknown shape {shape!r}")
 
 
+BACKGROUND_STYLES = ("gradient", "position")
+
+
+def background(scene: Scene) -> np.ndarray:
+    """The scene's background, (H, W, 3) float32."""
+    h, w = scene.height, scene.width
+    first, second = (np.asarray(c, np.float32) for c in scene.background)
+    down = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    if scene.background_style == "gradient":
+        return np.broadcast_to((first * (1 - down) + second * down)[:, None, :], (h, w, 3))
+    if scene.background_style == "position":
+        across = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+        code = np.empty((h, w, 3), np.float32)
+        code[..., 0] = first[0] + (second[0] - first[0]) * across
+        code[..., 1] = first[1] + (second[1] - first[1]) * down
+        code[..., 2] = first[2] + (second[2] - first[2]) * down
+        return code
+    raise ValueError(f"unknown background style {scene.background_style!r}")
+
+
 def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Frames (T, H, W, 3) uint8 and, per object id, its visible masks (T, H, W) bool.
 
@@ -106,28 +131,35 @@ def render(scene: Scene) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """
     h, w, n = scene.height, scene.width, scene.num_frames
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    top, bottom = (np.asarray(c, np.float32) for c in scene.background)
-    ramp = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    base = top * (1 - ramp) + bottom * ramp
-    base = np.broadcast_to(base, (h, w, 3))
+    base = background(scene)
     frames = np.empty((n, h, w, 3), np.uint8)
     masks = {o.obj_id: np.zeros((n, h, w), bool) for o in scene.objects}
-    order = sorted(scene.objects, key=lambda o: o.z)
     for i in range(n):
-        t = scene.frame_time(i)
-        img = base.copy()
-        for obj in order:
-            if not obj.exists(t):
-                continue
-            cx, cy = obj.centre(t)
-            m = _shape_mask(obj.shape, cx, cy, scene.radius(obj), xx, yy)
-            for other in order:  # whatever is drawn now hides what was drawn before
-                if other.z < obj.z:
-                    masks[other.obj_id][i] &= ~m
-            masks[obj.obj_id][i] = m
-            img[m] = COLORS[obj.color]
-        frames[i] = img.astype(np.uint8)
+        frames[i], drawn = _draw(scene, scene.frame_time(i), base, xx, yy)
+        for obj_id, m in drawn.items():
+            masks[obj_id][i] = m
     return frames, masks
+
+
+def render_frame(scene: Scene, t: float) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The frame (H, W, 3) uint8 at time t and the visible mask (H, W) of every object drawn."""
+    yy, xx = np.mgrid[0 : scene.height, 0 : scene.width].astype(np.float32)
+    return _draw(scene, t, background(scene), xx, yy)
+
+
+def _draw(scene: Scene, t: float, base: np.ndarray, xx: np.ndarray, yy: np.ndarray):
+    img = base.copy()
+    masks: dict[int, np.ndarray] = {}
+    for obj in sorted(scene.objects, key=lambda o: o.z):
+        if not obj.exists(t):
+            continue
+        cx, cy = obj.centre(t)
+        m = _shape_mask(obj.shape, cx, cy, scene.radius(obj), xx, yy)
+        for other in masks.values():  # whatever is drawn now hides what was drawn before
+            other &= ~m
+        masks[obj.obj_id] = m
+        img[m] = COLORS[obj.color]
+    return img.astype(np.uint8), masks
 
 
 def first_last_visible(mask: np.ndarray, fps: float) -> tuple[float | None, float | None]:
