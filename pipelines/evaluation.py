@@ -9,8 +9,6 @@ Parameters: the settings below, then every leaf of params.yaml with the same def
 from components import stages
 from kfp import dsl
 
-from omnir1.kube.params import pipeline_parameters
-from omnir1.kube.pipeline import pipeline_with_parameters
 from pipelines import cluster, graph
 
 SETTINGS = {
@@ -43,14 +41,13 @@ def evaluation(settings: dict, values: dict, render) -> None:
         stages.report(evaluation=evaluation_, answers=answers)
 
 
-def build(params_file="params.yaml"):
+def build(params_file="params.yaml", local: bool = False):
     """The pipeline, its parameters defaulted from `params_file`."""
-    params = pipeline_parameters(params_file)
-    render = stages.render_params_component(params)
-    return pipeline_with_parameters(
+    return graph.build_pipeline(
         "omnir1-evaluation",
         "Omni-R1 evaluation of a registered model: benchmarks and hallucination probes.",
-        lambda settings, values: evaluation(settings, values, render),
-        params,
+        evaluation,
         SETTINGS,
+        params_file,
+        local,
     )

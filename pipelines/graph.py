@@ -4,6 +4,8 @@ evaluation fan-out with scoring and probes."""
 from components import stages
 from kfp import dsl
 
+from omnir1.kube.params import pipeline_parameters
+from omnir1.kube.pipeline import pipeline_with_parameters
 from pipelines import cluster
 
 
@@ -43,3 +45,16 @@ def evaluate(settings: dict, params, datasets, shards, parts, **models):
         params=params, datasets=datasets, evaluation=evaluation, device=settings["device"], **models
     )
     return evaluation, cluster.pure(cluster.on_gpu_pool(probed)).outputs["answers"]
+
+
+def build_pipeline(name: str, description: str, body, settings: dict, params_file, local: bool):
+    """The kfp pipeline `body(settings, values, render)` with the cluster `settings` and every
+    params.yaml leaf as parameters. kfp.local cannot take a parameter whose default is null
+    ("Unknown value type"), so `local` leaves those out: their value stays the null of
+    params.yaml (the render step's own default)."""
+    params = pipeline_parameters(params_file)
+    render = stages.render_params_component(params)
+    exposed = [p for p in params if not (local and p.default is None)]
+    return pipeline_with_parameters(
+        name, description, lambda s, values: body(s, values, render), exposed, settings
+    )

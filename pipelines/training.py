@@ -12,8 +12,6 @@ from components import stages
 from components.pytorchjob import train_pytorchjob
 from kfp import dsl
 
-from omnir1.kube.params import pipeline_parameters
-from omnir1.kube.pipeline import pipeline_with_parameters
 from pipelines import cluster, graph
 
 SETTINGS = {
@@ -82,14 +80,13 @@ def _after_training(settings, params, datasets, shards, parts, warm, trainer) ->
     )
 
 
-def build(params_file="params.yaml"):
+def build(params_file="params.yaml", local: bool = False):
     """The pipeline, its parameters defaulted from `params_file`."""
-    params = pipeline_parameters(params_file)
-    render = stages.render_params_component(params)
-    return pipeline_with_parameters(
+    return graph.build_pipeline(
         "omnir1-training",
         "Omni-R1 GRPO training: data, preprocessing, training, evaluation, probes, registry.",
-        lambda settings, values: training(settings, values, render),
-        params,
+        training,
         SETTINGS,
+        params_file,
+        local,
     )

@@ -275,3 +275,16 @@ def test_benchmark_parts_merge_into_the_whole(tmp_path, synth_sets, tiny_models)
         for n in ("whole", "merged")
     ]
     assert counts[0] == counts[1]
+
+
+def test_null_params_are_parameters_on_the_cluster_and_left_to_params_yaml_locally():
+    from omnir1.kube.pipeline import load_pipeline
+
+    release = ROOT / "configs" / "params" / "release.yaml"  # evaluate.videos_per_split: null
+    cluster = load_pipeline("training", ROOT, release).component_spec.inputs
+    local = load_pipeline("training", ROOT, release, local=True).component_spec.inputs
+    assert "evaluate__videos_per_split" in cluster and "evaluate__videos_per_split" not in local
+    assert cluster["evaluate__videos_per_split"].optional
+    assert set(cluster) - set(local) == {
+        p.name for p in pipeline_parameters(release) if p.default is None
+    }

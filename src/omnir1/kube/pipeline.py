@@ -55,8 +55,11 @@ def pipeline_with_parameters(
     return dsl.pipeline(name=name, description=description)(pipeline_func)
 
 
-def load_pipeline(which: str, project: str | Path = ".", params_file: str | Path | None = None):
-    """The kfp pipeline `which` (training or evaluation) of the project folder's pipelines/."""
+def load_pipeline(
+    which: str, project: str | Path = ".", params_file: str | Path | None = None, local=False
+):
+    """The kfp pipeline `which` (training or evaluation) of the project folder's pipelines/
+    (`local`: for kfp.local, which cannot take null parameter defaults)."""
     if which not in PIPELINES:
         raise ConfigError(None, f"unknown pipeline {which!r}; valid: {sorted(PIPELINES)}")
     project = Path(project).resolve()
@@ -65,7 +68,7 @@ def load_pipeline(which: str, project: str | Path = ".", params_file: str | Path
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
     module = importlib.import_module(PIPELINES[which])
-    return module.build(params_file or project / "params.yaml")
+    return module.build(params_file or project / "params.yaml", local=local)
 
 
 def compile_pipelines(out: str | Path, project: str | Path = ".", params_file=None) -> dict:
@@ -104,7 +107,7 @@ def run_local(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
     )
     os.environ.setdefault("OMNIR1_PIPELINE_RETRIES", "0")  # see pipelines/cluster.py
-    pipeline = load_pipeline(which, project, params_file)
+    pipeline = load_pipeline(which, project, params_file, local=True)
     before = set(root.glob("*")) if root.is_dir() else set()
     try:
         local = {k: v for k, v in LOCAL_SETTINGS.items() if k in pipeline.component_spec.inputs}
