@@ -23,25 +23,12 @@ import numpy as np
 
 
 def items_of(samples, descriptions, stride: int):
-    from omnir1.data.masks import mask_box
-    from omnir1.rl.warmstart import target_description
+    from omnir1.rl.warmstart import target_boxes
 
-    out, seen = [], set()
-    for s in samples:
-        if s.mask_source is None or s.is_null:
-            continue
-        h, w = s.frame_size()
-        text = target_description(s, descriptions)
-        for t in range(0, s.num_frames, stride):
-            key = (s.video_id, s.object_ids, t)
-            if key in seen:
-                continue
-            seen.add(key)
-            boxes = [mask_box(m) for m in s.mask_source.frame_masks(t, h, w)]
-            boxes = [list(map(float, b)) for b in boxes if b is not None]
-            if boxes:
-                out.append((s, t, text, boxes))
-    return out
+    return [
+        (s, t, text, [list(map(float, b)) for b in boxes])
+        for s, t, text, boxes in target_boxes(samples, descriptions, frame_stride=stride)
+    ]
 
 
 class _Frame:  # a rendered frame in the place of a sample

@@ -169,8 +169,8 @@ def predict_part(
         params.path,
         datasets.path,
         shards.path,
-        untrained.path if untrained else None,
-        trained.path if trained else None,
+        steps.path_of(untrained),
+        steps.path_of(trained),
         predictions.path,
         part,
         parts,
@@ -193,8 +193,8 @@ def score(
     figures = steps.score(
         params.path,
         datasets.path,
-        untrained.path if untrained else None,
-        trained.path if trained else None,
+        steps.path_of(untrained),
+        steps.path_of(trained),
         [p.path for p in parts],
         evaluation.path,
     )
@@ -217,8 +217,8 @@ def probe(
     figures = steps.probe(
         params.path,
         datasets.path,
-        untrained.path if untrained else None,
-        trained.path if trained else None,
+        steps.path_of(untrained),
+        steps.path_of(trained),
         evaluation.path,
         answers.path,
         device=device,
@@ -258,6 +258,6 @@ def report(
         html.path,
         evaluation.path,
         answers.path,
-        run.path if run else None,
-        decision.path if decision else None,
+        steps.path_of(run),
+        steps.path_of(decision),
     )

@@ -13,6 +13,22 @@ SAMPLE_RATE = 16_000
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
+def end_to_end_params() -> dict:
+    """params.yaml for the end-to-end runs: every stage and split, smaller sets, shorter runs."""
+    import yaml
+
+    params = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
+    params["data"]["synth"]["videos"] = 6
+    params["warm_start"]["grounder"].update(steps=2, batch_size=2)
+    params["warm_start"]["system1"].update(steps=2, batch_size=2)
+    params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
+    params["system1"]["max_new_tokens"] = 16
+    params["grounder"]["max_new_tokens"] = 16
+    params["evaluate"]["videos_per_split"] = 1
+    params["probe"].update(max_videos=1, questions_per_video=1)
+    return params
+
+
 def short_params(folder: Path, *replacements: tuple[str, str]) -> Path:
     """params.yaml with 8-token completions (a random System 1 never stops on its own) and the
     given (old, new) text replacements, written to FOLDER/params.yaml."""

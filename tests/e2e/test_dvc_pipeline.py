@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import end_to_end_params
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,16 +25,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     shutil.copytree(
         ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    # every split of every format; the same stages, a smaller set and shorter runs
-    params["data"]["synth"]["videos"] = 6
-    params["warm_start"]["grounder"].update(steps=2, batch_size=2)
-    params["warm_start"]["system1"].update(steps=2, batch_size=2)
-    params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
-    params["system1"]["max_new_tokens"] = 16
-    params["grounder"]["max_new_tokens"] = 16
-    params["evaluate"]["videos_per_split"] = 1
-    params["probe"].update(max_videos=1, questions_per_video=1)
+    params = end_to_end_params()  # every split of every format, smaller and shorter
     params["tracking"]["enabled"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {

@@ -12,21 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import end_to_end_params
+
 ROOT = Path(__file__).resolve().parents[2]
 OMNIR1 = str(Path(sys.executable).parent / "omnir1")
 
 
 def small_params(folder: Path, **changes) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"]["synth"].update(videos=6, workers=1)
+    params = end_to_end_params()
+    params["data"]["synth"]["workers"] = 1
     params["preprocess"]["workers"] = 1
-    params["warm_start"]["grounder"].update(steps=2, batch_size=2)
-    params["warm_start"]["system1"].update(steps=2, batch_size=2)
-    params["train"].update(num_generations=2, max_completion_length=16, max_steps=2)
-    params["system1"]["max_new_tokens"] = 16
-    params["grounder"]["max_new_tokens"] = 16
-    params["evaluate"]["videos_per_split"] = 1
-    params["probe"].update(max_videos=1, questions_per_video=1)
     params["tracking"]["uri"] = f"sqlite:///{folder / 'mlruns.db'}"
     for key, value in changes.items():
         section, name = key.split("__")

@@ -81,6 +81,11 @@ def _read_scratch(path: Path) -> dict:
     return data
 
 
+def path_of(artifact) -> str | None:
+    """An optional input artifact's path (None when the task was given none)."""
+    return artifact.path if artifact else None
+
+
 def log_metrics(artifact, values: Mapping[str, float]) -> None:
     """Log figures into a kfp Metrics output artifact."""
     for name, value in values.items():

@@ -196,14 +196,12 @@ def system1_examples(reasoner, samples, clips, targets, descriptions, seed: int 
     return out
 
 
-def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3):
-    """(frame, the sample's target description) -> the boxes of the target's objects, on every
-    `frame_stride`-th frame where the target is visible; each (video, objects, frame) once."""
+def target_boxes(samples, descriptions, *, frame_stride: int = 3):
+    """(sample, frame, the sample's target description, the boxes of the target's objects) on
+    every `frame_stride`-th frame where the target is visible; each (video, objects, frame)
+    once."""
     from omnir1.data.masks import mask_box
-    from omnir1.media.video import read_image
 
-    tok = grounder.processor.tokenizer
-    out = []
     seen = set()
     for sample in samples:
         if sample.mask_source is None or sample.is_null:
@@ -217,29 +215,36 @@ def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3)
             seen.add(key)
             boxes = [mask_box(m) for m in sample.mask_source.frame_masks(t, height, width)]
             boxes = [b for b in boxes if b is not None]
-            if not boxes:
-                continue
-            image = read_image(sample.frame_paths[t])
-            shown = grounder._resized(image)
-            sx, sy = shown.shape[1] / width, shown.shape[0] / height
-            scaled = [
-                [round(b[0] * sx), round(b[1] * sy), round(b[2] * sx), round(b[3] * sy)]
-                for b in boxes
-            ]
-            inputs = grounder.processor(
-                text=[grounder._prompt(text)],
-                images=[np.array(shown)],
-                images_kwargs={"do_resize": False},
-                return_tensors="pt",
-            )
-            out.append(
-                Example(
-                    inputs["input_ids"][0].tolist(),
-                    tok(grounder_answer(scaled, text) + END_OF_TURN)["input_ids"],
-                    _fields(inputs),
-                )
-            )
-    return out
+            if boxes:
+                yield sample, t, text, boxes
+
+
+def _box_example(grounder, image: np.ndarray, text: str, boxes) -> Example:
+    """The grounder's prompt on `image` (resized as it sees it) -> `boxes`, scaled alike."""
+    shown = grounder._resized(image)
+    sx, sy = shown.shape[1] / image.shape[1], shown.shape[0] / image.shape[0]
+    scaled = [
+        [round(b[0] * sx), round(b[1] * sy), round(b[2] * sx), round(b[3] * sy)] for b in boxes
+    ]
+    inputs = grounder.processor(
+        text=[grounder._prompt(text)],
+        images=[np.array(shown)],
+        images_kwargs={"do_resize": False},
+        return_tensors="pt",
+    )
+    answer = grounder.processor.tokenizer(grounder_answer(scaled, text) + END_OF_TURN)
+    return Example(inputs["input_ids"][0].tolist(), answer["input_ids"], _fields(inputs))
+
+
+def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3):
+    """(frame, the sample's target description) -> the boxes of the target's objects, for
+    every frame of `target_boxes`."""
+    from omnir1.media.video import read_image
+
+    return [
+        _box_example(grounder, read_image(sample.frame_paths[t]), text, boxes)
+        for sample, t, text, boxes in target_boxes(samples, descriptions, frame_stride=frame_stride)
+    ]
 
 
 def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | None = None):
@@ -286,28 +291,10 @@ def rendered_grounder_examples(
     tiny grounder must localise instead of remembering where things were in the few training
     videos (the synthetic analogue of the grounding images the release trains System 2 on). No
     video of any split is involved."""
-    tok = grounder.processor.tokenizer
-    out: list[Example] = []
-    for img, text, boxes in rendered_frames(data, n, seed=seed, objects=objects):
-        shown = grounder._resized(img)
-        sx, sy = shown.shape[1] / img.shape[1], shown.shape[0] / img.shape[0]
-        scaled = [
-            [round(b[0] * sx), round(b[1] * sy), round(b[2] * sx), round(b[3] * sy)] for b in boxes
-        ]
-        inputs = grounder.processor(
-            text=[grounder._prompt(text)],
-            images=[np.array(shown)],
-            images_kwargs={"do_resize": False},
-            return_tensors="pt",
-        )
-        out.append(
-            Example(
-                inputs["input_ids"][0].tolist(),
-                tok(grounder_answer(scaled, text) + END_OF_TURN)["input_ids"],
-                _fields(inputs),
-            )
-        )
-    return out
+    return [
+        _box_example(grounder, img, text, boxes)
+        for img, text, boxes in rendered_frames(data, n, seed=seed, objects=objects)
+    ]
 
 
 def _fields(inputs) -> dict:
