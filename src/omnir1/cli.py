@@ -31,6 +31,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         extra["object_scale"] = args.object_scale
     if args.visits is not None:
         extra["visit_fraction"] = args.visits
+    if args.layout:
+        extra["layout"] = args.layout
     cfg = SynthConfig(
         format=args.format, videos=args.videos, seed=args.seed, workers=args.workers, **extra
     )
@@ -513,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--visits",
         type=float,
         help="fraction of objects only in view for 2-3.5 s (default: SynthConfig's)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=("free", "turns"),
+        help="free: 3-5 objects, often several in view; turns: 2-3 objects in view one at a "
+        "time (default: SynthConfig's)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

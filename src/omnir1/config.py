@@ -27,6 +27,7 @@ class SynthParams(_Section):
     background: Literal["gradient", "position"] = "gradient"  # data.synth.scene.BACKGROUND_STYLES
     object_scale: float = Field(1.0, ge=0.2, le=3.0)  # shapes' radii x this
     visit_fraction: float = Field(0.0, ge=0.0, le=1.0)  # objects only briefly in view
+    layout: Literal["free", "turns"] = "free"  # data.synth.generate.LAYOUTS
 
 
 class DataParams(_Section):

@@ -193,3 +193,25 @@ def test_scores_from_a_shard_equal_scores_from_decoding(models, synth_sets, tmp_
     assert [r["video_accuracy"].components for r in a.rewards] == [
         r["video_accuracy"].components for r in b.rewards
     ]
+
+
+def test_adversarial_answers_score_zero_and_are_counted(models, context):
+    """System 1 and the grounder writing hostile text: the group is scored, never a crash."""
+    good, box = answer_on_visible_frames(context, moments=1)
+    many = [{"start_time": "00:00.00", "end_time": "00:00.00", "description": "x"}] * 5000
+    hostile = [
+        "<think>" + "a" * 2_000_000 + "</think><answer>[]</answer>",  # very long
+        "<think>x</think><answer>" + "[" * 100_000 + "]" * 100_000 + "</answer>",  # deep
+        "<think>x</think><answer>" + '{"a":' * 5000 + "1" + "}" * 5000 + "</answer>",
+        f"<think>x</think><answer>{json.dumps(many)}</answer>",  # thousands of moments
+    ]
+    boxes = json.dumps([{"bbox_2d": box}] + [{"bbox_2d": [1, 2, 3, 4]}] * 5000)
+    thousands_of_boxes = functools.partial(run_system2, grounder_answer=boxes)
+    engine = RewardEngine(["format", "video_accuracy"], models, system2=thousands_of_boxes)
+    scores = engine.score_group(context, [good, *hostile])
+    accuracy = [r["video_accuracy"].total for r in scores.rewards]
+    assert all(a == 0.0 for a in accuracy[1:3])  # no JSON object read: gated to zero
+    assert scores.parsed[2].problems and scores.parsed[3].problems  # counted, with reasons
+    assert len(scores.parsed[4].moments) <= 8  # max_moments: the rest dropped, and said so
+    assert scores.outcomes[0] is not None and len(scores.outcomes[0].boxes[0]) <= 16
+    assert scores.rewards[0]["video_accuracy"].components["object_num_mismatch"] < 0

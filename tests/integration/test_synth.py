@@ -2,6 +2,7 @@
 scene they describe, and the soundtrack carries the events that expressions name."""
 
 import csv
+import itertools
 import re
 from pathlib import Path
 
@@ -242,3 +243,18 @@ def test_object_scale_and_visits():
             assert 2.0 <= o.t_out - o.t_in <= 3.5  # every object visits
     with pytest.raises(ConfigError):
         SynthConfig(background="checkerboard")
+
+
+def test_turns_layout_shows_at_most_one_object_at_a_time():
+    cfg = SynthConfig(format="revos", videos=6, seed=5, layout="turns")
+    for i in range(cfg.videos):
+        _, _, scene, _ = video_scene(cfg, i)
+        assert 2 <= len(scene.objects) <= 3
+        windows = sorted((o.t_in, o.t_out) for o in scene.objects)
+        assert all(0.0 <= a < b <= scene.duration_s for a, b in windows)
+        assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(windows))
+        _, masks = render(scene)
+        in_view = np.stack([m.any(axis=(1, 2)) for m in masks.values()])  # (objects, frames)
+        assert in_view.sum(axis=0).max() == 1 and in_view.any(axis=1).all()
+    with pytest.raises(ConfigError, match="layout"):
+        SynthConfig(layout="grid")

@@ -67,7 +67,7 @@ def _check_video(sample: Sample, report: CheckReport) -> None:
                 this = img.size
         except FileNotFoundError:
             raise DataError(path, "frame file not found") from None
-        except (OSError, SyntaxError) as exc:
+        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
             raise DataError(path, f"cannot read frame ({exc})") from None
         if size is not None and this != size:
             raise DataError(

@@ -49,6 +49,7 @@ def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -
             background=synth.background,
             object_scale=synth.object_scale,
             visit_fraction=synth.visit_fraction,
+            layout=synth.layout,
         )
         synthesize(cfg, out, overwrite=True, progress=progress)
     elif is_s3(source):

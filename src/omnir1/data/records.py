@@ -78,7 +78,7 @@ class PNGMaskSource:
                     arr = np.asarray(img.convert("L"))
             except FileNotFoundError:
                 raise DataError(path, "mask file not found") from None
-            except OSError as exc:
+            except (OSError, Image.DecompressionBombError) as exc:
                 raise DataError(path, f"cannot decode mask PNG ({exc})") from None
             _require_frame_size(arr, height, width, path)
             out[k] = arr > 127
@@ -126,7 +126,7 @@ class Sample:
                 return img.size[1], img.size[0]
         except FileNotFoundError:
             raise DataError(self.frame_paths[0], "frame file not found") from None
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             raise DataError(self.frame_paths[0], f"cannot read frame ({exc})") from None
 
     def masks(self) -> Iterator[np.ndarray]:

@@ -78,7 +78,7 @@ def _read_with_pillow(path: Path, data: bytes) -> np.ndarray:
             if img.mode in ("LA", "PA"):
                 return np.asarray(img)[..., 0] > 0
             return np.asarray(img) > 0
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise PredictionError(path, f"cannot decode the predicted mask ({exc})") from None
 
 

@@ -19,6 +19,16 @@ from omnir1.errors import MediaError
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 QWEN_FACTOR = 28  # Qwen2.5 vision patch (14) x spatial merge (2)
+# Frames above 8K x 8K are refused before any pixel is decoded: one such frame is 200 MB of RGB,
+# and a header can claim any size (a decompression bomb)
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_FRAME_PIXELS:
+        raise MediaError(
+            path, f"frames of {width}x{height} px are over the limit of {MAX_FRAME_PIXELS:,} pixels"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,12 +93,21 @@ def _video_stream(container, path: Path):
     return container.streams.video[0]
 
 
-def read_image(path: Path) -> np.ndarray:
+def _open_image(path: Path):
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, SyntaxError) as exc:
+        img = Image.open(path)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise MediaError(path, f"cannot decode image ({exc})") from None
+    _check_size(path, *img.size)
+    return img
+
+
+def read_image(path: Path) -> np.ndarray:
+    with _open_image(path) as img:
+        try:
+            return np.asarray(img.convert("RGB"))
+        except (OSError, SyntaxError) as exc:
+            raise MediaError(path, f"cannot decode image ({exc})") from None
 
 
 def inspect(path: str | Path, *, folder_fps: float | None = None) -> MediaInfo:
@@ -97,7 +116,7 @@ def inspect(path: str | Path, *, folder_fps: float | None = None) -> MediaInfo:
     _require_exists(path)
     if path.is_dir():
         files = list_frame_files(path)
-        with Image.open(files[0]) as first:
+        with _open_image(files[0]) as first:
             width, height = first.size
         n = len(files)
         return MediaInfo(
@@ -132,6 +151,7 @@ def inspect(path: str | Path, *, folder_fps: float | None = None) -> MediaInfo:
             duration = container.duration / 1_000_000
         else:
             duration = None
+        _check_size(path, stream.codec_context.width, stream.codec_context.height)
         audio = container.streams.audio[0] if container.streams.audio else None
         return MediaInfo(
             duration_s=duration,

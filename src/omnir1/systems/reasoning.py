@@ -46,6 +46,15 @@ class VideoClip:
     audio: np.ndarray | None  # 16 kHz mono float32; None when the video has no audio track
     duration_s: float
 
+    def __post_init__(self) -> None:
+        # a zero-length track (an empty WAV, an audio stream without samples) is silence: the
+        # audio tower cannot take zero frames, so the clip is treated as having no audio
+        if self.audio is not None and self.audio.size == 0:
+            from omnir1.media.audio import NoAudioWarning
+
+            warnings.warn("empty audio track: System 1 gets no audio", NoAudioWarning, stacklevel=2)
+            self.audio = None
+
     @property
     def num_frames(self) -> int:
         return len(self.frames)

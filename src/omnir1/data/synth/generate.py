@@ -69,6 +69,7 @@ class SynthConfig:
     background: str = "gradient"  # scene.BACKGROUND_STYLES
     object_scale: float = 1.0  # shapes' radii: scene.SIZES times this
     visit_fraction: float = 0.0  # of objects only briefly in view (VISIBILITY_MODES)
+    layout: str = "free"  # LAYOUTS
 
     def __post_init__(self) -> None:
         if self.background not in BACKGROUND_STYLES:
@@ -76,6 +77,10 @@ class SynthConfig:
                 None,
                 f"unknown background {self.background!r}; valid: {', '.join(BACKGROUND_STYLES)}",
                 "background",
+            )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(
+                None, f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}", "layout"
             )
         if self.format not in SPLIT_CYCLES:
             raise ConfigError(
@@ -130,6 +135,26 @@ def _outside_point(rng: np.random.Generator, r: float, w: int, h: int) -> tuple[
 VISIBILITY_MODES = {"stay": 0.4, "enter": 0.35, "leave": 0.25}
 
 
+# "free": 3-5 objects, each with its own visibility mode, often several in view at once.
+# "turns": 2-3 objects that take turns on screen, at most one in view at any time (the shape of
+# DESIGN.md §7's prototype: a target visible for a while, a distractor at other times), so that
+# finding the target means finding *when* it is in view, and boxing it means finding *where*.
+LAYOUTS = ("free", "turns")
+
+
+def _turns(rng: np.random.Generator, n: int, dur: float) -> list[tuple[float, float]]:
+    """n disjoint time windows in random order, each 2-4 s, separated by random gaps."""
+    lengths = rng.uniform(2.0, 4.0, n)
+    lengths *= min(1.0, 0.85 * dur / lengths.sum())
+    gaps = rng.dirichlet(np.ones(n + 1)) * (dur - lengths.sum())
+    windows, t = [], 0.0
+    for length, gap in zip(lengths, gaps[:-1], strict=True):
+        t += gap
+        windows.append((float(t), float(t + length)))
+        t += length
+    return [windows[i] for i in rng.permutation(n)]
+
+
 def visibility_modes(visit_fraction: float) -> dict[str, float]:
     modes = {m: p * (1.0 - visit_fraction) for m, p in VISIBILITY_MODES.items()}
     return {**modes, "visit": visit_fraction} if visit_fraction > 0 else modes
@@ -138,7 +163,7 @@ def visibility_modes(visit_fraction: float) -> dict[str, float]:
 def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Scene:
     w, h, dur = cfg.width, cfg.height, cfg.duration_s
     shapes = SEEN_SHAPES + UNSEEN_SHAPES if split == "test_u" else SEEN_SHAPES
-    n = int(rng.integers(3, 6))
+    n = int(rng.integers(2, 4)) if cfg.layout == "turns" else int(rng.integers(3, 6))
     pairs = [(c, s) for c in COLORS for s in shapes]
     chosen = [pairs[i] for i in rng.choice(len(pairs), size=n, replace=False)]
     if split == "test_u" and not any(s in UNSEEN_SHAPES for _, s in chosen):
@@ -146,13 +171,16 @@ def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Sce
     objects = []
     z_order = rng.permutation(n)
     modes = visibility_modes(cfg.visit_fraction)
+    windows = _turns(rng, n, dur) if cfg.layout == "turns" else None
     for k, (color, shape) in enumerate(chosen):
         size = "small" if rng.random() < 0.5 else "large"
         r = SIZES[size] * cfg.object_scale * min(w, h)
         mode = rng.choice(list(modes), p=list(modes.values()))
         t_in, t_out = 0.0, dur
         start, end = _inner_point(rng, r, w, h), _inner_point(rng, r, w, h)
-        if mode == "visit":  # in view for a short while only: when matters, not just what
+        if windows is not None:  # its turn, moving wholly in view
+            t_in, t_out = windows[k]
+        elif mode == "visit":  # in view for a short while only: when matters, not just what
             t_in = float(rng.uniform(0.05 * dur, max(0.05 * dur, dur - 3.5)))
             t_out = min(dur, t_in + float(rng.uniform(2.0, 3.5)))
         elif mode == "enter":
@@ -389,6 +417,7 @@ def _summary(cfg: SynthConfig, results: list[VideoResult]) -> dict:
         "background": cfg.background,
         "object_scale": cfg.object_scale,
         "visit_fraction": cfg.visit_fraction,
+        "layout": cfg.layout,
         "width": cfg.width,
         "height": cfg.height,
         "sample_rate": cfg.sample_rate,
