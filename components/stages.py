@@ -131,7 +131,6 @@ def train(
     models: Input[Model],
     device: str,
     checkpoint_root: str,
-    run_name: str,
     model: Output[Model],
     run: Output[Artifact],
     summary: Output[Metrics],
@@ -146,7 +145,7 @@ def train(
         run.path,
         model.path,
         device=device,
-        workdir=f"{checkpoint_root}/{run_name}" if checkpoint_root else None,
+        checkpoint_root=checkpoint_root,
     )
     steps.log_metrics(summary, figures)
 

@@ -50,10 +50,10 @@ def training(settings: dict, values: dict, render) -> None:
             **inputs,
             device=settings["device"],
             checkpoint_root=settings["checkpoint_root"],
-            run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         cluster.with_mlflow(cluster.with_data(cluster.on_gpu_pool(one, settings["gpus_per_node"])))
-        one.set_retry(num_retries=cluster.retries(2))  # resumes from its last checkpoint (PVC)
+        # a retry, or a resubmitted run of the same inputs, resumes from its last checkpoint
+        one.set_retry(num_retries=cluster.retries(2))
         one.set_caching_options(False)
         _after_training(settings, params, datasets, shards, parts, warm, one)
 

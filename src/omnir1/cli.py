@@ -265,7 +265,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         fmt=args.format,
         models_dir=args.models or params.models.dir,
         out=args.out,
-        resume=args.resume,
+        resume={None: False, "always": True, "auto": "auto"}[args.resume],
+        checkpoints=args.checkpoints,
         max_steps=args.max_steps,
         device=args.device,
         system2_url=args.system2_url,
@@ -504,9 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="videos rendered in parallel")
     p.add_argument(
         "--background",
-        choices=("gradient", "position"),
-        help="gradient: top to bottom colour; position: red ramps with x, green with y "
-        "(default: SynthConfig's)",
+        choices=("gradient", "position", "timecode"),
+        help="gradient: top to bottom colour; position: red ramps with x, green with y; "
+        "timecode: position, and blue rises with time (default: SynthConfig's)",
     )
     p.add_argument(
         "--object-scale", type=float, help="shapes' radii x this (default: SynthConfig's)"
@@ -792,7 +793,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", help="base model folder (default: models.dir of params.yaml)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, model/, train.json")
     _add_params_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="always",
+        choices=("always", "auto"),
+        help="continue from the last complete checkpoint; 'auto': only if it is from a run of "
+        "the same params, data and models, else start afresh",
+    )
+    p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/checkpoints)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")

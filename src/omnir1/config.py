@@ -24,7 +24,9 @@ class SynthParams(_Section):
     videos: int = Field(24, ge=1)
     seed: int = 0
     workers: int = Field(2, ge=1)
-    background: Literal["gradient", "position"] = "gradient"  # data.synth.scene.BACKGROUND_STYLES
+    background: Literal["gradient", "position", "timecode"] = (
+        "gradient"  # data.synth.scene.BACKGROUND_STYLES
+    )
     object_scale: float = Field(1.0, ge=0.2, le=3.0)  # shapes' radii x this
     visit_fraction: float = Field(0.0, ge=0.0, le=1.0)  # objects only briefly in view
     layout: Literal["free", "turns"] = "free"  # data.synth.generate.LAYOUTS

@@ -6,7 +6,9 @@ reward weight makes only training and what follows stale."""
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,15 +19,15 @@ from conftest import end_to_end_params
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-def test_demo_runs_the_whole_pipeline(tmp_path):
+def project(tmp_path: Path, params: dict):
+    """A copy of the project (dvc.yaml, src/) with these params, `dvc init`-ed; returns its
+    folder, the environment its commands run in and a runner that checks they succeed."""
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work)
     shutil.copytree(
         ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    params = end_to_end_params()  # every split of every format, smaller and shorter
     params["tracking"]["enabled"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
@@ -40,6 +42,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         return out.stdout
 
     run("dvc", "init", "--no-scm", "-q")
+    return work, env, run
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    params = end_to_end_params()  # every split of every format, smaller and shorter
+    work, _, run = project(tmp_path, params)
     demo = run("bash", str(ROOT / "scripts" / "demo.sh"))
     for fmt in params["data"]["formats"]:
         assert (work / "data" / "sets" / fmt / "synth_objects.json").exists()
@@ -77,3 +86,67 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     params["data"]["synth"]["seed"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert "data@revos" in run("dvc", "status")
+
+
+@pytest.mark.slow
+def test_a_killed_train_stage_resumes_on_the_next_repro(tmp_path):
+    """`dvc repro` killed while GRPO runs: the next `dvc repro` continues from the last
+    checkpoint (runs/train_checkpoints persists) and ends with the weights of an
+    uninterrupted run."""
+    import safetensors.torch
+    import torch
+
+    from omnir1.rl.train import CHECKPOINT_DONE
+
+    params = end_to_end_params()
+    params["data"]["formats"] = ["revos"]
+    params["train"].update(max_steps=4, save_steps=1, learning_rate=1.0e-3)
+    work, env, run = project(tmp_path, params)
+
+    log = tmp_path / "repro.log"
+    with log.open("wb") as fh:  # its own session: the kill takes dvc and `omnir1 train` alike
+        proc = subprocess.Popen(
+            ["dvc", "repro", "train"],
+            cwd=work,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    done = work / "runs" / "train_checkpoints" / "checkpoint-2" / CHECKPOINT_DONE
+    deadline = time.monotonic() + 900
+    while not done.is_file():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "metrics" / "train.json").exists()
+
+    again = run("dvc", "repro", "train")
+    assert "Running stage 'train'" in again and "Running stage 'warm_start'" not in again
+    summary = json.loads((work / "metrics" / "train.json").read_text())
+    assert summary["steps"] == 4 and summary["resumed_from"] in ("checkpoint-2", "checkpoint-3")
+
+    run(  # the same stage's command, never interrupted
+        "omnir1",
+        "train",
+        "--data",
+        "data/sets/revos",
+        "--format",
+        "revos",
+        "--shards",
+        "data/shards/revos",
+        "--models",
+        "models/warm",
+        "--out",
+        "runs/whole",
+    )
+
+    def weights(run_dir: str) -> dict:
+        return safetensors.torch.load_file(work / run_dir / "model/system1/model.safetensors")
+
+    resumed, whole = weights("runs/train"), weights("runs/whole")
+    assert resumed.keys() == whole.keys()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert "train" not in json.loads(run("dvc", "status", "--json"))

@@ -5,8 +5,10 @@ back from the registry as models:/NAME@champion; and a failing task fails the ru
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from conftest import end_to_end_params
 
 ROOT = Path(__file__).resolve().parents[2]
 OMNIR1 = str(Path(sys.executable).parent / "omnir1")
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
 
 
 def small_params(folder: Path, **changes) -> Path:
@@ -31,26 +34,29 @@ def small_params(folder: Path, **changes) -> Path:
     return path
 
 
+def pipeline_command(work: Path, params: Path, *args: str) -> list[str]:
+    return [
+        OMNIR1,
+        "pipeline",
+        "run",
+        "--local",
+        "--project",
+        str(ROOT),
+        "--params",
+        str(params),
+        "--pipeline-root",
+        str(work / "root"),
+        "--set",
+        "parts=2",
+        *args,
+    ]
+
+
 def run_pipeline(work: Path, params: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run(
-        [
-            OMNIR1,
-            "pipeline",
-            "run",
-            "--local",
-            "--project",
-            str(ROOT),
-            "--params",
-            str(params),
-            "--pipeline-root",
-            str(work / "root"),
-            "--set",
-            "parts=2",
-            *args,
-        ],
+        pipeline_command(work, params, *args),
         cwd=work,
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
     )
@@ -108,3 +114,62 @@ def test_a_failing_task_fails_the_run_and_names_it(tmp_path):
     out = run_pipeline(tmp_path, params)
     assert out.returncode == 1
     assert "pipeline training failed" in out.stderr and "fetch-data" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_killed_local_run_resumes_training_when_run_again(tmp_path):
+    """The whole `pipeline run --local` killed while GRPO runs: run again, the train task
+    finds the checkpoints of a run of the same inputs (PIPELINE_ROOT-checkpoints/FINGERPRINT)
+    and ends with the weights of an uninterrupted `omnir1 train` on the same artifacts."""
+    import safetensors.torch
+    import torch
+
+    from omnir1.data.synth import SynthConfig, synthesize
+    from omnir1.rl.train import CHECKPOINT_DONE
+
+    # a data set folder (fetch copies it byte for byte): synthesising again may encode the
+    # same frames into other mp4 bytes, and other data is another run
+    source = tmp_path / "revos"
+    synthesize(SynthConfig(format="revos", videos=6, workers=1), source, progress=False)
+    changes = dict(train__max_steps=4, train__save_steps=1, train__learning_rate=1.0e-3)
+    params = small_params(tmp_path, data__formats=["revos"], data__source=str(source), **changes)
+    log = tmp_path / "killed.log"
+    with log.open("wb") as fh:  # its own session: the kill takes every task process too
+        proc = subprocess.Popen(
+            pipeline_command(tmp_path, params),
+            cwd=tmp_path,
+            env=ENV,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    checkpoints = tmp_path / "root-checkpoints"
+    deadline = time.monotonic() + 1200
+    while not list(checkpoints.glob(f"*/checkpoint-2/{CHECKPOINT_DONE}")):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    out = run_pipeline(tmp_path, params)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run = Path(json.loads(out.stdout[out.stdout.rindex("{\n") :])["run"])
+    train = json.loads(next(run.glob("train/run/train.json")).read_text())
+    assert train["steps"] == 4 and train["resumed_from"] in ("checkpoint-2", "checkpoint-3")
+
+    data = next(run.glob("fetch-data*/datasets")) / "revos"
+    shards = next(run.glob("merge-shards/shards")) / "revos"
+    whole = tmp_path / "whole"
+    warm = next(run.glob("warm-start/warm"))
+    command = [OMNIR1, "train", "--data", data, "--format", "revos", "--shards", shards]
+    command += ["--models", warm, "--out", whole, "--params", params]
+    subprocess.run(list(map(str, command)), cwd=tmp_path, env=ENV, check=True, capture_output=True)
+
+    def weights(model: Path) -> dict:
+        return safetensors.torch.load_file(model / "system1" / "model.safetensors")
+
+    resumed, uninterrupted = weights(next(run.glob("train/model"))), weights(whole / "model")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)

@@ -163,3 +163,46 @@ def test_each_epoch_has_its_own_order_whatever_the_process_saw_before():
         resumed = sampler(EpochSampler)
         resumed.set_epoch(epoch)
         assert list(resumed) == epochs[epoch]
+
+
+def test_auto_resume_continues_only_a_run_of_the_same_inputs(tmp_path):
+    from omnir1.config import load_params
+    from omnir1.rl.train import FINGERPRINT_FILE, claim_checkpoints, run_fingerprint
+
+    data, models, checkpoints = tmp_path / "data", tmp_path / "models", tmp_path / "checkpoints"
+    (data / "Videos").mkdir(parents=True)
+    (data / "meta_expressions.json").write_text('{"videos": {}}')
+    (data / "Videos" / "a.mp4").write_bytes(b"\0" * 100)
+    models.mkdir()
+    (models / "model.safetensors").write_bytes(b"weights")
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+
+    def fingerprint(p=params):
+        return run_fingerprint(p, data=data, fmt="revos", models_dir=models)
+
+    first = fingerprint()
+    assert claim_checkpoints(checkpoints, first) is None  # nothing yet: the folder is claimed
+    assert json.loads((checkpoints / FINGERPRINT_FILE).read_text()) == first
+    for step in (1, 2):
+        (checkpoints / f"checkpoint-{step}").mkdir()
+        (checkpoints / f"checkpoint-{step}" / CHECKPOINT_DONE).write_text("{}")
+    assert claim_checkpoints(checkpoints, fingerprint()) == checkpoints / "checkpoint-2"
+
+    # media count by size (a re-encode of another size changes the run); the rest by content
+    (data / "Videos" / "a.mp4").write_bytes(b"\1" * 100)
+    assert fingerprint() == first
+    (models / "model.safetensors").write_bytes(b"weightz")
+    assert fingerprint()["models"] != first["models"]
+    (models / "model.safetensors").write_bytes(b"weights")
+    other = params.model_copy(deep=True)
+    other.train.learning_rate *= 2
+    changed = fingerprint(other)
+    assert changed["params"] != first["params"] and changed["data"] == first["data"]
+    tracking_only = params.model_copy(deep=True)
+    tracking_only.tracking.experiment = "elsewhere"  # not training inputs
+    tracking_only.preprocess.workers += 1
+    assert fingerprint(tracking_only) == first
+
+    assert claim_checkpoints(checkpoints, changed) is None  # another run's: cleared
+    assert not list(checkpoints.glob("checkpoint-*"))
+    assert json.loads((checkpoints / FINGERPRINT_FILE).read_text()) == changed

@@ -258,3 +258,14 @@ def test_turns_layout_shows_at_most_one_object_at_a_time():
         assert in_view.sum(axis=0).max() == 1 and in_view.any(axis=1).all()
     with pytest.raises(ConfigError, match="layout"):
         SynthConfig(layout="grid")
+
+
+def test_timecode_background_says_when_in_blue():
+    cfg = SynthConfig(format="revos", videos=1, seed=3, background="timecode", layout="turns")
+    _, _, scene, _ = video_scene(cfg, 0)
+    frames, masks = render(scene)
+    free = ~np.any(np.stack(list(masks.values())), axis=0)  # (T, H, W) background pixels
+    blue = [frames[t, ..., 2][free[t]].mean() for t in range(len(frames))]
+    assert np.all(np.diff(blue) > 0) and blue[0] < 60 and blue[-1] > 200
+    red = frames[0, ..., 0].astype(int)
+    assert np.all(np.diff(red[free[0].all(axis=1)], axis=1) >= 0)  # x still in red

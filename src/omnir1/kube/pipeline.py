@@ -22,8 +22,9 @@ from omnir1.kube.params import PipelineParameter
 PIPELINES = {"training": "pipelines.training", "evaluation": "pipelines.evaluation"}
 # the Helm chart's ServiceAccount whose Role may create PyTorchJobs (helm/omni-r1 rbac.yaml)
 RUNNER_SERVICE_ACCOUNT = "omnir1-pipeline-runner"
-# kfp.local runs on this machine's CPU, checkpoints inside the task's own output
-LOCAL_SETTINGS = {"device": "cpu", "checkpoint_root": ""}
+# kfp.local runs on this machine's CPU; checkpoints go beside the pipeline root
+# (PIPELINE_ROOT-checkpoints), so a local run killed mid-training resumes when run again
+LOCAL_SETTINGS = {"device": "cpu"}
 
 
 def pipeline_with_parameters(
@@ -110,7 +111,8 @@ def run_local(
     pipeline = load_pipeline(which, project, params_file, local=True)
     before = set(root.glob("*")) if root.is_dir() else set()
     try:
-        local = {k: v for k, v in LOCAL_SETTINGS.items() if k in pipeline.component_spec.inputs}
+        settings = {**LOCAL_SETTINGS, "checkpoint_root": f"{root}-checkpoints"}
+        local = {k: v for k, v in settings.items() if k in pipeline.component_spec.inputs}
         pipeline(**{**local, **(arguments or {})})
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
         raise StepError(f"pipeline {which} failed: {exc}") from None

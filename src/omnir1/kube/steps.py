@@ -189,25 +189,35 @@ def train(
     model: str,
     *,
     device: str = "cpu",
-    workdir: str | None = None,
+    checkpoint_root: str = "",
 ) -> dict[str, float]:
-    """GRPO in this pod. The run folder (checkpoints) lives in `workdir` when given (a PVC
-    path kept across retries), so a retried task resumes from its last checkpoint."""
-    fmt = _params(params).data.train_format
-    run_dir = Path(workdir) if workdir else Path(run) / "run"
-    resume = (run_dir / "checkpoints").is_dir()
+    """GRPO in this pod with `--resume auto`. With `checkpoint_root` (a PVC path that outlives
+    the task) the checkpoints live in a folder named after the run's fingerprint (training
+    params, data, models): a retried task, or a pipeline resubmitted with the same inputs,
+    continues from the last checkpoint; a run of other inputs never does."""
+    from omnir1.rl.train import fingerprint_key, run_fingerprint
+
+    settings = _params(params)
+    fmt = settings.data.train_format
+    data, shards_of = Path(datasets) / fmt, Path(shards) / fmt
+    run_dir = Path(run) / "run"
+    checkpoints = run_dir / "checkpoints"
+    if checkpoint_root:
+        fingerprint = run_fingerprint(settings, data=data, fmt=fmt, models_dir=Path(models))
+        checkpoints = Path(checkpoint_root) / fingerprint_key(fingerprint)
     omnir1(
         "train",
-        data=Path(datasets) / fmt,
+        data=data,
         format=fmt,
-        shards=Path(shards) / fmt,
+        shards=shards_of,
         models=models,
         out=run_dir,
+        checkpoints=checkpoints,
+        resume="auto",
         metrics=Path(run) / "train.json",
         curve=Path(run) / "train_curve.json",
         params=params,
         device=device,
-        resume=resume,
     )
     shutil.copytree(run_dir / "model", model, dirs_exist_ok=True)
     return flat_metrics(read_json(Path(run) / "train.json"))

@@ -19,6 +19,16 @@ CODECS = {
 }
 
 
+# The same frames should decode to the same pixels whichever run encoded them: swscale's
+# RGB -> YUV conversion rounded differently from run to run until it was made bit-exact and
+# single-threaded. (The container bytes may still differ between runs: compare decoded frames.)
+def _exact() -> dict:
+    from av.video.reformatter import Interpolation
+
+    flags = Interpolation.BILINEAR | Interpolation.BITEXACT | Interpolation.ACCURATE_RND
+    return {"interpolation": flags, "threads": 1}
+
+
 def write_video(
     path: str | Path,
     frames: Iterable[np.ndarray],
@@ -42,6 +52,7 @@ def write_video(
     vcodec = video_codec or vcodec
     rate = Fraction(fps).limit_denominator(1001)
     fmt = path.suffix.lower().lstrip(".").replace("mkv", "matroska")
+    exact = _exact()
     with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=fmt) as out:
         vstream = None
         astream = None
@@ -54,11 +65,12 @@ def write_video(
                 vstream.width, vstream.height = w + w % 2, h + h % 2
                 vstream.pix_fmt = "yuv420p"
                 if vcodec in ("libx264", "libx265"):
-                    vstream.options = {"crf": str(crf), "preset": "veryfast"}
+                    # one thread: x264's frame threads make the bitstream depend on timing
+                    vstream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
             if h % 2 or w % 2:
                 image = np.pad(image, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            out.mux(vstream.encode(frame))
+            out.mux(vstream.encode(frame.reformat(format=vstream.pix_fmt, **exact)))
         if vstream is None:
             raise ValueError("write_video needs at least one frame")
         out.mux(vstream.encode(None))

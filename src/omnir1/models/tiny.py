@@ -243,8 +243,10 @@ def init_tiny(out: str | Path, *, seed: int = 0, sizes: TinySizes | None = None)
         tiny.model.save_pretrained(tmp)
         tiny.processor.save_pretrained(tmp)
     checkpoint = out / "sam2" / "sam2.1_tiny.pt"
-    with atomic_path(checkpoint) as tmp:
-        torch.save({"model": tiny.sam2.state_dict()}, tmp)
+    with atomic_path(checkpoint) as tmp, tmp.open("wb") as fh:
+        # through a file object: torch.save names the archive after a path it is given (here
+        # a random temporary name), and the same weights must give the same bytes
+        torch.save({"model": tiny.sam2.state_dict()}, fh)
     manifest = {
         "name": f"omnir1-tiny-seed{seed}",
         "system1": "system1",

@@ -1,25 +1,34 @@
 """`omnir1 train`: GRPO of System 1 on a data set, from params.yaml.
 
     omnir1 train --data DIR --format revos --models DIR --out DIR [--params params.yaml]
-                 [--resume] [--max-steps N]
+                 [--resume [auto]] [--checkpoints DIR] [--max-steps N]
 
 Writes OUT/checkpoints/ (TRL checkpoints every `train.save_steps`: model, optimizer, scheduler,
 RNG states, trainer state with the data position; complete once CHECKPOINT_DONE is written),
 and when training ends a complete model folder OUT/model/ (models.json; the trained System 1;
 the frozen grounder and SAM2 of the base folder, hard-linked where the file system allows) and
 OUT/train.json (steps, time, last rewards).
-`--resume` continues from the newest complete checkpoint in OUT/checkpoints, and gives the
-same next steps as an uninterrupted run.
+`--resume` continues from the newest complete checkpoint in OUT/checkpoints (or --checkpoints),
+and gives the same next steps as an uninterrupted run. `--resume auto` does so only when the
+checkpoints were written by a run of the same inputs (`run_fingerprint`: the training params,
+the data, the model files) and otherwise starts afresh, clearing them:
+what a rerun after a kill needs (the DVC train stage, a resubmitted pipeline) without ever
+continuing another run's training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from omnir1.errors import DataError
-from omnir1.fsutil import write_json
+from omnir1.fsutil import read_json, write_json
 
 
 def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
@@ -39,6 +48,75 @@ def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
 
 # written into checkpoint-N after every other file of it is on disk (VideoGRPOTrainer)
 CHECKPOINT_DONE = "omnir1_checkpoint.json"
+
+
+# the params that decide what training does: the DVC train stage's, and how the shards that
+# System 1's frames come from were decoded
+TRAINING_PARAMS = {
+    "system1": True,
+    "grounder": True,
+    "rewards": True,
+    "train": True,
+    "preprocess": {"prefer"},
+}
+FINGERPRINT_FILE = "run_fingerprint.json"  # in the checkpoints folder
+ANNOTATION_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".txt"}
+
+
+def _tree_digest(root: Path, read: Callable[[Path], bool]) -> str:
+    """sha256 over every file's relative path and either its bytes (`read`) or its size."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        if read(path):
+            with path.open("rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        else:
+            digest.update(str(path.stat().st_size).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def run_fingerprint(params, *, data: Path, fmt: str, models_dir: Path) -> dict[str, str]:
+    """What a run's checkpoints depend on. The model files and the annotations are read in
+    full; media files count by path and size (reading every video would cost more than it
+    protects against). Shards are not read: they are decoded from the data as the params say
+    (and their indexes hold file times)."""
+    sections = params.model_dump(mode="json", include=TRAINING_PARAMS)
+    return {
+        "params": hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest(),
+        "format": fmt,
+        "data": _tree_digest(Path(data), lambda p: p.suffix.lower() in ANNOTATION_SUFFIXES),
+        "models": _tree_digest(Path(models_dir), lambda p: True),
+    }
+
+
+def fingerprint_key(fingerprint: dict) -> str:
+    """A short folder name for a fingerprint."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def claim_checkpoints(checkpoints: Path, fingerprint: dict) -> Path | None:
+    """`--resume auto`: the newest complete checkpoint when `checkpoints` was written by a run
+    with this fingerprint; otherwise clear the checkpoints there (with a note of what differs)
+    and mark the folder as this run's."""
+    marker = checkpoints / FINGERPRINT_FILE
+    previous = read_json(marker) if marker.is_file() else None
+    if previous == fingerprint:
+        return latest_checkpoint(checkpoints)
+    stale = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
+    if stale:
+        changed = sorted(k for k in fingerprint if (previous or {}).get(k) != fingerprint[k])
+        print(
+            f"{checkpoints}: {len(stale)} checkpoint(s) of another run ({', '.join(changed)} "
+            "differ); starting afresh",
+            flush=True,
+        )
+        for folder in stale:
+            shutil.rmtree(folder)
+    write_json(marker, fingerprint)
+    return None
 
 
 STEP_TIMES = ("time/generation_s", "time/system2_s", "time/reward_s", "time/update_s")
@@ -80,7 +158,8 @@ def run_training(
     fmt: str,
     models_dir: str | Path,
     out: str | Path,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
+    checkpoints: str | Path | None = None,
     max_steps: int | None = None,
     device: str = "cpu",
     system2_url: str | None = None,
@@ -119,7 +198,7 @@ def run_training(
     train = params.train
     if max_steps is not None:
         train = train.model_copy(update={"max_steps": max_steps})
-    checkpoints = out / "checkpoints"
+    checkpoints = Path(checkpoints) if checkpoints else out / "checkpoints"
     config = train.grpo_config(
         checkpoints, use_cpu=device == "cpu", suppress_tokens=reasoner.suppress_tokens
     )
@@ -150,7 +229,13 @@ def run_training(
                 pending_file=out / "mlflow_pending.jsonl",
             )
         )
-    resume_from = latest_checkpoint(checkpoints) if resume else None
+    if resume == "auto":
+        fingerprint = run_fingerprint(params, data=data, fmt=fmt, models_dir=Path(models_dir))
+        # the main process decides (and clears stale checkpoints) before the others look
+        with trainer.accelerator.main_process_first():
+            resume_from = claim_checkpoints(checkpoints, fingerprint)
+    else:
+        resume_from = latest_checkpoint(checkpoints) if resume else None
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start

@@ -198,7 +198,7 @@ def _sample_scene(cfg: SynthConfig, split: str, rng: np.random.Generator) -> Sce
         )
     top = tuple(int(v) for v in rng.integers(150, 256, 3))
     bottom = tuple(int(v) for v in rng.integers(60, 160, 3))
-    if cfg.background == "position":  # the same draws: only the background differs
+    if cfg.background in ("position", "timecode"):  # the same draws: only the background differs
         top, bottom = (*POSITION_RAMP[0], top[2]), (*POSITION_RAMP[1], bottom[2])
     return Scene(
         w, h, cfg.frame_rate, dur, objects, (top, bottom), cfg.background, cfg.object_scale

@@ -103,7 +103,11 @@ def _shape_mask(
     raise ValueError(f"unknown shape {shape!r}")
 
 
-BACKGROUND_STYLES = ("gradient", "position")
+# "position": red ramps with x, green with y (where a pixel is, in its colour); "timecode":
+# the same, with blue saying when (it rises from TIMECODE_BLUE[0] to [1] over the clip), so a
+# frame's pixels carry its time as well as their place
+BACKGROUND_STYLES = ("gradient", "position", "timecode")
+TIMECODE_BLUE = (40.0, 230.0)
 
 
 def background(scene: Scene) -> np.ndarray:
@@ -113,7 +117,7 @@ def background(scene: Scene) -> np.ndarray:
     down = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
     if scene.background_style == "gradient":
         return np.broadcast_to((first * (1 - down) + second * down)[:, None, :], (h, w, 3))
-    if scene.background_style == "position":
+    if scene.background_style in ("position", "timecode"):
         across = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
         code = np.empty((h, w, 3), np.float32)
         code[..., 0] = first[0] + (second[0] - first[0]) * across
@@ -149,6 +153,9 @@ def render_frame(scene: Scene, t: float) -> tuple[np.ndarray, dict[int, np.ndarr
 
 def _draw(scene: Scene, t: float, base: np.ndarray, xx: np.ndarray, yy: np.ndarray):
     img = base.copy()
+    if scene.background_style == "timecode":
+        low, high = TIMECODE_BLUE
+        img[..., 2] = low + (high - low) * min(1.0, t / scene.duration_s)
     masks: dict[int, np.ndarray] = {}
     for obj in sorted(scene.objects, key=lambda o: o.z):
         if not obj.exists(t):
