@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OMNIR1 := $(VENV)/bin/omnir1
 
-.PHONY: setup demo test test-fast lint lock clean
+.PHONY: setup demo test test-fast lint bench lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,11 @@ test: setup
 
 test-fast: setup
 	$(THREADS) $(PY) -m pytest -m "not gpu and not slow" -n 2 --dist loadgroup
+
+# Every benchmark (docs/benchmarks.md): a table, and reports/bench.json written atomically; 6-9
+# minutes here. One torch thread per process; the evaluation figure starts its own 2 workers.
+bench: setup
+	$(THREADS) $(PY) bench/run_all.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests scripts bench components pipelines dags
