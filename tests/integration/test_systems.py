@@ -141,6 +141,36 @@ def test_sam2_tracks_objects_together_as_it_does_alone(loaded, media_files):
         np.testing.assert_array_equal(together[t]["twin"], together[t]["a"])
 
 
+def test_a_request_gets_the_masks_it_would_get_alone(loaded, media_files):
+    """A GRPO group's completions start at different keyframes: batching them into one call
+    must not change any completion's masks (SAM2 propagates a state from its earliest prompt,
+    so one shared state gave later-starting requests other masks)."""
+    from omnir1.data import rle
+    from omnir1.systems.system2 import KeyframeRequest, System2Request, collect_rle, run_system2
+
+    def request(rid: str, *frames_boxes) -> System2Request:
+        keys = tuple(KeyframeRequest(f, "it", (box,)) for f, box in frames_boxes)
+        return System2Request(rid, keys)
+
+    group = [
+        request("early", (5, (20, 20, 120, 90)), (12, (30, 20, 130, 90))),
+        request("late", (20, (200, 60, 300, 170))),
+        request("late_too", (20, (40, 40, 140, 120)), (25, (60, 40, 160, 120))),
+        System2Request("no_box", (KeyframeRequest(8, "it", ()),)),  # grounded to nothing
+    ]
+    sink, batched = collect_rle()
+    run_system2(loaded, media_files["odd_mp4"], group, sink)
+    for r in group:
+        sink, alone = collect_rle()
+        run_system2(loaded, media_files["odd_mp4"], [r], sink)
+        assert sorted(batched[r.id]) == sorted(alone[r.id]) == list(range(30)), r.id
+        for t in range(30):
+            a, b = rle.decode(batched[r.id][t]), rle.decode(alone[r.id][t])
+            np.testing.assert_array_equal(a, b, err_msg=f"{r.id} frame {t}")
+    assert not any(rle.decode(m).any() for m in batched["no_box"].values())
+    assert any(rle.decode(m).any() for m in batched["late"].values())
+
+
 def test_sam2_computes_each_frames_features_once(loaded, media_files):
     frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
     sam2 = loaded.sam2

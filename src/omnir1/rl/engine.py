@@ -180,13 +180,12 @@ class RewardEngine:
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             j_sum = dict.fromkeys((r.id for r in requests), 0.0)
-            frames = 0
+            frames = dict.fromkeys((r.id for r in requests), 0)
 
-            def on_frame(frame: int, masks: dict[str, np.ndarray], j_sum=j_sum) -> None:
-                nonlocal frames
-                frames += 1
+            def on_frame(frame: int, masks: dict[str, np.ndarray], j_sum=j_sum, frames=frames):
                 for rid, mask in masks.items():
                     j_sum[rid] += float(jaccard(mask, ctx.gt_union[frame]))
+                    frames[rid] += 1
 
             extra = {} if self.segment_masks else {"segment_masks": False}
             try:
@@ -212,7 +211,7 @@ class RewardEngine:
         for r in results:
             boxes = [k.boxes for k in r.keyframes]
             has_box = any(boxes)
-            sam_j = j_sum[r.id] / frames if has_box and frames else None
+            sam_j = j_sum[r.id] / frames[r.id] if has_box and frames[r.id] else None
             outcomes[int(r.id)] = System2Outcome(boxes=boxes, sam_j=sam_j)
         return outcomes
 

@@ -64,7 +64,8 @@ def run_system2(
     segment_masks: bool = True,
 ) -> list[System2Result]:
     """Ground and segment every request; `on_frame(frame, {request id: union mask})` gets each
-    frame of the video once. `grounder_answer` replays one grounder answer for every keyframe.
+    frame of the video once for every request (one call carries some of the requests: those
+    segmented together). `grounder_answer` replays one grounder answer for every keyframe.
     `segment_masks=False` stops after the boxes (on_frame is never called). `video` may be
     the decoded frames, (N, H, W, 3) uint8 (a preprocessed shard's frames.npy)."""
     watch = Stopwatch()
@@ -112,24 +113,43 @@ def run_system2(
             results.append(System2Result(r.id, keyframes))
         empty = np.zeros((frames.video_height, frames.video_width), bool)
         with watch("sam2"):
-            if not segment_masks:
-                prompts = []
-            done = set()
-            for frame_idx, masks in segment(models.sam2, frames, prompts):
-                union = {rid: empty for rid in ids}
-                for (rid, _, _), mask in masks.items():
-                    union[rid] = union[rid] | mask
-                on_frame(frame_idx, union)
-                done.add(frame_idx)
-            for frame_idx in range(len(frames) if segment_masks else 0):
-                if frame_idx not in done:  # frames no box reached: empty for everyone
-                    on_frame(frame_idx, {rid: empty for rid in ids})
+            if segment_masks:
+                for rids, group in _by_first_keyframe(ids, prompts):
+                    done = set()
+                    for frame_idx, masks in segment(models.sam2, frames, group):
+                        union = dict.fromkeys(rids, empty)
+                        for (rid, _, _), mask in masks.items():
+                            union[rid] = union[rid] | mask
+                        on_frame(frame_idx, union)
+                        done.add(frame_idx)
+                    for frame_idx in range(len(frames)):
+                        if frame_idx not in done:  # frames no box reached: empty
+                            on_frame(frame_idx, dict.fromkeys(rids, empty))
     finally:
         frames.close()
     if timings is not None:
         for k, v in watch.timings.items():
             timings[k] = timings.get(k, 0.0) + v
     return results
+
+
+def _by_first_keyframe(ids: Sequence[str], prompts: Sequence[BoxPrompt]):
+    """(request ids, their box prompts) per group of requests that share their earliest
+    prompted frame, and last the requests without a box (no prompts: empty masks).
+
+    SAM2 propagates a state from its earliest prompt, and each object's masks depend on where
+    that is (frames before its own first box are tracked forward, not backward from it). One
+    state per group makes a request's masks the same as if it had been sent alone, whatever
+    else the GRPO group holds; requests with the same first keyframe still share a pass."""
+    first: dict[str, int] = {}
+    for p in prompts:
+        first[p.obj[0]] = min(first.get(p.obj[0], p.frame), p.frame)
+    for start in sorted(set(first.values())):
+        rids = [rid for rid in ids if first.get(rid) == start]
+        yield rids, [p for p in prompts if first[p.obj[0]] == start]
+    unprompted = [rid for rid in ids if rid not in first]
+    if unprompted:
+        yield unprompted, []
 
 
 def collect_rle() -> tuple[MaskSink, dict[str, dict[int, dict]]]:
