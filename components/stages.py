@@ -8,6 +8,7 @@ same components in this venv. OMNIR1_IMAGE and OMNIR1_GPU_IMAGE choose the image
 pipelines are compiled.
 """
 
+import ast
 import hashlib
 import linecache
 import os
@@ -29,7 +30,13 @@ gpu_component = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 def render_params_component(parameters: list[PipelineParameter]):
     """The first step: every pipeline parameter in, params.yaml out. kfp runs a component
     from its source text and passes only the arguments that text declares, so the function is
-    written out with one typed, defaulted argument per leaf of params.yaml."""
+    written out with one typed, defaulted argument per leaf of params.yaml.
+
+    The source is exec'd: names come from the Params model, defaults are written with repr()
+    and must read back with ast.literal_eval, so a params value is data, never code."""
+    for p in parameters:
+        if not p.name.isidentifier() or ast.literal_eval(repr(p.default)) != p.default:
+            raise ValueError(f"pipeline parameter {p.name!r}: not a name with a literal default")
     args = "".join(f"    {p.name}: {p.annotation.__name__} = {p.default!r},\n" for p in parameters)
     source = (
         "def render_params(\n    params: Output[Artifact],\n" + args + "):\n"

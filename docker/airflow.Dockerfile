@@ -13,7 +13,8 @@ RUN /opt/airflow-venv/bin/pip install -r /tmp/airflow.lock
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 50000 --user-group --create-home --shell /usr/sbin/nologin airflow
 COPY --from=build /opt/airflow-venv /opt/airflow-venv
-COPY --chown=50000:50000 dags /opt/airflow/dags
+# root-owned: the code Airflow runs is not writable by the user that runs it
+COPY dags /opt/airflow/dags
 # the DAGs' helpers: omnir1.orchestration needs only the standard library and PyYAML
 COPY src/omnir1 /opt/airflow/lib/omnir1
 ENV PATH=/opt/airflow-venv/bin:$PATH AIRFLOW_HOME=/opt/airflow PYTHONUNBUFFERED=1 \

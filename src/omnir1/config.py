@@ -11,13 +11,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from omnir1.errors import ConfigError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# fields that may carry a URL: a wrong value is reported without echoing it, and credentials in
+# them are refused (params.yaml is committed and every key is a Kubeflow pipeline parameter)
+_URL_FIELDS = {"tracking.uri", "remote.url", "remote.endpoint_url"}
+
+
+def _no_credentials(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # e.g. an invalid port: not ours to judge here
+        return url
+    if password is not None:
+        raise ValueError(
+            "credentials do not belong in params files: give them in the environment "
+            "(MLFLOW_TRACKING_URI / MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), from a Kubernetes Secret in the cluster"
+        )
+    return url
 
 
 class SynthParams(_Section):
@@ -266,6 +294,8 @@ class TrackingParams(_Section):
     # again ("buffer"), or stop training with an error ("fail")
     on_unavailable: Literal["buffer", "fail"] = "buffer"
 
+    _uri = field_validator("uri")(_no_credentials)
+
 
 class RegisterParams(_Section):
     """Model registry gates (omnir1.registry): a new version gets the alias `challenger` and
@@ -352,6 +382,8 @@ class RemoteParams(_Section):
     url: str = Field("s3://omnir1-dvc/cache", pattern=r"^s3://[^/]+")
     endpoint_url: str = Field("", pattern=r"^(https?://.+)?$")  # empty: AWS's own endpoint
 
+    _urls = field_validator("url", "endpoint_url")(_no_credentials)
+
 
 class Params(_Section):
     data: DataParams = DataParams()
@@ -410,7 +442,8 @@ def load_params(path: str | Path = "params.yaml", recipes: Sequence[str | Path] 
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(source, f"{first['msg']} (got {first.get('input')!r})", field) from None
+        got = "" if field in _URL_FIELDS else f" (got {first.get('input')!r})"
+        raise ConfigError(source, f"{first['msg']}{got}", field) from None
     from omnir1.rl.rewards import REWARDS
 
     unknown = [n for n in params.rewards.names if n not in REWARDS]

@@ -70,6 +70,7 @@ def test_what_the_chart_promises(env):
             continue
         pod = objects[kind, name]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
         for c in pod["containers"]:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
@@ -83,6 +84,9 @@ def test_what_the_chart_promises(env):
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         assert "secrets" not in rule["resources"]
+        assert set(rule["verbs"]) <= {"get", "list", "watch", "create", "delete"}
+        if "configmaps" in rule["resources"]:  # the KFP launcher's own, no other
+            assert rule["resourceNames"] == ["kfp-launcher"] and rule["verbs"] == ["get"]
     binding = objects["RoleBinding", "rel-omni-r1-pipeline-runner"]
     assert binding["subjects"][0] == {
         "kind": "ServiceAccount",
@@ -116,3 +120,31 @@ def test_params_configmap_carries_the_params_file():
     data = objects["ConfigMap", "rel-omni-r1-params"]["data"]["params.yaml"]
     assert yaml.safe_load(data) == yaml.safe_load((ROOT / "params.yaml").read_text())
     assert ("ConfigMap", "rel-omni-r1-params") not in render("default")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # mlflow.server imports
+def test_mlflow_answers_its_service_names_and_no_other_host():
+    """MLflow 3 refuses Host headers outside --allowed-hosts (DNS-rebinding protection); its
+    default (localhost, private IPs) would refuse the trainers calling it by Service name. The
+    chart lists the Service's names, never "*"; checked with MLflow's own matcher."""
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    def allowed_hosts(*extra: str) -> list[str]:
+        objects = render("default", *extra)
+        (c,) = objects["Deployment", "rel-omni-r1-mlflow"]["spec"]["template"]["spec"]["containers"]
+        (arg,) = [a for a in c["args"] if a.startswith("--allowed-hosts=")]
+        return arg.removeprefix("--allowed-hosts=").split(",")
+
+    hosts = allowed_hosts()
+    assert "*" not in hosts
+    for host in (
+        "rel-omni-r1-mlflow:5000",
+        "rel-omni-r1-mlflow.ml:5000",
+        "rel-omni-r1-mlflow.ml.svc.cluster.local:5000",
+        "localhost:5000",  # kubectl port-forward
+    ):
+        assert is_allowed_host_header(hosts, host), host
+    for host in ("evil.example.com", "rel-omni-r1-mlflow.ml.evil.example.com:5000", "10.0.0.7"):
+        assert not is_allowed_host_header(hosts, host), host
+    extra = allowed_hosts("--set", "mlflow.allowedHosts={mlflow.example.com}")
+    assert is_allowed_host_header(extra, "mlflow.example.com")

@@ -288,3 +288,22 @@ def test_null_params_are_parameters_on_the_cluster_and_left_to_params_yaml_local
     assert set(cluster) - set(local) == {
         p.name for p in pipeline_parameters(release) if p.default is None
     }
+
+
+def test_params_values_reach_the_render_params_source_as_literals_only(tmp_path, monkeypatch):
+    """components/stages.py exec()s the source of the render-params component it writes (kfp
+    needs one argument per parameter): names come from the Params model and every default is
+    written with repr(), so a params value that looks like code stays a string."""
+    from components import stages
+
+    monkeypatch.chdir(tmp_path)
+    evil = "x'); open('PWNED', 'w'); ('"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"tracking": {"experiment": evil}}))
+    component = stages.render_params_component(pipeline_parameters(params))
+    assert component.component_spec.inputs["tracking__experiment"].default == evil
+    assert not (tmp_path / "PWNED").exists()
+    bad = pipeline_parameters(params)
+    bad[0] = type(bad[0])("x=1) or (y", bad[0].path, bad[0].annotation, bad[0].default)
+    with pytest.raises(ValueError, match="not a name with a literal default"):
+        stages.render_params_component(bad)

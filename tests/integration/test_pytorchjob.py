@@ -72,6 +72,9 @@ def test_the_manifest_has_the_pytorchjob_shape():
         assert "--num_processes $(( WORLD_SIZE * 8 ))" in command
         assert "--machine_rank $RANK" in command and "-m omnir1.cli train --data" in command
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert pod["automountServiceAccountToken"] is False
     assert "Worker" not in job_manifest(spec(nodes=1))["spec"]["pytorchReplicaSpecs"]
     with pytest.raises(ValueError, match="nodes"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -30,6 +31,19 @@ def data_root(tmp_path_factory, media_files) -> Path:
     root = tmp_path_factory.mktemp("served")
     shutil.copy(media_files["mp4"], root / "clip.mp4")  # 60 frames
     shutil.copy(media_files["odd_mp4"], root / "short.mp4")  # 30 frames
+    # symlinks: one that stays inside the root, three that lead out of it
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copy(media_files["odd_mp4"], outside / "secret.mp4")
+    shutil.copytree(media_files["folder"], outside / "frames")
+    (root / "alias.mp4").symlink_to(root / "short.mp4")
+    (root / "linked.mp4").symlink_to(outside / "secret.mp4")
+    (root / "linked_frames").symlink_to(outside / "frames", target_is_directory=True)
+    mixed = root / "mixed_frames"
+    shutil.copytree(media_files["folder"], mixed)
+    first = sorted(mixed.iterdir())[0]
+    first.unlink()
+    first.symlink_to(outside / "frames" / first.name)
+    (root / "broken.mp4").write_bytes(b"not a video at all" * 10)
     return root
 
 
@@ -91,6 +105,149 @@ def test_auth_limits_and_errors(service):
         "requests": [{"id": "a", "keyframes": [{"frame": 1, "description": "x", "boxes": [[1]]}]}],
     }
     assert requests.post(service + "/v1/segment", json=bad_box, headers=auth).status_code == 422
+
+
+def test_named_videos_cannot_leave_the_data_root_through_symlinks(service):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    request = {"requests": [{"id": "a", "keyframes": []}]}
+    for name in ("linked.mp4", "linked_frames", "mixed_frames", "/etc/passwd", "a/../../x"):
+        answer = requests.post(
+            service + "/v1/segment", json={**request, "video": name}, headers=auth
+        )
+        assert answer.status_code == 422, name
+        assert answer.json()["detail"] == "video must be a path inside the data root", name
+    inside = requests.post(
+        service + "/v1/segment", json={**request, "video": "alias.mp4"}, headers=auth
+    )
+    assert inside.status_code == 200 and inside.json()["video"]["frames"] == 30
+
+
+def test_errors_do_not_name_the_servers_paths(service, data_root):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    request = {"requests": [{"id": "a", "keyframes": []}]}
+    upload = {**request, "video_b64": base64.b64encode(b"garbage" * 50).decode()}
+    named = {**request, "video": "broken.mp4"}
+    for body in (upload, named):
+        answer = requests.post(service + "/v1/segment", json=body, headers=auth)
+        assert answer.status_code == 422
+        detail = answer.json()["detail"]
+        assert "cannot open media" in detail
+        assert "omnir1-system2-" not in detail and str(data_root) not in detail, detail
+        assert str(data_root.resolve()) not in detail and TOKEN not in detail, detail
+
+
+def test_an_uploads_frame_count_is_counted_not_taken_from_its_header(service, tmp_path):
+    """An AVI whose headers claim 10 frames but whose stream holds 60 (over --max-frames 50)."""
+    import struct
+
+    import av
+
+    path = tmp_path / "lying.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 4, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.find(b"avih") + 8 + 16, 10)  # dwTotalFrames
+    struct.pack_into("<I", data, data.find(b"strh") + 8 + 32, 10)  # dwLength
+    path.write_bytes(data)
+    with av.open(str(path)) as check:
+        assert check.streams.video[0].frames == 10  # what the header says
+    body = {
+        "video_b64": base64.b64encode(bytes(data)).decode(),
+        "video_suffix": ".avi",
+        "requests": [{"id": "a", "keyframes": []}],
+    }
+    answer = requests.post(
+        service + "/v1/segment", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert answer.status_code == 413
+    assert "more than 50 frames" in answer.json()["detail"]
+
+
+async def asgi_post(app, path: str, body: bytes, headers: dict[str, str]) -> tuple[list, int]:
+    """POST to an ASGI app in process: (messages sent back, times the body was asked for)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict] = []
+    reads = 0
+
+    async def receive():
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent, reads
+
+
+def test_a_caller_without_the_token_is_refused_before_its_body_is_read(data_root):
+    """FastAPI reads and parses a JSON body before the endpoint's token dependency runs: the
+    ASGI gate in front refuses first, so no one without the token makes it parse 64 MB."""
+    import asyncio
+
+    from omnir1.service.app import create_app
+
+    app = create_app(None, data_root=data_root, token=TOKEN)
+    body = json.dumps({"video": "short.mp4", "requests": [{"id": "a", "keyframes": []}]})
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Basic {TOKEN}"}):
+        for path in ("/v1/segment", "/v1/batch", "/docs"):
+            sent, reads = asyncio.run(asgi_post(app, path, body.encode(), headers))
+            assert sent[0]["status"] == 401 and reads == 0, (headers, path)
+
+
+def test_a_timed_out_batch_does_not_start_its_remaining_items(monkeypatch, data_root):
+    """The caller gets 504 at the deadline; the worker thread finishes the item it is running
+    (it cannot be interrupted) but starts no other item of the batch."""
+    import asyncio
+
+    import omnir1.systems.system2 as system2
+    from omnir1.service.app import Limits, create_app
+
+    calls = []
+
+    def slow_system2(models, video, requests, on_frame, **kwargs):
+        calls.append(video)
+        time.sleep(0.4)
+        return []
+
+    monkeypatch.setattr(system2, "run_system2", slow_system2)
+    app = create_app(None, data_root=data_root, token=TOKEN, limits=Limits(timeout_s=0.2))
+    item = {"video": "short.mp4", "requests": [{"id": "a", "keyframes": []}]}
+    raw = json.dumps({"items": [item] * 5}).encode()
+
+    async def call_and_wait():
+        sent, _ = await asgi_post(app, "/v1/batch", raw, {"Authorization": f"Bearer {TOKEN}"})
+        await asyncio.sleep(1.5)  # long enough for two more items, had they been started
+        return sent
+
+    sent = asyncio.run(call_and_wait())
+    assert sent[0]["status"] == 504
+    assert len(calls) == 1
 
 
 def test_service_equals_in_process(service, tiny_models, data_root):

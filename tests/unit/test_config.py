@@ -55,6 +55,26 @@ def test_bad_params_name_the_field(tmp_path, text, message):
         load_params(path)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tracking:\n  uri: http://bob:hunter2@mlflow:5000\n",
+        "tracking:\n  uri: postgresql://mlflow:hunter2@db/mlflow\n",
+        "remote:\n  endpoint_url: https://key:hunter2@minio:9000\n",
+    ],
+)
+def test_credentials_in_params_are_refused_without_being_echoed(tmp_path, text):
+    """params.yaml is committed and every key becomes a Kubeflow pipeline parameter: a password
+    in a URL would be published; it is refused, and the message does not repeat it."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="credentials do not belong in params files") as err:
+        load_params(path)
+    assert "hunter2" not in str(err.value)
+    path.write_text("tracking:\n  uri: http://mlflow.ml.svc:5000\n")  # no userinfo: fine
+    assert load_params(path).tracking.uri == "http://mlflow.ml.svc:5000"
+
+
 def test_train_params_map_to_the_papers_grpo_recipe(tmp_path):
     train = load_params(ROOT / "configs" / "params" / "release.yaml").train
     cfg = train.grpo_config(tmp_path, use_cpu=True, suppress_tokens=[5])

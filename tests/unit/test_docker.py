@@ -84,6 +84,13 @@ def test_dockerfile(dockerfile):
     final = steps[max(i for i, (kind, _) in enumerate(steps) if kind == "FROM") :]
     users = [a for kind, a in final if kind == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root"), "runs as non-root"
+    # least privilege: the code and configuration copied in stay root-owned (not writable by
+    # the user that runs them), and no secret is baked into the image
+    for kind, a in final:
+        assert not (kind == "COPY" and "--chown" in a), f"{a}: writable by the runtime user"
+        if kind in ("ENV", "ARG"):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", a)
+            assert not [n for n in names if re.search(r"PASSWORD|SECRET|TOKEN|KEY", n)], a
     entry = [a for kind, a in final if kind == "ENTRYPOINT"]
     assert entry, "an entry point"
     program = shlex.split(entry[-1].strip("[]").replace(",", " "))[0].strip('"')

@@ -110,7 +110,13 @@ def _replica(spec: JobSpec, replicas: int) -> dict:
             "metadata": {"labels": dict(spec.labels)},
             "spec": {
                 "automountServiceAccountToken": False,  # training never calls the API server
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 10001,
+                    "runAsGroup": 10001,
+                    "fsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
                 "nodeSelector": dict(spec.node_selector),
                 "tolerations": [dict(t) for t in spec.tolerations],
                 "containers": [container],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,6 +30,8 @@ from typing import Literal
 
 from omnir1.errors import DataError
 from omnir1.fsutil import read_json, write_json
+
+log = logging.getLogger(__name__)
 
 
 def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
@@ -108,10 +111,9 @@ def claim_checkpoints(checkpoints: Path, fingerprint: dict) -> Path | None:
     stale = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
     if stale:
         changed = sorted(k for k in fingerprint if (previous or {}).get(k) != fingerprint[k])
-        print(
+        log.warning(
             f"{checkpoints}: {len(stale)} checkpoint(s) of another run ({', '.join(changed)} "
-            "differ); starting afresh",
-            flush=True,
+            "differ); starting afresh"
         )
         for folder in stale:
             shutil.rmtree(folder)

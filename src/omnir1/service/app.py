@@ -7,8 +7,11 @@
 Every POST needs `Authorization: Bearer <token>`, the token coming from the environment
 (`OMNIR1_SYSTEM2_TOKEN`) or a Kubernetes Secret mounted as that variable; the service refuses
 to start without one. Limits: request body size, requests and keyframes per call (schema), frame
-count of a video, and a processing timeout. One System-2 job runs at a time (the models hold
-the accelerator); others wait their turn within the timeout. JSON only: nothing is pickled.
+count of a video (of an upload, counted from its packets: a header may understate it), and a
+processing timeout. One System-2 job runs at a time (the models hold the accelerator); others
+wait their turn within the timeout. A named video must stay inside the data root, symlinks
+resolved; error answers name videos as the client did, never by the server's paths. JSON only:
+nothing is pickled. docs/security.md lists what was reviewed.
 """
 
 from __future__ import annotations
@@ -39,18 +42,23 @@ class Limits:
     timeout_s: float = 600.0  # processing time of one call, waiting included
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes (413) before they are buffered."""
+class Gate:
+    """ASGI middleware in front of the app: any call but /health without the bearer token gets
+    401, and a body over `limit` bytes 413, both before the body is read (FastAPI reads and
+    parses a JSON body before it runs an endpoint's dependencies, the token check among them)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, token: str):
+        self.app, self.limit, self.token = app, limit, token
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if scope["path"] != "/health" and not bearer_ok(headers.get(b"authorization"), self.token):
+            return await _answer(send, 401, "missing or wrong bearer token")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(send, self.limit)
+            return await _answer(send, 413, f"request body over {self.limit} bytes")
         seen = 0
 
         async def limited():
@@ -65,21 +73,56 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _BodyTooLargeError:
-            await _too_large(send, self.limit)
+            await _answer(send, 413, f"request body over {self.limit} bytes")
+
+
+def bearer_ok(header: bytes | str | None, token: str) -> bool:
+    """Whether an Authorization header carries `token` as a bearer token (constant time)."""
+    if isinstance(header, str):
+        header = header.encode("latin-1", "replace")
+    scheme, _, given = (header or b"").partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given, token.encode())
 
 
 class _BodyTooLargeError(Exception):
     pass
 
 
-async def _too_large(send, limit: int) -> None:
+def _packet_count(video: Path, limit: int) -> int:
+    """Frames of a video file counted from its packets, without decoding, stopping past
+    `limit`: an upload's header may claim fewer frames than its stream holds (an AVI's frame
+    count is a field its writer sets), and the frame limit must hold for what is decoded."""
+    import av
+
+    from omnir1.errors import MediaError
+
+    count = 0
+    try:
+        with av.open(str(video)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                count += bool(packet.size)
+                if count > limit:
+                    break
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise MediaError(video, f"corrupt stream while counting frames ({exc})") from None
+    return count
+
+
+def _scrub(text: str, private: dict[str, str]) -> str:
+    """`text` with each of the server's own paths replaced by a neutral name."""
+    for name, public in private.items():
+        text = text.replace(name, public)
+    return text
+
+
+async def _answer(send, status: int, detail: str) -> None:
     import json
 
-    body = json.dumps({"detail": f"request body over {limit} bytes"}).encode()
+    body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json")],
         }
     )
@@ -97,48 +140,80 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
         raise ValueError(f"a token is required (set {TOKEN_ENV})")
     limits = limits or Limits()
     data_root = Path(data_root)
+    real_root = data_root.resolve()
+    # the server's own paths, as they may appear in an error's text (longest first)
+    root_names = {
+        name: "<data root>"
+        for name in sorted({str(real_root), str(data_root.absolute())}, key=len, reverse=True)
+        if len(name) > 1
+    }
     job_lock = threading.Lock()
     app = FastAPI(title="omnir1 System 2", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def authorised(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    def authorised(request: Request) -> None:  # the Gate checked already: defence in depth
+        if not bearer_ok(request.headers.get("authorization"), token):
             raise HTTPException(401, "missing or wrong bearer token")
+
+    def named_video(name: str) -> Path:
+        """`name` under the data root; refused when it leads outside, by `..` or absolute
+        components or by a symlink (of the video, or of any entry of a frame folder)."""
+        refused = HTTPException(422, "video must be a path inside the data root")
+        try:
+            video = inside(data_root, *name.split("/"), field="video")
+        except OmniR1Error:  # say why without naming the server's folders
+            raise refused from None
+        real = video.resolve()
+        if not real.is_relative_to(real_root):
+            raise refused
+        if not real.exists():
+            raise HTTPException(404, f"video {name!r} not found under the data root")
+        if real.is_dir() and not all(p.resolve().is_relative_to(real_root) for p in real.iterdir()):
+            raise refused
+        return video
 
     def run_one(item: SegmentIn) -> dict:
         with tempfile.TemporaryDirectory(prefix="omnir1-system2-") as tmp:
-            if item.video_b64 is not None:
-                try:
-                    data = base64.b64decode(item.video_b64, validate=True)
-                except (binascii.Error, ValueError):
-                    raise HTTPException(422, "video_b64 is not base64") from None
-                video = Path(tmp) / f"upload{item.video_suffix}"
-                video.write_bytes(data)
-            elif item.video is not None:
-                try:
-                    video = inside(data_root, *item.video.split("/"), field="video")
-                except OmniR1Error:  # say why without naming the server's folders
-                    raise HTTPException(422, "video must be a path inside the data root") from None
-                if not video.exists():
-                    raise HTTPException(404, f"video {item.video!r} not found under the data root")
-            else:
-                raise HTTPException(422, "give video (a path under the data root) or video_b64")
-            info = inspect(video, folder_fps=item.fps)
-            if info.num_frames > limits.max_frames:
-                raise HTTPException(
-                    413, f"video has {info.num_frames} frames; the limit is {limits.max_frames}"
-                )
-            sink, masks = collect_rle()
-            timings: dict[str, float] = {}
-            results = run_system2(
-                models,
-                video,
-                [r.to_request() for r in item.requests],
-                sink,
-                folder_fps=item.fps,
-                timings=timings,
+            try:
+                return segment(item, Path(tmp))
+            except (OmniR1Error, ValueError) as err:  # av's InvalidDataError is a ValueError
+                private = {tmp: "<upload>", **root_names}
+                raise HTTPException(422, _scrub(str(err), private)) from None
+
+    def segment(item: SegmentIn, tmp: Path) -> dict:
+        if item.video_b64 is not None:
+            try:
+                data = base64.b64decode(item.video_b64, validate=True)
+            except (binascii.Error, ValueError):
+                raise HTTPException(422, "video_b64 is not base64") from None
+            video = tmp / f"upload{item.video_suffix}"
+            video.write_bytes(data)
+        elif item.video is not None:
+            video = named_video(item.video)
+        else:
+            raise HTTPException(422, "give video (a path under the data root) or video_b64")
+        info = inspect(video, folder_fps=item.fps)
+        if info.num_frames > limits.max_frames:
+            raise HTTPException(
+                413, f"video has {info.num_frames} frames; the limit is {limits.max_frames}"
             )
+        # an upload's header is the client's word: count what will be decoded
+        if (
+            item.video_b64 is not None
+            and _packet_count(video, limits.max_frames) > limits.max_frames
+        ):
+            raise HTTPException(
+                413, f"video has more than {limits.max_frames} frames (counted from its packets)"
+            )
+        sink, masks = collect_rle()
+        timings: dict[str, float] = {}
+        results = run_system2(
+            models,
+            video,
+            [r.to_request() for r in item.requests],
+            sink,
+            folder_fps=item.fps,
+            timings=timings,
+        )
         return {
             "results": [
                 {
@@ -156,11 +231,14 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
         if not job_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise HTTPException(503, "System 2 is busy; retry later")
         try:
-            return [run_one(item) for item in items]
-        except OmniR1Error as err:
-            raise HTTPException(422, str(err)) from None
-        except ValueError as err:
-            raise HTTPException(422, str(err)) from None
+            done = []
+            for item in items:
+                # past the deadline the caller already has its 504: a worker thread cannot be
+                # stopped mid-item, but the rest of a batch is not started
+                if time.monotonic() > deadline:
+                    raise HTTPException(504, f"System 2 took longer than {limits.timeout_s} s")
+                done.append(run_one(item))
+            return done
         finally:
             job_lock.release()
 
@@ -185,7 +263,7 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
     async def segment_batch(body: BatchIn) -> dict:
         return {"items": await run_items(body.items)}
 
-    return BodyLimit(app, limits.max_body_bytes)
+    return Gate(app, limits.max_body_bytes, token)
 
 
 def serve(

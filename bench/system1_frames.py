@@ -1,0 +1,127 @@
+"""Does the tiny System 1 learn to use the frames? Its supervised warm start (the warm start's
+own code and examples), with the held-out keyframe hit rate every N steps, against the
+ignore-the-video answer (the four frames most often showing the target in training).
+
+    OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
+        [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--results bench/system1_results.jsonl]
+
+Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
+`omnir1 study` assesses); hit rate = keyframes on which the target is visible / keyframes.
+Nothing is tuned on them: they are only scored. Models are the embedded default's tiny ones
+(params.yaml), built under /tmp/system1_frames/ once per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    import torch
+
+    from omnir1.config import load_params
+    from omnir1.data.shards import clips_for
+    from omnir1.models.loading import freeze_towers, load_models
+    from omnir1.models.tiny import init_tiny
+    from omnir1.rl import warmstart as ws
+    from omnir1.rl.assess import policy_completions, prior_frames
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.study import _split_inputs
+    from omnir1.rl.train import trainable_samples
+    from omnir1.systems.parsing import parse_answer
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--bs", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--every", type=int, default=200)
+    ap.add_argument("--limit", type=int, default=24)
+    ap.add_argument("--results", default="bench/system1_results.jsonl")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+
+    params = load_params("params.yaml")
+    s1 = params.system1.to_config()
+    base = Path(f"/tmp/system1_frames/seed{a.seed}")
+    if not (base / "models.json").is_file():
+        init_tiny(base, seed=a.seed, sizes=params.models.tiny.sizes())
+    models = load_models(base, system2=False)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+    samples = trainable_samples("revos", Path(a.data))
+    clips = clips_for(samples, s1)
+    targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
+    descriptions = ws.object_descriptions(a.data)
+    examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
+    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid", a.limit)
+    prior = prior_frames(targets, s1.moments)
+
+    def visible(ctx, frame: int) -> bool:
+        return ctx.target.union_areas[frame] > 0
+
+    prior_hit = float(
+        np.mean(
+            [np.mean([visible(c, k) for k in prior if k < c.num_frames]) for c in held_contexts]
+        )
+    )
+    print(f"{len(examples)} examples; {len(held)} held-out; prior {prior} hit {prior_hit:.3f}")
+
+    def hit_rate() -> tuple[float, float]:
+        texts = policy_completions(
+            reasoner, held_clips, [s.expression for s in held], per_sample=2, seed=1000
+        )
+        keyframes = hits = well_formed = answers = 0
+        for ctx, sampled in zip(held_contexts, texts, strict=True):
+            for text in sampled:
+                parsed = parse_answer(text, ctx.num_frames)
+                answers += 1
+                well_formed += parsed.format_ok
+                keyframes += len(parsed.keyframes)
+                hits += sum(visible(ctx, k) for k in parsed.keyframes)
+        return hits / max(keyframes, 1), well_formed / answers
+
+    curve: list[list[float]] = []
+    step = torch.optim.AdamW.step
+    count = {"n": 0}
+
+    def step_and_measure(opt, *args, **kwargs):  # the curve, without a second training loop
+        out = step(opt, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] % a.every == 0:
+            models.system1.eval()
+            with torch.no_grad():
+                hit, formed = hit_rate()
+            curve.append([count["n"], round(hit, 3), round(formed, 3)])
+            print("curve", curve[-1], flush=True)
+            models.system1.train()
+        return out
+
+    torch.optim.AdamW.step = step_and_measure
+    freeze_towers(models.system1)
+    start = time.perf_counter()
+    cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
+    ws.finetune(models.system1, examples, cfg, models.system1_processor.tokenizer.pad_token_id)
+    result = {
+        "tag": a.tag,
+        **{k: v for k, v in vars(a).items() if k not in ("results", "tag")},
+        "examples": len(examples),
+        "heldout": len(held),
+        "prior_hit": round(prior_hit, 3),
+        "curve": curve,
+        "seconds": round(time.perf_counter() - start),
+    }
+    print(json.dumps(result), flush=True)
+    with Path(a.results).open("a") as fh:
+        fh.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
