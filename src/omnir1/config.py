@@ -145,6 +145,8 @@ class System1Params(_Section):
     max_new_tokens: int = Field(800, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    # "compact": the task in few words, no example answer (prompts.SYSTEM1_TASK_COMPACT)
+    prompt: Literal["release", "compact"] = "release"
 
     def to_config(self):
         from omnir1.systems.reasoning import System1Config

@@ -33,6 +33,7 @@ class System1Config:
     temperature: float = 1.0
     top_p: float = 0.95
     do_sample: bool = True
+    prompt: str = "release"  # or "compact" (prompts.SYSTEM1_TASK_COMPACT)
 
 
 @dataclass
@@ -108,7 +109,9 @@ class GlobalReasoner:
         self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
     def messages(self, expression: str, duration_s: float, rng: random.Random) -> list[dict]:
-        task = system1_task(expression, duration_s, rng, self.cfg.moments)
+        task = system1_task(
+            expression, duration_s, rng, self.cfg.moments, compact=self.cfg.prompt == "compact"
+        )
         return [
             {"role": "system", "content": SYSTEM1_SYSTEM},
             {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": task}]},
