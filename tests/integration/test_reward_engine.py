@@ -215,3 +215,25 @@ def test_adversarial_answers_score_zero_and_are_counted(models, context):
     assert len(scores.parsed[4].moments) <= 8  # max_moments: the rest dropped, and said so
     assert scores.outcomes[0] is not None and len(scores.outcomes[0].boxes[0]) <= 16
     assert scores.rewards[0]["video_accuracy"].components["object_num_mismatch"] < 0
+
+
+def test_the_recipes_grounder_settings_reach_system2(models, context, monkeypatch):
+    """The grounder must see keyframes as it was warm-started on them (params.grounder's
+    pixel budget): the engine once called System 2 with the release defaults, and a grounder
+    warm-started at 56 x 84 px wrote no box at 900 x 28 x 28."""
+    from omnir1.config import load_params
+    from omnir1.rl import engine as engine_module
+
+    params = load_params(ROOT / "params.yaml")
+    seen = []
+
+    def spy(*args, grounder_cfg=None, **kwargs):
+        seen.append(grounder_cfg)
+        return run_system2(*args, grounder_cfg=grounder_cfg, **kwargs)
+
+    monkeypatch.setattr(engine_module, "run_system2", spy)
+    engine = engine_module.engine_from_params(params, models, segment_masks=False)
+    good, _ = answer_on_visible_frames(context)
+    engine.score_group(context, [good])
+    assert seen == [params.grounder.to_config()]
+    assert seen[0].max_pixels == 6272 != GrounderConfig().max_pixels

@@ -125,6 +125,7 @@ class RewardEngine:
         max_moments: int = 8,
         segment_masks: bool = True,
         local_frames: bool = True,
+        grounder_cfg=None,
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
@@ -133,6 +134,7 @@ class RewardEngine:
         self.weights = weights or RewardWeights()
         self.system2 = system2
         self.retries, self.backoff_s = retries, backoff_s
+        self.grounder_cfg = grounder_cfg  # how the grounder sees keyframes (params.grounder)
         self.max_keyframes, self.max_moments = max_keyframes, max_moments
         # False: System 2 stops at the boxes (sam_j not computed), for assessments that do not
         # weigh SAM2's masks; training always segments, so that sam_j is logged
@@ -188,6 +190,8 @@ class RewardEngine:
                     frames[rid] += 1
 
             extra = {} if self.segment_masks else {"segment_masks": False}
+            if self.grounder_cfg is not None:
+                extra["grounder_cfg"] = self.grounder_cfg
             try:
                 local = ctx.frames is not None and self.local_frames
                 results = self.system2(
@@ -243,4 +247,5 @@ def engine_from_params(
         max_moments=s1.max_moments,
         segment_masks=segment_masks,
         local_frames=system2_url is None,
+        grounder_cfg=params.grounder.to_config(),
     )
