@@ -243,6 +243,11 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         timeout_s=args.timeout,
     )
+    grounder_cfg = None
+    if args.params:
+        from omnir1.config import load_params
+
+        grounder_cfg = load_params(args.params).grounder.to_config()
     serve(
         args.models,
         host=args.host,
@@ -250,6 +255,7 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         device=args.device,
         limits=limits,
+        grounder_cfg=grounder_cfg,
     )
     return 0
 
@@ -785,6 +791,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=64.0)
     p.add_argument("--max-frames", type=int, default=3000, help="frames of one video")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per call, queue included")
+    p.add_argument(
+        "--params",
+        help="params.yaml whose `grounder` section says how keyframes are shown to the grounder "
+        "(default: the release's; give the trainers' file when they score with this service)",
+    )
     p.set_defaults(func=cmd_serve_system2)
 
     p = groups.add_parser("train", help="GRPO of System 1 with System-2 rewards (params.yaml)")

@@ -22,6 +22,7 @@ from omnir1.models.loading import load_models
 from omnir1.service.client import System2Client, System2Error
 from omnir1.systems.system2 import KeyframeRequest, System2Request, collect_rle, run_system2
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-Zq8"
 pytestmark = pytest.mark.slow
 
@@ -334,7 +335,7 @@ def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
 ):
     """The trainer's reward engine with System 2 behind the service: one request per group,
     the same boxes and masks, hence the same rewards, as in process."""
-    from omnir1.config import Params
+    from omnir1.config import load_params
     from omnir1.data.loaders import load
     from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.warmstart import system1_answer
@@ -349,9 +350,9 @@ def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
         system1_answer(visible[-1:], "a shape", moments=1),
         "no answer",
     ]
-    params = Params()
+    params = load_params(ROOT / "params.yaml")  # the embedded grounder settings, both sides
     local = engine_from_params(params, load_models(tiny_models)).score_group(ctx, group)
-    with running_service(tiny_models, root) as url:
+    with running_service(tiny_models, root, "--params", str(ROOT / "params.yaml")) as url:
         remote_engine = engine_from_params(
             params, load_models(tiny_models, system2=False), system2_url=url, system2_root=root
         )

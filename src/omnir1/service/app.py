@@ -129,8 +129,16 @@ async def _answer(send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(models, *, data_root: str | Path, token: str, limits: Limits | None = None):
-    """The FastAPI app around loaded `models` (omnir1.models.loading.Models)."""
+def create_app(
+    models,
+    *,
+    data_root: str | Path,
+    token: str,
+    limits: Limits | None = None,
+    grounder_cfg=None,
+):
+    """The FastAPI app around loaded `models` (omnir1.models.loading.Models); `grounder_cfg`
+    (a GrounderConfig: how keyframes are shown to the grounder) defaults to the release's."""
     from omnir1.errors import OmniR1Error
     from omnir1.fsutil import inside
     from omnir1.media import inspect
@@ -213,6 +221,7 @@ def create_app(models, *, data_root: str | Path, token: str, limits: Limits | No
             sink,
             folder_fps=item.fps,
             timings=timings,
+            grounder_cfg=grounder_cfg,
         )
         return {
             "results": [
@@ -274,6 +283,7 @@ def serve(
     data_root: str | Path = ".",
     device: str = "cpu",
     limits: Limits | None = None,
+    grounder_cfg=None,
 ) -> None:
     import uvicorn
 
@@ -284,6 +294,10 @@ def serve(
     if not token:
         raise ConfigError(None, f"set {TOKEN_ENV} to the bearer token clients must send", TOKEN_ENV)
     app = create_app(
-        load_models(models_dir, device=device), data_root=data_root, token=token, limits=limits
+        load_models(models_dir, device=device),
+        data_root=data_root,
+        token=token,
+        limits=limits,
+        grounder_cfg=grounder_cfg,
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
