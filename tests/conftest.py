@@ -112,6 +112,36 @@ def tiny_models(tmp_path_factory) -> Path:
     return out
 
 
+def kill_when(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict,
+    log: Path,
+    appears: Path,
+    pattern: str,
+    timeout_s: float = 1200,
+) -> None:
+    """Run `command` in its own session (output to `log`) and SIGKILL it, with every process it
+    started, as soon as a file matching `pattern` appears under `appears`."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout_s
+    while not list(appears.glob(pattern)):
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def free_port() -> int:
     import socket
 

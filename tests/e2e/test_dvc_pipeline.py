@@ -6,15 +6,13 @@ reward weight makes only training and what follows stale."""
 import json
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import end_to_end_params
+from conftest import end_to_end_params, kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,24 +101,14 @@ def test_a_killed_train_stage_resumes_on_the_next_repro(tmp_path):
     params["train"].update(max_steps=4, save_steps=1, learning_rate=1.0e-3)
     work, env, run = project(tmp_path, params)
 
-    log = tmp_path / "repro.log"
-    with log.open("wb") as fh:  # its own session: the kill takes dvc and `omnir1 train` alike
-        proc = subprocess.Popen(
-            ["dvc", "repro", "train"],
-            cwd=work,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    done = work / "runs" / "train_checkpoints" / "checkpoint-2" / CHECKPOINT_DONE
-    deadline = time.monotonic() + 900
-    while not done.is_file():
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(  # right after checkpoint 2 is complete, while step 3 runs
+        ["dvc", "repro", "train"],
+        cwd=work,
+        env=env,
+        log=tmp_path / "repro.log",
+        appears=work / "runs" / "train_checkpoints",
+        pattern=f"checkpoint-2/{CHECKPOINT_DONE}",
+    )
     assert not (work / "metrics" / "train.json").exists()
 
     again = run("dvc", "repro", "train")

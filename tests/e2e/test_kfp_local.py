@@ -5,16 +5,14 @@ back from the registry as models:/NAME@champion; and a failing task fails the ru
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import end_to_end_params
+from conftest import end_to_end_params, kill_when
 
 ROOT = Path(__file__).resolve().parents[2]
 OMNIR1 = str(Path(sys.executable).parent / "omnir1")
@@ -134,24 +132,14 @@ def test_a_killed_local_run_resumes_training_when_run_again(tmp_path):
     synthesize(SynthConfig(format="revos", videos=6, workers=1), source, progress=False)
     changes = dict(train__max_steps=4, train__save_steps=1, train__learning_rate=1.0e-3)
     params = small_params(tmp_path, data__formats=["revos"], data__source=str(source), **changes)
-    log = tmp_path / "killed.log"
-    with log.open("wb") as fh:  # its own session: the kill takes every task process too
-        proc = subprocess.Popen(
-            pipeline_command(tmp_path, params),
-            cwd=tmp_path,
-            env=ENV,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    checkpoints = tmp_path / "root-checkpoints"
-    deadline = time.monotonic() + 1200
-    while not list(checkpoints.glob(f"*/checkpoint-2/{CHECKPOINT_DONE}")):
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(  # the whole local run, right after the train task's checkpoint 2
+        pipeline_command(tmp_path, params),
+        cwd=tmp_path,
+        env=ENV,
+        log=tmp_path / "killed.log",
+        appears=tmp_path / "root-checkpoints",
+        pattern=f"*/checkpoint-2/{CHECKPOINT_DONE}",
+    )
 
     out = run_pipeline(tmp_path, params)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
