@@ -3,7 +3,8 @@ own code and examples), with the held-out keyframe hit rate every N steps, again
 ignore-the-video answer (the four frames most often showing the target in training).
 
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
-        [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N]
+        [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
+        [--prompt compact]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -46,6 +47,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=200)
     ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--max-frames", type=int, help="override system1.max_frames")
+    ap.add_argument("--frames", choices=["video", "images"], help="override system1.frames")
+    ap.add_argument("--prompt", choices=["release", "compact"], help="override system1.prompt")
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -54,6 +57,10 @@ def main() -> None:
     params = load_params("params.yaml")
     if a.max_frames:
         params.system1.max_frames = a.max_frames
+    if a.frames:
+        params.system1.frames = a.frames
+    if a.prompt:
+        params.system1.prompt = a.prompt
     s1 = params.system1.to_config()
     base = Path(f"/tmp/system1_frames/seed{a.seed}")
     if not (base / "models.json").is_file():

@@ -147,6 +147,8 @@ class System1Params(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     # "compact": the task in few words, no example answer (prompts.SYSTEM1_TASK_COMPACT)
     prompt: Literal["release", "compact"] = "release"
+    # "images": each frame an image after its time in text (System1Config.frames)
+    frames: Literal["video", "images"] = "video"
 
     def to_config(self):
         from omnir1.systems.reasoning import System1Config

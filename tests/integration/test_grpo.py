@@ -12,21 +12,31 @@ from omnir1.data.loaders import load
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, context_from_sample
 from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
-from omnir1.systems.reasoning import GlobalReasoner, load_clip
+from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_grpo_steps_move_the_policy_and_not_the_grounder(tiny_models, synth_sets, tmp_path):
+# video: the frames as one video with the audio interleaved; images: each frame an image after
+# its time in text (system1.frames), at the embedded default's 28 px
+@pytest.mark.parametrize(
+    "cfg",
+    [System1Config(), System1Config(frames="images", max_pixels=1568)],
+    ids=["video", "images"],
+)
+def test_two_grpo_steps_move_the_policy_and_not_the_grounder(
+    cfg, tiny_models, synth_sets, tmp_path
+):
     from trl import GRPOConfig
 
     models = load_models(tiny_models)
     samples = [s for s in load("revos", synth_sets["revos"]) if s.split == "train"][:2]
-    reasoner = GlobalReasoner(models.system1, models.system1_processor)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, cfg)
     clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, folder_fps=s.fps) for s in samples
+        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=cfg, folder_fps=s.fps)
+        for s in samples
     ]
     assert all(c.audio is not None for c in clips)
     prompt_inputs = prepare_prompts(reasoner, clips, [s.expression for s in samples])

@@ -84,8 +84,8 @@ def test_system1_prompt_interleaves_audio_and_video(loaded, media_files):
     silent_ids = reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0].tolist()
     assert audio_id not in silent_ids
     # the example times in the instructions are random
-    a = reasoner.messages("x", 10.0, random.Random(1))[1]["content"][1]["text"]
-    b = reasoner.messages("x", 10.0, random.Random(2))[1]["content"][1]["text"]
+    a = reasoner.messages(with_audio, "x", random.Random(1))[1]["content"][1]["text"]
+    b = reasoner.messages(with_audio, "x", random.Random(2))[1]["content"][1]["text"]
     assert a != b
     # system1.prompt: compact asks the same in ~180 fewer tokens, with no example
     compact = GlobalReasoner(
@@ -93,11 +93,33 @@ def test_system1_prompt_interleaves_audio_and_video(loaded, media_files):
     )
     short = compact.inputs(with_audio, "the whistle", random.Random(0))["input_ids"][0].tolist()
     assert video_id in short and audio_id in short and len(short) < len(ids) - 150
-    text = compact.messages('the "red" ball', 10.0, random.Random(1))[1]["content"][1]["text"]
+    text = compact.messages(with_audio, 'the "red" ball', random.Random(1))[1]["content"][1]["text"]
     assert "the 'red' ball" in text and "00:10.00" in text and "mm:ss.ff" in text
     assert (
-        text == compact.messages('the "red" ball', 10.0, random.Random(2))[1]["content"][1]["text"]
+        text
+        == compact.messages(with_audio, 'the "red" ball', random.Random(2))[1]["content"][1]["text"]
     )
+
+
+def test_system1_frames_as_timed_images(loaded, media_files):
+    """system1.frames: images puts each frame after its time in text, then the audio block."""
+    cfg = System1Config(frames="images", prompt="compact", max_new_tokens=8, max_pixels=1568)
+    reasoner = GlobalReasoner(loaded.system1, loaded.system1_processor, cfg)
+    tok = loaded.system1_processor.tokenizer
+    clip = load_clip(media_files["mp4"], cfg=cfg)
+    ids = reasoner.inputs(clip, "the whistle", random.Random(0))["input_ids"][0].tolist()
+    image_id, video_id, audio_id, bos_id = (
+        tok.convert_tokens_to_ids(t)
+        for t in ("<|IMAGE|>", "<|VIDEO|>", "<|AUDIO|>", "<|vision_bos|>")
+    )
+    assert video_id not in ids and ids.count(bos_id) == clip.num_frames
+    assert ids.index(audio_id) > len(ids) - 1 - ids[::-1].index(image_id)  # audio after frames
+    text = tok.decode(ids)
+    assert text.index("00:09.50") < text.rindex("<|IMAGE|>")  # the last frame's time
+    silent = load_clip(media_files["silent_mp4"], cfg=cfg)
+    assert audio_id not in reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0]
+    for c in (clip, silent):  # with and without the audio block
+        assert len(reasoner.generate(c, "the circle", num_return_sequences=2)) == 2
 
 
 def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):

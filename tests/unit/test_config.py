@@ -22,6 +22,17 @@ def test_release_params_are_the_library_defaults_and_the_papers_recipe():
     assert params.warm_start.system1.steps == 0 and params.warm_start.grounder.steps == 0
 
 
+def test_the_learning_study_recipe_changes_only_what_it_says():
+    """configs/params/study_turns.yaml (docs/training.md's study) over params.yaml: the data's
+    drawing, the prompt, reward clipping and the warm-start / GRPO lengths; models unchanged."""
+    embedded = load_params(ROOT / "params.yaml")
+    study = load_params(ROOT / "params.yaml", [ROOT / "configs" / "params" / "study_turns.yaml"])
+    assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
+    assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
+    assert study.models == embedded.models and study.grounder == embedded.grounder
+    assert study.train.model_copy(update={"max_steps": 60}) == embedded.train
+
+
 def test_embedded_params_differ_from_the_release_only_where_they_say_so():
     embedded = load_params(ROOT / "params.yaml").model_dump()
     release = load_params(ROOT / "configs" / "params" / "release.yaml").model_dump()

@@ -31,6 +31,10 @@ from omnir1.fsutil import write_json
 from omnir1.rl.engine import GroupContext, RewardEngine
 from omnir1.rl.train import CHECKPOINT_DONE
 
+# the processor's outputs for System 1's frames, by its `frames` setting
+VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+IMAGE_FIELDS = ("pixel_values", "image_grid_thw")
+
 
 def prepare_prompts(reasoner, clips: Sequence, expressions: Sequence[str], seed: int = 0) -> dict:
     """Processor outputs for every sample (index -> tensors), each with its own random example
@@ -150,12 +154,11 @@ class VideoGRPOTrainer(GRPOTrainer):
         device = self.accelerator.device
         fields = {
             key: torch.cat([p[key] for p in prepared]).to(device)
-            for key in ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")
+            for key in (*VIDEO_FIELDS, *IMAGE_FIELDS, "input_features", "feature_attention_mask")
+            if all(key in p for p in prepared)
         }
-        if all("input_features" in p for p in prepared):
-            for key in ("input_features", "feature_attention_mask"):
-                fields[key] = torch.cat([p[key] for p in prepared]).to(device)
-            fields["use_audio_in_video"] = True
+        if "input_features" in fields:
+            fields["use_audio_in_video"] = "pixel_values_videos" in fields
         self._fields_cache = (key, fields)
         return fields
 

@@ -77,8 +77,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict:
             )
         else:
             batch[key] = torch.cat([e.fields[key] for e in examples])
-    if "input_features" in batch:
-        batch["use_audio_in_video"] = True
+    if "input_features" in batch:  # interleaved with the video, or a block of its own
+        batch["use_audio_in_video"] = "pixel_values_videos" in batch
     return batch
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnir1.systems.prompts import SYSTEM1_SYSTEM, marker_token_ids, system1_task
+from omnir1.systems.prompts import SYSTEM1_SYSTEM, format_time, marker_token_ids, system1_task
 
 QWEN_PATCH = 28
 
@@ -34,6 +34,11 @@ class System1Config:
     top_p: float = 0.95
     do_sample: bool = True
     prompt: str = "release"  # or "compact" (prompts.SYSTEM1_TASK_COMPACT)
+    # "video": the frames as one video with the audio interleaved (Qwen2.5-Omni's own way, whose
+    # time-aligned rotary codes a pretrained model reads); "images": each frame an image after
+    # its time in text, the audio after them (a tiny model can copy the time next to the frame
+    # that shows the target, where it cannot read times from rotary codes: DESIGN.md §7)
+    frames: str = "video"
 
 
 @dataclass
@@ -108,14 +113,26 @@ class GlobalReasoner:
         self.cfg = cfg or System1Config()
         self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
-    def messages(self, expression: str, duration_s: float, rng: random.Random) -> list[dict]:
+    def messages(self, clip: VideoClip, expression: str, rng: random.Random) -> list[dict]:
         task = system1_task(
-            expression, duration_s, rng, self.cfg.moments, compact=self.cfg.prompt == "compact"
+            expression, clip.duration_s, rng, self.cfg.moments, compact=self.cfg.prompt == "compact"
         )
+        if self.cfg.frames == "images":
+            media: list[dict] = []
+            for t in clip.times:
+                media += [{"type": "text", "text": format_time(float(t))}, {"type": "image"}]
+            if clip.audio is not None:
+                media.append({"type": "audio"})
+        else:
+            media = [{"type": "video"}]
         return [
             {"role": "system", "content": SYSTEM1_SYSTEM},
-            {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": task}]},
+            {"role": "user", "content": [*media, {"type": "text", "text": task}]},
         ]
+
+    def audio_in_video(self, clip: VideoClip) -> bool:
+        """Whether the audio is interleaved with the video (the model's `use_audio_in_video`)."""
+        return clip.audio is not None and self.cfg.frames == "video"
 
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(
@@ -126,37 +143,32 @@ class GlobalReasoner:
         self, clip: VideoClip, expressions: Sequence[str], seed: int = 0
     ) -> list[str]:
         """The prompt of each expression on `clip`, each with the same seeded example."""
-        return [
-            self.chat_prompt(self.messages(e, clip.duration_s, random.Random(seed)))
-            for e in expressions
-        ]
+        return [self.chat_prompt(self.messages(clip, e, random.Random(seed))) for e in expressions]
 
     def inputs(self, clip: VideoClip, expression: str, rng: random.Random):
         """Processor outputs (input ids with the video and audio interleaved, pixel values,
         audio features) for one clip and expression."""
-        prompt = self.chat_prompt(self.messages(expression, clip.duration_s, rng))
+        prompt = self.chat_prompt(self.messages(clip, expression, rng))
         return self.batch_inputs(clip, [prompt])
 
     def batch_inputs(self, clip: VideoClip, prompts: Sequence[str]):
         """Processor outputs for several chat-templated prompts on one clip, left-padded for
         generation: the clip's video and audio repeated per row."""
         n = len(prompts)
-        kwargs = {}
+        kwargs: dict = {}
         if clip.audio is not None:
+            kwargs["audio"] = [clip.audio] * n
+        if self.audio_in_video(clip):
             # the audio track is interleaved with the video in 2-second chunks
-            kwargs = {
-                "audio": [clip.audio] * n,
-                "audio_from_video_indices": list(range(n)),
-                "load_audio_from_video": True,
-            }
+            kwargs |= {"audio_from_video_indices": list(range(n)), "load_audio_from_video": True}
+        if self.cfg.frames == "images":
+            # frames are already at System 1's size (multiples of 28): no resizing
+            kwargs |= {"images": list(clip.frames) * n, "images_kwargs": {"do_resize": False}}
+        else:
+            video_kwargs = {"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps}
+            kwargs |= {"videos": [clip.frames] * n, "videos_kwargs": video_kwargs}
         return self.processor(
-            text=list(prompts),
-            videos=[clip.frames] * n,
-            videos_kwargs={"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps},
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-            **kwargs,
+            text=list(prompts), return_tensors="pt", padding=True, padding_side="left", **kwargs
         )
 
     def generate_greedy(
@@ -179,7 +191,7 @@ class GlobalReasoner:
             with torch.no_grad():
                 out = self.model.generate(
                     **inputs,
-                    use_audio_in_video=clip.audio is not None,
+                    use_audio_in_video=self.audio_in_video(clip),
                     max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
                     do_sample=False,
                     suppress_tokens=self.suppress_tokens,
@@ -214,7 +226,7 @@ class GlobalReasoner:
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
-                use_audio_in_video=clip.audio is not None,
+                use_audio_in_video=self.audio_in_video(clip),
                 max_new_tokens=self.cfg.max_new_tokens,
                 do_sample=self.cfg.do_sample,
                 temperature=self.cfg.temperature if self.cfg.do_sample else None,
