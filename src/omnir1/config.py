@@ -185,6 +185,17 @@ class RewardParams(_Section):
     names: list[str] = ["format", "video_accuracy"]
     weights: WeightParams = WeightParams()
     system2_retries: int = Field(2, ge=0)
+    # SAM2 on every Nth group only; allowed only with a_g 0 (its J then weighs nothing)
+    sam2_every: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _sam2_every_only_when_unweighted(self):
+        if self.sam2_every > 1 and self.weights.a_g != 0:
+            raise ValueError(
+                f"sam2_every {self.sam2_every} needs weights.a_g 0: SAM2's J is part of the "
+                f"reward (a_g {self.weights.a_g}), so every group must be segmented"
+            )
+        return self
 
 
 class TrainParams(_Section):

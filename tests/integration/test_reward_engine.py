@@ -13,6 +13,7 @@ from omnir1.data.loaders import load
 from omnir1.media.video import smart_resize
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, System2FailedError, context_from_sample
+from omnir1.rl.rewards import RewardWeights
 from omnir1.systems.grounding import GrounderConfig
 from omnir1.systems.prompts import format_time
 from omnir1.systems.system2 import run_system2
@@ -98,6 +99,31 @@ def test_system2_failures_are_retried_then_stop_the_run(models, context):
     failed = r"after 2 attempts: ConnectionError: service gone"
     with pytest.raises(System2FailedError, match=failed):
         engine.score_group(context, [good])
+
+
+def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
+    """rewards.sam2_every: with a_g 0, SAM2 runs (and sam_j is logged) on every Nth System-2
+    call; the boxes, and so every weighted term, come from every call."""
+    good, box = answer_on_visible_frames(context, moments=1)
+    segmented = []
+
+    def system2(*args, **kwargs):
+        segmented.append(kwargs.get("segment_masks", True))
+        return run_system2(*args, grounder_answer=json.dumps([{"bbox_2d": box}]), **kwargs)
+
+    weights = RewardWeights(a_g=0.0)
+    engine = RewardEngine(
+        ["video_accuracy"], models, weights=weights, system2=system2, sam2_every=2
+    )
+    scores = [engine.score_group(context, [good]) for _ in range(3)]
+    assert segmented == [True, False, True]
+    assert [s.outcomes[0].sam_j is None for s in scores] == [False, True, False]
+    parts = [s.rewards[0]["video_accuracy"].components for s in scores]
+    assert parts[0]["box_iou"] == parts[1]["box_iou"] == pytest.approx(1.0, abs=1e-6)
+    totals = [s.rewards[0]["video_accuracy"].total for s in scores]
+    assert totals[0] == totals[1] == totals[2]  # a_g 0: whether SAM2 ran changes no reward
+    with pytest.raises(ValueError, match="sam2_every must be 1 when SAM2's J carries weight"):
+        RewardEngine(["video_accuracy"], models, weights=RewardWeights(a_g=2.0), sam2_every=2)
 
 
 def test_unknown_reward_names_fail_early(models):

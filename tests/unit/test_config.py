@@ -33,6 +33,13 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert study.train.model_copy(update={"max_steps": 60}) == embedded.train
 
 
+def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("rewards:\n  sam2_every: 4\n  weights: {a_g: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"sam2_every 4 needs weights\.a_g 0"):
+        load_params(path)
+
+
 def test_embedded_params_differ_from_the_release_only_where_they_say_so():
     embedded = load_params(ROOT / "params.yaml").model_dump()
     release = load_params(ROOT / "configs" / "params" / "release.yaml").model_dump()

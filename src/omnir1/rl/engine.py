@@ -126,12 +126,19 @@ class RewardEngine:
         segment_masks: bool = True,
         local_frames: bool = True,
         grounder_cfg=None,
+        sam2_every: int = 1,
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
+        weights = weights or RewardWeights()
+        if sam2_every < 1 or (sam2_every > 1 and weights.a_g != 0):
+            raise ValueError(
+                f"sam2_every must be 1 when SAM2's J carries weight (a_g {weights.a_g}), and >= "
+                f"1, got {sam2_every}"
+            )
         self.rewards = list(rewards)
         self.models = models
-        self.weights = weights or RewardWeights()
+        self.weights = weights
         self.system2 = system2
         self.retries, self.backoff_s = retries, backoff_s
         self.grounder_cfg = grounder_cfg  # how the grounder sees keyframes (params.grounder)
@@ -139,6 +146,10 @@ class RewardEngine:
         # False: System 2 stops at the boxes (sam_j not computed), for assessments that do not
         # weigh SAM2's masks; training always segments, so that sam_j is logged
         self.segment_masks = segment_masks
+        # with a_g 0, SAM2 on every Nth System-2 call only: its J is logged there, weighs nothing
+        # and is most of a tiny CPU step's time (docs/training.md)
+        self.sam2_every = sam2_every
+        self.system2_calls = 0
         self.local_frames = local_frames  # False: System 2 is a service that reads `video`
 
     def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
@@ -177,6 +188,8 @@ class RewardEngine:
             for i, p in enumerate(parsed)
             if p.keyframes
         ]
+        segment = self.segment_masks and self.system2_calls % self.sam2_every == 0
+        self.system2_calls += 1
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             if attempt:
@@ -189,7 +202,7 @@ class RewardEngine:
                     j_sum[rid] += float(jaccard(mask, ctx.gt_union[frame]))
                     frames[rid] += 1
 
-            extra = {} if self.segment_masks else {"segment_masks": False}
+            extra = {} if segment else {"segment_masks": False}
             if self.grounder_cfg is not None:
                 extra["grounder_cfg"] = self.grounder_cfg
             try:
@@ -248,4 +261,5 @@ def engine_from_params(
         segment_masks=segment_masks,
         local_frames=system2_url is None,
         grounder_cfg=params.grounder.to_config(),
+        sam2_every=params.rewards.sam2_every,
     )
