@@ -30,7 +30,7 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
     assert study.models == embedded.models and study.grounder == embedded.grounder
-    assert study.train.model_copy(update={"max_steps": 60}) == embedded.train
+    assert study.train.model_copy(update={"max_steps": 60, "learning_rate": 1e-4}) == embedded.train
 
 
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
