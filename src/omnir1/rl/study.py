@@ -264,7 +264,7 @@ def plot_curves(results: dict, path: Path) -> None:
     )
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean total reward of the group")
-    ax.set_title("GRPO of System 1 on the embedded default")
+    ax.set_title(f"GRPO of System 1 (omnir1 study, {results['data']['format']})")
     ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
