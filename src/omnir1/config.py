@@ -190,11 +190,9 @@ class RewardParams(_Section):
 
     @model_validator(mode="after")
     def _sam2_every_only_when_unweighted(self):
-        if self.sam2_every > 1 and self.weights.a_g != 0:
-            raise ValueError(
-                f"sam2_every {self.sam2_every} needs weights.a_g 0: SAM2's J is part of the "
-                f"reward (a_g {self.weights.a_g}), so every group must be segmented"
-            )
+        from omnir1.rl.rewards import check_sam2_every
+
+        check_sam2_every(self.sam2_every, self.weights.a_g)
         return self
 
 

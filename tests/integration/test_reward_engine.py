@@ -122,7 +122,8 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
     assert parts[0]["box_iou"] == parts[1]["box_iou"] == pytest.approx(1.0, abs=1e-6)
     totals = [s.rewards[0]["video_accuracy"].total for s in scores]
     assert totals[0] == totals[1] == totals[2]  # a_g 0: whether SAM2 ran changes no reward
-    with pytest.raises(ValueError, match="sam2_every must be 1 when SAM2's J carries weight"):
+    needs_unweighted = r"sam2_every 2 needs weights\.a_g 0: SAM2's J is part of the reward"
+    with pytest.raises(ValueError, match=needs_unweighted):
         RewardEngine(["video_accuracy"], models, weights=RewardWeights(a_g=2.0), sam2_every=2)
 
 

@@ -24,6 +24,7 @@ from omnir1.rl.rewards import (
     RewardTarget,
     RewardWeights,
     System2Outcome,
+    check_sam2_every,
     get_reward,
     needs_system2,
 )
@@ -131,11 +132,7 @@ class RewardEngine:
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
         weights = weights or RewardWeights()
-        if sam2_every < 1 or (sam2_every > 1 and weights.a_g != 0):
-            raise ValueError(
-                f"sam2_every must be 1 when SAM2's J carries weight (a_g {weights.a_g}), and >= "
-                f"1, got {sam2_every}"
-            )
+        check_sam2_every(sam2_every, weights.a_g)
         self.rewards = list(rewards)
         self.models = models
         self.weights = weights

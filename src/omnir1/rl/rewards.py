@@ -63,6 +63,18 @@ VIDEO_ACCURACY_TERMS = (
 )
 
 
+def check_sam2_every(sam2_every: int, a_g: float) -> None:
+    """SAM2 may skip groups (rewards.sam2_every > 1) only while its J weighs nothing (a_g 0):
+    otherwise a skipped group would be scored without a term of its reward."""
+    if sam2_every < 1:
+        raise ValueError(f"sam2_every must be >= 1, got {sam2_every}")
+    if sam2_every > 1 and a_g != 0:
+        raise ValueError(
+            f"sam2_every {sam2_every} needs weights.a_g 0: SAM2's J is part of the reward "
+            f"(a_g {a_g}), so every group must be segmented"
+        )
+
+
 @dataclass(frozen=True)
 class RewardWeights:
     """Weights of the video accuracy terms (cumulated and the mismatch penalty are unweighted)."""

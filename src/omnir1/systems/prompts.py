@@ -99,18 +99,14 @@ def system1_task(
     *,
     compact: bool = False,
 ) -> str:
+    fields = {
+        "expression": expression.replace('"', "'"),
+        "moments": moments,
+        "duration": format_time(duration_s),
+    }
     if compact:
-        return SYSTEM1_TASK_COMPACT.format(
-            expression=expression.replace('"', "'"),
-            moments=moments,
-            duration=format_time(duration_s),
-        )
-    return SYSTEM1_TASK.format(
-        expression=expression.replace('"', "'"),
-        moments=moments,
-        duration=format_time(duration_s),
-        example=example_answer(duration_s, rng, moments),
-    )
+        return SYSTEM1_TASK_COMPACT.format(**fields)
+    return SYSTEM1_TASK.format(**fields, example=example_answer(duration_s, rng, moments))
 
 
 def grounder_task(description: str) -> str:
