@@ -33,6 +33,8 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         extra["visit_fraction"] = args.visits
     if args.layout:
         extra["layout"] = args.layout
+    if args.duration is not None:
+        extra["duration_s"] = args.duration
     cfg = SynthConfig(
         format=args.format, videos=args.videos, seed=args.seed, workers=args.workers, **extra
     )
@@ -528,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("free", "turns"),
         help="free: 3-5 objects, often several in view; turns: 2-3 objects in view one at a "
         "time (default: SynthConfig's)",
+    )
+    p.add_argument(
+        "--duration", type=float, help="seconds per video (default: SynthConfig's, 10)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -58,6 +58,7 @@ class SynthParams(_Section):
     object_scale: float = Field(1.0, ge=0.2, le=3.0)  # shapes' radii x this
     visit_fraction: float = Field(0.0, ge=0.0, le=1.0)  # objects only briefly in view
     layout: Literal["free", "turns"] = "free"  # data.synth.generate.LAYOUTS
+    duration_s: float = Field(10.0, ge=2.0, le=600.0)  # per video
 
 
 class DataParams(_Section):

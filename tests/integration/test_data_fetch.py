@@ -25,6 +25,16 @@ def test_synthesised_by_default(tmp_path):
     assert (out / "synth_objects.json").is_file()
 
 
+def test_short_clips_from_params_and_the_cli(tmp_path):
+    text = "data:\n  synth: {videos: 2, workers: 1, layout: turns, duration_s: 4}\n"
+    assert fetch(tmp_path, text, "revos", tmp_path / "fetched") == 0
+    args = ["--videos", "2", "--workers", "1", "--layout", "turns", "--duration", "4", "--quiet"]
+    assert main(["data", "synth", "--format", "revos", "--out", str(tmp_path / "cli"), *args]) == 0
+    for folder in ("fetched", "cli"):
+        summary = json.loads((tmp_path / folder / "synth_summary.json").read_text())
+        assert summary["duration_s"] == 4.0 and summary["frames_per_video"] == 24
+
+
 def test_imported_from_a_folder_and_bad_sources(synth_sets, tmp_path, capsys):
     out = tmp_path / "sets" / "revos"
     source = synth_sets["revos"]

@@ -245,19 +245,24 @@ def test_object_scale_and_visits():
         SynthConfig(background="checkerboard")
 
 
-def test_turns_layout_shows_at_most_one_object_at_a_time():
-    cfg = SynthConfig(format="revos", videos=6, seed=5, layout="turns")
+@pytest.mark.parametrize("duration", [10.0, 4.0])
+def test_turns_layout_shows_at_most_one_object_at_a_time(duration):
+    cfg = SynthConfig(format="revos", videos=6, seed=5, layout="turns", duration_s=duration)
     for i in range(cfg.videos):
         _, _, scene, _ = video_scene(cfg, i)
         assert 2 <= len(scene.objects) <= 3
+        assert scene.num_frames == round(duration * 6)
         windows = sorted((o.t_in, o.t_out) for o in scene.objects)
         assert all(0.0 <= a < b <= scene.duration_s for a, b in windows)
+        assert all(b - a >= 0.5 for a, b in windows)  # System 1's 2 fps sees every turn
         assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(windows))
         _, masks = render(scene)
         in_view = np.stack([m.any(axis=(1, 2)) for m in masks.values()])  # (objects, frames)
         assert in_view.sum(axis=0).max() == 1 and in_view.any(axis=1).all()
     with pytest.raises(ConfigError, match="layout"):
         SynthConfig(layout="grid")
+    with pytest.raises(ConfigError, match="duration must be in"):
+        SynthConfig(duration_s=1.0)
 
 
 def test_timecode_background_says_when_in_blue():

@@ -50,6 +50,7 @@ def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -
             object_scale=synth.object_scale,
             visit_fraction=synth.visit_fraction,
             layout=synth.layout,
+            duration_s=synth.duration_s,
         )
         synthesize(cfg, out, overwrite=True, progress=progress)
     elif is_s3(source):

@@ -263,6 +263,7 @@ def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | N
         background=summary.get("background", "gradient"),
         object_scale=summary.get("object_scale", 1.0),
         layout=summary.get("layout", "free"),
+        duration_s=summary.get("duration_s", 10.0),
     )
     radius = SIZES["small"] * cfg.object_scale * min(cfg.width, cfg.height)
     min_area = 0.25 * np.pi * radius**2

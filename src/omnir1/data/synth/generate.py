@@ -96,6 +96,10 @@ class SynthConfig:
             raise ConfigError(
                 None, f"visit_fraction must be in [0, 1], got {self.visit_fraction}", "visits"
             )
+        if not 2.0 <= self.duration_s <= 600.0:
+            raise ConfigError(
+                None, f"duration must be in [2, 600] s, got {self.duration_s}", "duration"
+            )
         if self.width < 64 or self.height < 64:
             raise ConfigError(
                 None, f"frames must be at least 64x64, got {self.width}x{self.height}", "size"
@@ -413,6 +417,7 @@ def _summary(cfg: SynthConfig, results: list[VideoResult]) -> dict:
         "expressions": sum(kinds.values()),
         "expressions_by_kind": kinds,
         "fps": cfg.frame_rate,
+        "duration_s": cfg.duration_s,
         "frames_per_video": round(cfg.duration_s * cfg.frame_rate),
         "background": cfg.background,
         "object_scale": cfg.object_scale,
