@@ -531,9 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="free: 3-5 objects, often several in view; turns: 2-3 objects in view one at a "
         "time (default: SynthConfig's)",
     )
-    p.add_argument(
-        "--duration", type=float, help="seconds per video (default: SynthConfig's, 10)"
-    )
+    p.add_argument("--duration", type=float, help="seconds per video (default: SynthConfig's, 10)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)
