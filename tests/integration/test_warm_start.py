@@ -10,6 +10,7 @@ import torch
 
 from omnir1.cli import main
 from omnir1.models.loading import Manifest
+from omnir1.rl.warmstart import object_words
 
 pytestmark = pytest.mark.slow
 
@@ -85,8 +86,11 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     for key in ("before", "after"):
         assert run[key]["samples"] == 2 and run[key]["completions"] == 2
     assert study["baseline_ignore_video"]["completions"] == 2
+    assert study["baseline_read_words"]["completions"] == 2
+    words = object_words(synth_sets["revos"])  # what read-the-words masks
+    assert {"small", "large", "circle"} <= words and "appears" not in words
     assert set(study["summary"]) == {"reward", "keyframe_hit_rate", "box_iou", "format_rate"}
-    assert "| mean total reward |" in (out / "study.md").read_text()
+    assert "| ignore the video | read the words |" in (out / "study.md").read_text()
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from omnir1.rl.assess import assess, ignore_video_completions, prior_frames
+from omnir1.rl.assess import (
+    assess,
+    expression_template,
+    ignore_video_completions,
+    prior_frames,
+    read_words_completions,
+)
 from omnir1.rl.engine import GroupContext, RewardEngine
 from omnir1.rl.rewards import RewardTarget, video_accuracy_reward
 from omnir1.rl.warmstart import (
@@ -116,3 +122,24 @@ def test_the_ignore_the_video_baseline_answers_the_prior_frames_with_the_express
     assert parsed.keyframes == [5, 6]
     assert parsed.keyframe_descriptions == ["the red circle"] * 2
     assert "the blue star" in other
+
+
+def test_the_read_the_words_baseline_picks_frames_by_the_expressions_template():
+    words = {"red", "blue", "green", "circle", "star", "small"}
+    assert expression_template("The red circle that appears LAST.", words) == (
+        "the _ _ that appears last."
+    )
+    assert expression_template("all the small stars", words) == "all the _ _"
+    train = [target_visible_on({6, 7}), target_visible_on({7}), target_visible_on({1, 2})]
+    texts = ["the red circle that appears last", "the blue star that appears last", "the star"]
+    (late,), (same,), (unseen,) = read_words_completions(
+        train,
+        texts,
+        ["the green circle that appears last", "the red circle", "the star on the left"],
+        moments=2,
+        object_words=words,
+    )
+    assert parse_answer(late, 20).keyframes == [6, 7]  # frames of "the _ _ that appears last"
+    assert parse_answer(same, 20).keyframes == [1, 7]  # "the _ _" unseen: all training targets
+    assert parse_answer(unseen, 20).keyframes == [1, 7]
+    assert "the green circle that appears last" in late  # the expression as the description

@@ -8,14 +8,19 @@ the keyframe hit rate (keyframes on which the target is visible / keyframes), th
 every reward component over the answers where it was computed.
 
 The ignore-the-video baseline answers every sample with the same frames (those on which targets
-were most often visible in the training set) and the expression itself as the description:
-the best a policy that never looks at the video can do with this reward.
+were most often visible in the training set) and the expression itself as the description.
+The read-the-words baseline also never looks at the video but picks its frames by the
+expression's wording: per template (the expression with the words that name objects masked,
+so "the red circle that appears last" and "the blue star that appears last" share one), the
+frames on which training targets of that template were most often visible. It is what a
+policy can learn from temporal words alone ("appears last": late frames), so a System 1 beats
+it only by looking at the frames.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 
 
@@ -106,3 +111,37 @@ def ignore_video_completions(
 
     frames = prior_frames(train_targets, moments)
     return [[system1_answer(frames, e, moments)] for e in expressions]
+
+
+def expression_template(expression: str, object_words: Collection[str]) -> str:
+    """The expression with the words that name objects (and their plurals) masked as "_"."""
+    words = []
+    for word in expression.lower().split():
+        bare = word.strip(",.;:!?")
+        named = bare in object_words or (bare.endswith("s") and bare[:-1] in object_words)
+        words.append("_" if named else word)
+    return " ".join(words)
+
+
+def read_words_completions(
+    train_targets: Sequence,
+    train_expressions: Sequence[str],
+    expressions: Sequence[str],
+    *,
+    moments: int,
+    object_words: Collection[str],
+) -> list[list[str]]:
+    """The read-the-words baseline's answer for every expression: the prior frames of its
+    template among the training expressions (of all of them for a template never seen)."""
+    from omnir1.rl.warmstart import system1_answer
+
+    by_template: dict[str, list] = defaultdict(list)
+    for target, text in zip(train_targets, train_expressions, strict=True):
+        by_template[expression_template(text, object_words)].append(target)
+    overall = prior_frames(train_targets, moments)
+    answers = []
+    for text in expressions:
+        seen = by_template.get(expression_template(text, object_words))
+        frames = prior_frames(seen, moments) if seen else overall
+        answers.append([system1_answer(frames, text, moments)])
+    return answers

@@ -72,9 +72,9 @@ def run_study(
 ) -> dict:
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
-    from omnir1.rl.assess import assess, ignore_video_completions
+    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
     from omnir1.rl.train import run_training
-    from omnir1.rl.warmstart import run_warm_start
+    from omnir1.rl.warmstart import object_words, run_warm_start
 
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,8 @@ def run_study(
         return result
 
     heldout = timed("load_heldout", _split_inputs, params, fmt, data, heldout_split, heldout_limit)
-    train_targets = [c.target for c in _split_inputs(params, fmt, data, "train")[2]]
+    train_samples, _, train_contexts = _split_inputs(params, fmt, data, "train")
+    train_targets = [c.target for c in train_contexts]
 
     # the environment: one warm-started, frozen grounder (System 1 untouched here)
     env_base = out / "environment" / "base"
@@ -109,22 +110,29 @@ def run_study(
         out=env,
     )
 
-    # the ignore-the-video baseline, scored by the same System 2
+    # the two baselines that never look at the video, scored by the same System 2
     samples, _, contexts = heldout
-    s1 = params.system1
+    expressions = [s.expression for s in samples]
+    moments = params.system1.moments
+    env_engine = _engine(params, load_models(env))
     baseline = assess(
-        _engine(params, load_models(env)),
-        contexts,
-        ignore_video_completions(
-            train_targets, [s.expression for s in samples], moments=s1.moments
-        ),
+        env_engine, contexts, ignore_video_completions(train_targets, expressions, moments=moments)
     )
+    read_words = read_words_completions(
+        train_targets,
+        [s.expression for s in train_samples],
+        expressions,
+        moments=moments,
+        object_words=object_words(data),
+    )
+    baseline_words = assess(env_engine, contexts, read_words)
     results: dict = {
         "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
         "heldout_samples": len(samples),
         "completions_per_sample": per_sample,
         "grounder": grounder_summary,
         "baseline_ignore_video": baseline.to_dict(),
+        "baseline_read_words": baseline_words.to_dict(),
         "seeds": {},
     }
     no_grounder = params.model_copy(deep=True)
@@ -208,6 +216,7 @@ def summarize(results: dict) -> dict:
             "delta_min": min(delta),
             "improved_seeds": sum(d > 0 for d in delta),
             "baseline": results["baseline_ignore_video"][key],
+            "baseline_read_words": results["baseline_read_words"][key],
         }
     return summary
 
@@ -225,10 +234,10 @@ def table(results: dict) -> str:
         f"({results['data']['heldout_split']} split), "
         f"{results['completions_per_sample']} sampled answers each; seeds {', '.join(seeds)}.",
         "",
-        "| metric | ignore-the-video | "
+        "| metric | ignore the video | read the words | "
         + " | ".join(f"seed {s} before → after" for s in seeds)
         + " | mean Δ |",
-        "|---|---|" + "---|" * len(seeds) + "---|",
+        "|---|---|---|" + "---|" * len(seeds) + "---|",
     ]
     for key, label in names.items():
         cells = [
@@ -238,6 +247,7 @@ def table(results: dict) -> str:
         mean_delta = results["summary"][key]["delta"]
         lines.append(
             f"| {label} | {results['baseline_ignore_video'][key]:.3f} | "
+            f"{results['baseline_read_words'][key]:.3f} | "
             + " | ".join(cells)
             + f" | {mean_delta:+.3f} |"
         )

@@ -140,6 +140,22 @@ def object_descriptions(data: str | Path) -> dict[tuple[str, str], str]:
     }
 
 
+def object_words(data: str | Path) -> set[str]:
+    """Every word that names an object of the data set (colour, shape, size, sound) in its
+    `synth_objects.json` (empty when the data set has none)."""
+    path = Path(data) / OBJECTS_FILE
+    if not path.is_file():
+        return set()
+    fields = ("color", "shape", "size", "sound")
+    return {
+        word
+        for objects in read_json(path).values()
+        for o in objects.values()
+        for key in fields
+        for word in str(o.get(key) or "").lower().split()
+    }
+
+
 def target_description(sample, descriptions: dict[tuple[str, str], str]) -> str:
     """The single-frame description of a sample's referents (the expression when unknown)."""
     named = [descriptions.get((sample.video_id, str(o))) for o in sample.object_ids]
