@@ -1,6 +1,7 @@
 """Does the tiny System 1 learn to use the frames? Its supervised warm start (the warm start's
 own code and examples), with the held-out keyframe hit rate every N steps, against the
-ignore-the-video answer (the four frames most often showing the target in training).
+ignore-the-video answer (the four frames most often showing the target in training) and the
+read-the-words answer (the same, per expression template: omnir1.rl.assess).
 
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
@@ -31,7 +32,7 @@ def main() -> None:
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
-    from omnir1.rl.assess import policy_completions, prior_frames
+    from omnir1.rl.assess import policy_completions, prior_frames, read_words_completions
     from omnir1.rl.engine import context_from_sample
     from omnir1.rl.study import _split_inputs
     from omnir1.rl.train import trainable_samples
@@ -83,7 +84,26 @@ def main() -> None:
             [np.mean([visible(c, k) for k in prior if k < c.num_frames]) for c in held_contexts]
         )
     )
-    print(f"{len(examples)} examples; {len(held)} held-out; prior {prior} hit {prior_hit:.3f}")
+    words_frames = [
+        parse_answer(texts[0], ctx.num_frames).keyframes
+        for texts, ctx in zip(
+            read_words_completions(
+                targets,
+                [s.expression for s in samples],
+                [s.expression for s in held],
+                moments=s1.moments,
+                object_words=ws.object_words(a.data),
+            ),
+            held_contexts,
+            strict=True,
+        )
+    ]
+    pairs = zip(held_contexts, words_frames, strict=True)
+    words_hit = float(np.mean([np.mean([visible(c, k) for k in f]) for c, f in pairs]))
+    print(
+        f"{len(examples)} examples; {len(held)} held-out; prior {prior} hit {prior_hit:.3f}; "
+        f"read the words hit {words_hit:.3f}"
+    )
 
     def hit_rate() -> tuple[float, float]:
         texts = policy_completions(
@@ -126,6 +146,7 @@ def main() -> None:
         "examples": len(examples),
         "heldout": len(held),
         "prior_hit": round(prior_hit, 3),
+        "read_words_hit": round(words_hit, 3),
         "curve": curve,
         "seconds": round(time.perf_counter() - start),
     }
