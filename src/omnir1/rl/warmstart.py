@@ -126,30 +126,29 @@ def finetune(
 # --- what the answers are derived from ---------------------------------------------------------
 
 
-def object_descriptions(data: str | Path) -> dict[tuple[str, str], str]:
-    """(video id, object id) -> "the red circle", from the data set's `synth_objects.json`
-    (empty when the data set has none)."""
+def _synth_objects(data: str | Path) -> dict[str, dict[str, dict]]:
+    """video id -> object id -> its attributes, from the data set's `synth_objects.json`
+    (empty when the data set has none: real data sets)."""
     path = Path(data) / OBJECTS_FILE
-    if not path.is_file():
-        return {}
-    table = read_json(path)
+    return read_json(path) if path.is_file() else {}
+
+
+def object_descriptions(data: str | Path) -> dict[tuple[str, str], str]:
+    """(video id, object id) -> "the red circle" (empty without `synth_objects.json`)."""
     return {
         (vid, oid): f"the {o['color']} {o['shape']}"
-        for vid, objects in table.items()
+        for vid, objects in _synth_objects(data).items()
         for oid, o in objects.items()
     }
 
 
 def object_words(data: str | Path) -> set[str]:
-    """Every word that names an object of the data set (colour, shape, size, sound) in its
-    `synth_objects.json` (empty when the data set has none)."""
-    path = Path(data) / OBJECTS_FILE
-    if not path.is_file():
-        return set()
+    """Every word that names an object of the data set (colour, shape, size, sound; empty
+    without `synth_objects.json`, when read-the-words keys on whole expressions)."""
     fields = ("color", "shape", "size", "sound")
     return {
         word
-        for objects in read_json(path).values()
+        for objects in _synth_objects(data).values()
         for o in objects.values()
         for key in fields
         for word in str(o.get(key) or "").lower().split()
