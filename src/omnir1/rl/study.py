@@ -266,12 +266,12 @@ def plot_curves(results: dict, path: Path) -> None:
         rewards = [h["reward"] for h in run["history"] if "reward" in h]
         if steps:
             ax.plot(steps, rewards, label=f"seed {seed}", alpha=0.8)
-    ax.axhline(
-        results["baseline_ignore_video"]["reward"],
-        color="grey",
-        ls="--",
-        label="ignore-the-video (held-out)",
-    )
+    for key, style, label in (
+        ("baseline_ignore_video", "--", "ignore the video (held-out)"),
+        ("baseline_read_words", ":", "read the words (held-out)"),
+    ):
+        if key in results:
+            ax.axhline(results[key]["reward"], color="grey", ls=style, label=label)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean total reward of the group")
     ax.set_title(f"GRPO of System 1 (omnir1 study, {results['data']['format']})")
