@@ -89,7 +89,13 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     assert study["baseline_read_words"]["completions"] == 2
     words = object_words(synth_sets["revos"])  # what read-the-words masks
     assert {"small", "large", "circle"} <= words and "appears" not in words
-    assert set(study["summary"]) == {"reward", "keyframe_hit_rate", "box_iou", "format_rate"}
+    assert set(study["summary"]) == {
+        "reward",
+        "keyframe_hit_rate",
+        "keyframe_hits_per_answer",
+        "box_iou",
+        "format_rate",
+    }
     assert "| ignore the video | read the words |" in (out / "study.md").read_text()
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -109,6 +109,7 @@ def test_assessment_counts_keyframe_hits_and_malformed_answers():
     assert result.completions == 2 and result.format_rate == 0.5
     assert result.keyframes_per_answer == 1.5
     assert result.keyframe_hit_rate == pytest.approx(2 / 3)
+    assert result.keyframe_hits_per_answer == pytest.approx(1.0)  # 2 hits over 2 answers
     assert result.reward == pytest.approx(0.5)  # format only: 1 and 0
     assert result.box_iou == 0.0
 

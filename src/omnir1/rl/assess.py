@@ -3,7 +3,9 @@
 For every sample, completions (the policy's samples, or a baseline's answers) are scored by the
 same `RewardEngine` as training (System 2 included). Reported: mean total reward (the recipe's
 rewards summed) and each reward's mean, the rate of well-formed answers, keyframes per answer,
-the keyframe hit rate (keyframes on which the target is visible / keyframes), the box IoU
+the keyframe hit rate (keyframes on which the target is visible / keyframes) and those hits per
+answer (the rate alone falls when a policy adds keyframes, as the frame term pays up to four,
+on clips where the target is visible on fewer frames), the box IoU
 (the video accuracy reward's matched box IoU; 0 for an answer without keyframes) and the mean of
 every reward component over the answers where it was computed.
 
@@ -33,6 +35,7 @@ class Assessment:
     format_rate: float
     keyframes_per_answer: float
     keyframe_hit_rate: float
+    keyframe_hits_per_answer: float
     box_iou: float
     components: dict[str, float] = field(default_factory=dict)
 
@@ -77,6 +80,7 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
         format_rate=mean(formats),
         keyframes_per_answer=keyframes / n if n else 0.0,
         keyframe_hit_rate=hits / keyframes if keyframes else 0.0,
+        keyframe_hits_per_answer=hits / n if n else 0.0,
         box_iou=mean(ious),
         components={k: mean(v) for k, v in sorted(components.items())},
     )

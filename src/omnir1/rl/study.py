@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omnir1.fsutil import atomic_path, write_json
 
-HEADLINE = ("reward", "keyframe_hit_rate", "box_iou", "format_rate")
+HEADLINE = ("reward", "keyframe_hit_rate", "keyframe_hits_per_answer", "box_iou", "format_rate")
 
 
 def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
@@ -225,6 +225,7 @@ def table(results: dict) -> str:
     names = {
         "reward": "mean total reward",
         "keyframe_hit_rate": "keyframe hit rate",
+        "keyframe_hits_per_answer": "keyframe hits per answer",
         "box_iou": "box IoU",
         "format_rate": "well-formed answers",
     }
