@@ -10,6 +10,8 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
 `omnir1 study` assesses); hit rate = keyframes on which the target is visible / keyframes.
+Curve rows: [step, hit rate, well-formed rate, hits per answer] (the baselines name four
+keyframes: compare hits per answer with 4 x their rate).
 Nothing is tuned on them: they are only scored. Models are the embedded default's tiny ones
 (params.yaml), built under /tmp/system1_frames/ once per seed.
 """
@@ -105,7 +107,7 @@ def main() -> None:
         f"read the words hit {words_hit:.3f}"
     )
 
-    def hit_rate() -> tuple[float, float]:
+    def hit_rate() -> tuple[float, float, float]:
         texts = policy_completions(
             reasoner, held_clips, [s.expression for s in held], per_sample=2, seed=1000
         )
@@ -117,7 +119,7 @@ def main() -> None:
                 well_formed += parsed.format_ok
                 keyframes += len(parsed.keyframes)
                 hits += sum(visible(ctx, k) for k in parsed.keyframes)
-        return hits / max(keyframes, 1), well_formed / answers
+        return hits / max(keyframes, 1), well_formed / answers, hits / answers
 
     curve: list[list[float]] = []
     step = torch.optim.AdamW.step
@@ -129,8 +131,8 @@ def main() -> None:
         if count["n"] % a.every == 0:
             models.system1.eval()
             with torch.no_grad():
-                hit, formed = hit_rate()
-            curve.append([count["n"], round(hit, 3), round(formed, 3)])
+                hit, formed, per_answer = hit_rate()
+            curve.append([count["n"], round(hit, 3), round(formed, 3), round(per_answer, 2)])
             print("curve", curve[-1], flush=True)
             models.system1.train()
         return out
