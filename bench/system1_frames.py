@@ -34,7 +34,12 @@ def main() -> None:
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
-    from omnir1.rl.assess import policy_completions, prior_frames, read_words_completions
+    from omnir1.rl.assess import (
+        ignore_video_completions,
+        policy_completions,
+        prior_frames,
+        read_words_completions,
+    )
     from omnir1.rl.engine import context_from_sample
     from omnir1.rl.study import _split_inputs
     from omnir1.rl.train import trainable_samples
@@ -81,36 +86,31 @@ def main() -> None:
     def visible(ctx, frame: int) -> bool:
         return ctx.target.union_areas[frame] > 0
 
-    prior_hit = float(
-        np.mean(
-            [np.mean([visible(c, k) for k in prior if k < c.num_frames]) for c in held_contexts]
+    def baseline_hit(completions) -> float:  # a blind baseline: one answer per expression
+        rates = []
+        for (text,), ctx in zip(completions, held_contexts, strict=True):
+            frames = parse_answer(text, ctx.num_frames).keyframes
+            rates.append(np.mean([visible(ctx, k) for k in frames]))
+        return float(np.mean(rates))
+
+    expressions = [s.expression for s in held]
+    prior_hit = baseline_hit(ignore_video_completions(targets, expressions, moments=s1.moments))
+    words_hit = baseline_hit(
+        read_words_completions(
+            targets,
+            [s.expression for s in samples],
+            expressions,
+            moments=s1.moments,
+            object_words=ws.object_words(a.data),
         )
     )
-    words_frames = [
-        parse_answer(texts[0], ctx.num_frames).keyframes
-        for texts, ctx in zip(
-            read_words_completions(
-                targets,
-                [s.expression for s in samples],
-                [s.expression for s in held],
-                moments=s1.moments,
-                object_words=ws.object_words(a.data),
-            ),
-            held_contexts,
-            strict=True,
-        )
-    ]
-    pairs = zip(held_contexts, words_frames, strict=True)
-    words_hit = float(np.mean([np.mean([visible(c, k) for k in f]) for c, f in pairs]))
     print(
         f"{len(examples)} examples; {len(held)} held-out; prior {prior} hit {prior_hit:.3f}; "
         f"read the words hit {words_hit:.3f}"
     )
 
     def hit_rate() -> tuple[float, float, float]:
-        texts = policy_completions(
-            reasoner, held_clips, [s.expression for s in held], per_sample=2, seed=1000
-        )
+        texts = policy_completions(reasoner, held_clips, expressions, per_sample=2, seed=1000)
         keyframes = hits = well_formed = answers = 0
         for ctx, sampled in zip(held_contexts, texts, strict=True):
             for text in sampled:

@@ -31,6 +31,12 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
     assert study.models == embedded.models and study.grounder == embedded.grounder
     assert study.train.model_copy(update={"max_steps": 60, "learning_rate": 1e-4}) == embedded.train
+    # the short-clip study is the same recipe with 4 s clips and shorter System 1 / GRPO runs
+    recipes = [ROOT / "configs" / "params" / f"study_{name}.yaml" for name in ("turns", "short")]
+    short = load_params(ROOT / "params.yaml", recipes)
+    assert short.data.synth == study.data.synth.model_copy(update={"duration_s": 4.0})
+    assert short.warm_start.system1.steps == 200 and short.train.max_steps == 60
+    assert short.rewards == study.rewards and short.system1 == study.system1
 
 
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
