@@ -5,7 +5,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
 
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
-        [--prompt compact]
+        [--prompt compact] [--train-vision] [--no-audio]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, help="override system1.max_frames")
     ap.add_argument("--frames", choices=["video", "images"], help="override system1.frames")
     ap.add_argument("--prompt", choices=["release", "compact"], help="override system1.prompt")
+    ap.add_argument("--no-audio", action="store_true", help="drop the audio track (an ablation)")
+    ap.add_argument("--train-vision", action="store_true", help="train the vision tower too")
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -78,9 +80,12 @@ def main() -> None:
     samples = trainable_samples("revos", Path(a.data))
     clips = clips_for(samples, s1)
     targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
+    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid", a.limit)
+    if a.no_audio:  # before any example is made
+        for clip in [*clips, *held_clips]:
+            clip.audio = None
     descriptions = ws.object_descriptions(a.data)
     examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
-    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid", a.limit)
     prior = prior_frames(targets, s1.moments)
 
     def visible(ctx, frame: int) -> bool:
@@ -138,7 +143,7 @@ def main() -> None:
         return out
 
     torch.optim.AdamW.step = step_and_measure
-    freeze_towers(models.system1)
+    freeze_towers(models.system1, vision=a.train_vision)
     start = time.perf_counter()
     cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
     ws.finetune(models.system1, examples, cfg, models.system1_processor.tokenizer.pad_token_id)

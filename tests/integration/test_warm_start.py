@@ -69,7 +69,9 @@ def test_warm_start_trains_the_language_models_and_keeps_the_towers(
     )
 
 
-def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets, tmp_path):
+def test_study_writes_before_after_figures_a_table_and_reward_curves(
+    synth_sets, tmp_path, capsys
+):
     params = tmp_path / "params.yaml"
     params.write_text(
         WARM
@@ -98,6 +100,14 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     }
     assert "| ignore the video | read the words |" in (out / "study.md").read_text()
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # run again into the same folder: every finished stage is reused, the report is the same
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("reusing") == 2  # the grounder and seed 0
+    again = json.loads((out / "study.json").read_text())
+    assert again["seeds"] == study["seeds"] and again["grounder"] == study["grounder"]
+    assert again["baseline_ignore_video"] == study["baseline_ignore_video"]
 
 
 def test_rendered_frames_and_a_trained_vision_tower(tiny_models, synth_sets, tmp_path):

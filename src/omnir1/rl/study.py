@@ -11,16 +11,24 @@ training split only; the held-out videos are never seen before assessment.
 
 Writes OUT/study.json (every figure), OUT/study.md (the table), OUT/reward_curves.png and, per
 seed, OUT/seed_N/{base,warm,grpo}.
+
+A study takes tens of minutes, so each finished stage (the grounder, then every seed) is saved
+with a fingerprint of what it depends on (params, data files, held-out settings, package
+version); run again with the same --out, a stopped study goes on from the first unfinished
+stage and a finished one only rewrites its report. Anything else in the fingerprint changed:
+the stage runs again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from omnir1.fsutil import atomic_path, write_json
+from omnir1.fsutil import atomic_path, read_json, write_json
 
 HEADLINE = ("reward", "keyframe_hit_rate", "keyframe_hits_per_answer", "box_iou", "format_rate")
 
@@ -44,6 +52,36 @@ def _engine(params, models):
     from omnir1.rl.engine import engine_from_params
 
     return engine_from_params(params, models, segment_masks=params.rewards.weights.a_g != 0)
+
+
+def fingerprint(params, data: Path, **settings) -> str:
+    """What a study's results depend on: the merged params, the data set's files (names, sizes,
+    modification times), the assessment settings and the package version."""
+    from omnir1 import __version__
+
+    files = sorted(
+        (str(f.relative_to(data)), f.stat().st_size, f.stat().st_mtime_ns)
+        for f in data.rglob("*")
+        if f.is_file()
+    )
+    blob = json.dumps(
+        [params.model_dump(mode="json"), files, settings, __version__], sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log) -> dict:
+    """`compute()`'s result, saved at `path` under `key`; an earlier run's result when `path`
+    holds one with the same key."""
+    if path.is_file():
+        saved = read_json(path)
+        if saved.get("fingerprint") == key:
+            log(f"reusing {path} (the same params, data and settings)")
+            return saved["result"]
+        log(f"{path} is from other params, data or settings: running it again")
+    result = compute()
+    write_json(path, {"fingerprint": key, "result": result})
+    return result
 
 
 def _split_inputs(params, fmt: str, data: Path, split: str, limit: int | None = None):
@@ -99,16 +137,23 @@ def run_study(
     env = out / "environment" / "models"
     no_system1 = params.model_copy(deep=True)
     no_system1.warm_start.system1.steps = 0
-    log(f"grounder warm start ({params.warm_start.grounder.steps} steps)")
-    grounder_summary = timed(
-        "grounder_warm_start",
-        run_warm_start,
-        no_system1,
-        data=data,
-        fmt=fmt,
-        models_dir=env_base,
-        out=env,
+    key = fingerprint(
+        params, data, fmt=fmt, split=heldout_split, limit=heldout_limit, per_sample=per_sample
     )
+
+    def warm_grounder() -> dict:
+        log(f"grounder warm start ({params.warm_start.grounder.steps} steps)")
+        return timed(
+            "grounder_warm_start",
+            run_warm_start,
+            no_system1,
+            data=data,
+            fmt=fmt,
+            models_dir=env_base,
+            out=env,
+        )
+
+    grounder_summary = _saved_stage(out / "environment" / "stage.json", key, warm_grounder, log)
 
     # the two baselines that never look at the video, scored by the same System 2
     samples, _, contexts = heldout
@@ -137,8 +182,8 @@ def run_study(
     }
     no_grounder = params.model_copy(deep=True)
     no_grounder.warm_start.grounder.steps = 0
-    for seed in seeds:
-        folder = out / f"seed_{seed}"
+
+    def one_seed(seed: int, folder: Path) -> dict:
         seeded = no_grounder.model_copy(deep=True)
         seeded.train.seed = seed
         base = folder / "base"
@@ -173,6 +218,7 @@ def run_study(
             fmt=fmt,
             models_dir=folder / "warm",
             out=folder / "grpo",
+            resume="auto",  # a study stopped mid-GRPO goes on from its last checkpoint
         )
         after, after_example = timed(
             "assess",
@@ -184,7 +230,7 @@ def run_study(
             seed=1000 + seed,
         )
         log(f"seed {seed}: after GRPO reward {after.reward:.3f}")
-        results["seeds"][str(seed)] = {
+        return {
             "warm_start": warm,
             "before": before.to_dict(),
             "after": after.to_dict(),
@@ -192,6 +238,15 @@ def run_study(
             "history": train.get("history", []),
             "examples": {"before": before_example[:600], "after": after_example[:600]},
         }
+
+    for seed in seeds:
+        folder = out / f"seed_{seed}"
+        results["seeds"][str(seed)] = _saved_stage(
+            folder / "stage.json",
+            f"{key}:seed{seed}",
+            lambda seed=seed, folder=folder: one_seed(seed, folder),
+            log,
+        )
     results["summary"] = summarize(results)
     results["seconds"] = {**timings, "total": time.perf_counter() - start}
     write_json(out / "study.json", results)
