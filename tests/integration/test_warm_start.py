@@ -69,9 +69,7 @@ def test_warm_start_trains_the_language_models_and_keeps_the_towers(
     )
 
 
-def test_study_writes_before_after_figures_a_table_and_reward_curves(
-    synth_sets, tmp_path, capsys
-):
+def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets, tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text(
         WARM
