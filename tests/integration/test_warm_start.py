@@ -106,6 +106,7 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     again = json.loads((out / "study.json").read_text())
     assert again["seeds"] == study["seeds"] and again["grounder"] == study["grounder"]
     assert again["baseline_ignore_video"] == study["baseline_ignore_video"]
+    assert study["reused_stages"] == [] and again["reused_stages"] == ["environment", "seed_0"]
 
 
 def test_rendered_frames_and_a_trained_vision_tower(tiny_models, synth_sets, tmp_path):

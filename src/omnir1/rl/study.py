@@ -70,13 +70,14 @@ def fingerprint(params, data: Path, **settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log) -> dict:
+def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused: list[str]) -> dict:
     """`compute()`'s result, saved at `path` under `key`; an earlier run's result when `path`
-    holds one with the same key."""
+    holds one with the same key (its name is then added to `reused`)."""
     if path.is_file():
         saved = read_json(path)
         if saved.get("fingerprint") == key:
             log(f"reusing {path} (the same params, data and settings)")
+            reused.append(path.parent.name)
             return saved["result"]
         log(f"{path} is from other params, data or settings: running it again")
     result = compute()
@@ -137,9 +138,12 @@ def run_study(
     env = out / "environment" / "models"
     no_system1 = params.model_copy(deep=True)
     no_system1.warm_start.system1.steps = 0
+    # the grounder does not depend on the held-out settings; the seeds' assessments do
+    grounder_key = fingerprint(params, data, fmt=fmt)
     key = fingerprint(
         params, data, fmt=fmt, split=heldout_split, limit=heldout_limit, per_sample=per_sample
     )
+    reused: list[str] = []  # stages taken from an earlier run (their time is not in `seconds`)
 
     def warm_grounder() -> dict:
         log(f"grounder warm start ({params.warm_start.grounder.steps} steps)")
@@ -153,7 +157,9 @@ def run_study(
             out=env,
         )
 
-    grounder_summary = _saved_stage(out / "environment" / "stage.json", key, warm_grounder, log)
+    grounder_summary = _saved_stage(
+        out / "environment" / "stage.json", grounder_key, warm_grounder, log, reused
+    )
 
     # the two baselines that never look at the video, scored by the same System 2
     samples, _, contexts = heldout
@@ -246,7 +252,9 @@ def run_study(
             f"{key}:seed{seed}",
             lambda seed=seed, folder=folder: one_seed(seed, folder),
             log,
+            reused,
         )
+    results["reused_stages"] = reused
     results["summary"] = summarize(results)
     results["seconds"] = {**timings, "total": time.perf_counter() - start}
     write_json(out / "study.json", results)
