@@ -13,8 +13,8 @@ Writes OUT/study.json (every figure), OUT/study.md (the table), OUT/reward_curve
 seed, OUT/seed_N/{base,warm,grpo}.
 
 A study takes tens of minutes, so each finished stage (the grounder, then every seed) is saved
-with a fingerprint of what it depends on (params, data files, held-out settings, package
-version); run again with the same --out, a stopped study goes on from the first unfinished
+with a fingerprint of what it depends on (params, the data set's digest, held-out settings,
+package version); run again with the same --out, a stopped study goes on from the first unfinished
 stage and a finished one only rewrites its report. Anything else in the fingerprint changed:
 the stage runs again.
 """
@@ -54,18 +54,13 @@ def _engine(params, models):
     return engine_from_params(params, models, segment_masks=params.rewards.weights.a_g != 0)
 
 
-def fingerprint(params, data: Path, **settings) -> str:
-    """What a study's results depend on: the merged params, the data set's files (names, sizes,
-    modification times), the assessment settings and the package version."""
+def fingerprint(params, data_digest: str, **settings) -> str:
+    """What a study's results depend on: the merged params, the data set
+    (`omnir1.rl.train.data_digest`), the assessment settings and the package version."""
     from omnir1 import __version__
 
-    files = sorted(
-        (str(f.relative_to(data)), f.stat().st_size, f.stat().st_mtime_ns)
-        for f in data.rglob("*")
-        if f.is_file()
-    )
     blob = json.dumps(
-        [params.model_dump(mode="json"), files, settings, __version__], sort_keys=True
+        [params.model_dump(mode="json"), data_digest, settings, __version__], sort_keys=True
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -112,7 +107,7 @@ def run_study(
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
-    from omnir1.rl.train import run_training
+    from omnir1.rl.train import data_digest, run_training
     from omnir1.rl.warmstart import object_words, run_warm_start
 
     data, out = Path(data), Path(out)
@@ -139,9 +134,10 @@ def run_study(
     no_system1 = params.model_copy(deep=True)
     no_system1.warm_start.system1.steps = 0
     # the grounder does not depend on the held-out settings; the seeds' assessments do
-    grounder_key = fingerprint(params, data, fmt=fmt)
+    digest = data_digest(data)
+    grounder_key = fingerprint(params, digest, fmt=fmt)
     key = fingerprint(
-        params, data, fmt=fmt, split=heldout_split, limit=heldout_limit, per_sample=per_sample
+        params, digest, fmt=fmt, split=heldout_split, limit=heldout_limit, per_sample=per_sample
     )
     reused: list[str] = []  # stages taken from an earlier run (their time is not in `seconds`)
 

@@ -81,6 +81,11 @@ def _tree_digest(root: Path, read: Callable[[Path], bool]) -> str:
     return digest.hexdigest()
 
 
+def data_digest(data: str | Path) -> str:
+    """A data set's digest: annotations read in full, media files by path and size."""
+    return _tree_digest(Path(data), lambda p: p.suffix.lower() in ANNOTATION_SUFFIXES)
+
+
 def run_fingerprint(params, *, data: Path, fmt: str, models_dir: Path) -> dict[str, str]:
     """What a run's checkpoints depend on. The model files and the annotations are read in
     full; media files count by path and size (reading every video would cost more than it
@@ -90,7 +95,7 @@ def run_fingerprint(params, *, data: Path, fmt: str, models_dir: Path) -> dict[s
     return {
         "params": hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest(),
         "format": fmt,
-        "data": _tree_digest(Path(data), lambda p: p.suffix.lower() in ANNOTATION_SUFFIXES),
+        "data": data_digest(data),
         "models": _tree_digest(Path(models_dir), lambda p: True),
     }
 
