@@ -5,7 +5,8 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
 
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
-        [--prompt compact] [--train-vision] [--no-audio]
+        [--prompt compact] [--train-vision] [--no-audio] [--appearance-only]
+        [--moments K] [--hidden 256 --layers 6]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -21,9 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+
+def names_appearance(expression: str) -> bool:
+    """A synthetic expression about one object's colour, shape or size (not its sound, its
+    timing, or several objects: omnir1.data.synth.expressions)."""
+    return not any(w in expression for w in ("making", "shape that", " and ", "all the"))
 
 
 def main() -> None:
@@ -59,6 +67,14 @@ def main() -> None:
     ap.add_argument("--prompt", choices=["release", "compact"], help="override system1.prompt")
     ap.add_argument("--no-audio", action="store_true", help="drop the audio track (an ablation)")
     ap.add_argument("--train-vision", action="store_true", help="train the vision tower too")
+    ap.add_argument(
+        "--appearance-only",
+        action="store_true",
+        help="train and assess only expressions naming what the target looks like",
+    )
+    ap.add_argument("--moments", type=int, help="override system1.moments (answers' length)")
+    ap.add_argument("--hidden", type=int, help="the thinker's hidden size (FFN twice it)")
+    ap.add_argument("--layers", type=int, help="the thinker's layers")
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -71,16 +87,31 @@ def main() -> None:
         params.system1.frames = a.frames
     if a.prompt:
         params.system1.prompt = a.prompt
+    if a.moments:
+        params.system1.moments = a.moments
     s1 = params.system1.to_config()
-    base = Path(f"/tmp/system1_frames/seed{a.seed}")
+    sizes = params.models.tiny.sizes()
+    if a.hidden:
+        sizes = replace(sizes, hidden=a.hidden, ffn=2 * a.hidden)
+    if a.layers:
+        sizes = replace(sizes, layers=a.layers)
+    base = Path(f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
     if not (base / "models.json").is_file():
-        init_tiny(base, seed=a.seed, sizes=params.models.tiny.sizes())
+        init_tiny(base, seed=a.seed, sizes=sizes)
     models = load_models(base, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     samples = trainable_samples("revos", Path(a.data))
+    if a.appearance_only:
+        samples = [s for s in samples if names_appearance(s.expression)]
     clips = clips_for(samples, s1)
     targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
-    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid", a.limit)
+    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid")
+    wanted = names_appearance if a.appearance_only else (lambda expression: True)
+    kept = [i for i, s in enumerate(held) if wanted(s.expression)]
+    kept = kept[: a.limit]
+    held = [held[i] for i in kept]
+    held_clips = [held_clips[i] for i in kept]
+    held_contexts = [held_contexts[i] for i in kept]
     if a.no_audio:  # before any example is made
         for clip in [*clips, *held_clips]:
             clip.audio = None
