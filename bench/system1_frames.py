@@ -6,7 +6,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--appearance-only]
-        [--moments K] [--hidden 256 --layers 6]
+        [--word red] [--moments K] [--hidden 256 --layers 6]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -72,6 +72,9 @@ def main() -> None:
         action="store_true",
         help="train and assess only expressions naming what the target looks like",
     )
+    ap.add_argument(
+        "--word", help="with --appearance-only: only expressions with this word (one colour)"
+    )
     ap.add_argument("--moments", type=int, help="override system1.moments (answers' length)")
     ap.add_argument("--hidden", type=int, help="the thinker's hidden size (FFN twice it)")
     ap.add_argument("--layers", type=int, help="the thinker's layers")
@@ -101,12 +104,17 @@ def main() -> None:
     models = load_models(base, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     samples = trainable_samples("revos", Path(a.data))
+
+    def wanted(expression: str) -> bool:
+        if not a.appearance_only:
+            return True
+        return names_appearance(expression) and (not a.word or a.word in expression.split())
+
     if a.appearance_only:
-        samples = [s for s in samples if names_appearance(s.expression)]
+        samples = [s for s in samples if wanted(s.expression)]
     clips = clips_for(samples, s1)
     targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
     held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid")
-    wanted = names_appearance if a.appearance_only else (lambda expression: True)
     kept = [i for i, s in enumerate(held) if wanted(s.expression)]
     kept = kept[: a.limit]
     held = [held[i] for i in kept]
