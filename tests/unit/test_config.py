@@ -37,6 +37,11 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert short.data.synth == study.data.synth.model_copy(update={"duration_s": 4.0})
     assert short.warm_start.system1.steps == 200 and short.train.max_steps == 60
     assert short.rewards == study.rewards and short.system1 == study.system1
+    # the 8 s study: the short one's runs on 8 s clips
+    recipes[1] = ROOT / "configs" / "params" / "study_8s.yaml"
+    eight = load_params(ROOT / "params.yaml", recipes)
+    assert eight.data.synth == study.data.synth.model_copy(update={"duration_s": 8.0})
+    assert eight.warm_start == short.warm_start and eight.train == short.train
 
 
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
