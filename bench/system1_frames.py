@@ -6,7 +6,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--appearance-only]
-        [--word red] [--moments K] [--hidden 256 --layers 6]
+        [--word red [blue ...]] [--moments K] [--hidden 256 --layers 6]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -73,7 +73,9 @@ def main() -> None:
         help="train and assess only expressions naming what the target looks like",
     )
     ap.add_argument(
-        "--word", help="with --appearance-only: only expressions with this word (one colour)"
+        "--word",
+        nargs="+",
+        help="with --appearance-only: only expressions with one of these words (colours)",
     )
     ap.add_argument("--moments", type=int, help="override system1.moments (answers' length)")
     ap.add_argument("--hidden", type=int, help="the thinker's hidden size (FFN twice it)")
@@ -108,7 +110,9 @@ def main() -> None:
     def wanted(expression: str) -> bool:
         if not a.appearance_only:
             return True
-        return names_appearance(expression) and (not a.word or a.word in expression.split())
+        return names_appearance(expression) and (
+            not a.word or bool(set(a.word) & set(expression.split()))
+        )
 
     if a.appearance_only:
         samples = [s for s in samples if wanted(s.expression)]
