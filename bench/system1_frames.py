@@ -49,7 +49,6 @@ def main() -> None:
         read_words_completions,
     )
     from omnir1.rl.engine import context_from_sample
-    from omnir1.rl.study import _split_inputs
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.reasoning import GlobalReasoner
@@ -114,16 +113,14 @@ def main() -> None:
             not a.word or bool(set(a.word) & set(expression.split()))
         )
 
-    if a.appearance_only:
-        samples = [s for s in samples if wanted(s.expression)]
+    samples = [s for s in samples if wanted(s.expression)]
     clips = clips_for(samples, s1)
     targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
-    held, held_clips, held_contexts = _split_inputs(params, "revos", Path(a.data), "valid")
-    kept = [i for i, s in enumerate(held) if wanted(s.expression)]
-    kept = kept[: a.limit]
-    held = [held[i] for i in kept]
-    held_clips = [held_clips[i] for i in kept]
-    held_contexts = [held_contexts[i] for i in kept]
+    # filtered before any clip is decoded: a large set's valid split takes minutes to load
+    held = [s for s in trainable_samples("revos", Path(a.data), "valid") if wanted(s.expression)]
+    held = held[: a.limit]
+    held_clips = clips_for(held, s1)
+    held_contexts = [context_from_sample(s, s1, c) for s, c in zip(held, held_clips, strict=True)]
     if a.no_audio:  # before any example is made
         for clip in [*clips, *held_clips]:
             clip.audio = None
