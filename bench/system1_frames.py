@@ -38,7 +38,6 @@ def main() -> None:
     import torch
 
     from omnir1.config import load_params
-    from omnir1.data.shards import clips_for
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
@@ -48,8 +47,7 @@ def main() -> None:
         prior_frames,
         read_words_completions,
     )
-    from omnir1.rl.engine import context_from_sample
-    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.study import _split_inputs
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.reasoning import GlobalReasoner
 
@@ -104,23 +102,18 @@ def main() -> None:
         init_tiny(base, seed=a.seed, sizes=sizes)
     models = load_models(base, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    samples = trainable_samples("revos", Path(a.data))
 
-    def wanted(expression: str) -> bool:
+    def wanted(sample) -> bool:
         if not a.appearance_only:
             return True
-        return names_appearance(expression) and (
-            not a.word or bool(set(a.word) & set(expression.split()))
-        )
+        words = set(sample.expression.split())
+        return names_appearance(sample.expression) and (not a.word or bool(set(a.word) & words))
 
-    samples = [s for s in samples if wanted(s.expression)]
-    clips = clips_for(samples, s1)
-    targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
-    # filtered before any clip is decoded: a large set's valid split takes minutes to load
-    held = [s for s in trainable_samples("revos", Path(a.data), "valid") if wanted(s.expression)]
-    held = held[: a.limit]
-    held_clips = clips_for(held, s1)
-    held_contexts = [context_from_sample(s, s1, c) for s, c in zip(held, held_clips, strict=True)]
+    samples, clips, contexts = _split_inputs(params, "revos", Path(a.data), "train", keep=wanted)
+    targets = [c.target for c in contexts]
+    held, held_clips, held_contexts = _split_inputs(
+        params, "revos", Path(a.data), "valid", a.limit, keep=wanted
+    )
     if a.no_audio:  # before any example is made
         for clip in [*clips, *held_clips]:
             clip.audio = None

@@ -18,22 +18,19 @@ from pathlib import Path
 import numpy as np
 
 
-def frame_labels(data: Path, clips, samples) -> dict[tuple[str, int], tuple[str, str]]:
-    """(video, System-1 frame) -> (colour, shape) of the object in view, from the set's masks."""
-    masks = json.loads((data / "mask_dict.json").read_text())
-    objects = json.loads((data / "synth_objects.json").read_text())
-    anno = {}
-    for meta in data.glob("meta_expressions_*.json"):
-        for vid, entry in json.loads(meta.read_text())["videos"].items():
-            for expression in entry["expressions"].values():
-                for obj, a in zip(expression["obj_id"], expression["anno_id"], strict=True):
-                    anno[(vid, str(obj))] = str(a)
+def frame_labels(samples, clips: dict, objects: dict) -> dict[tuple[str, int], tuple[str, str]]:
+    """(video, System-1 frame) -> (colour, shape) of the object in view, from the samples' own
+    masks (every expression's objects: together they cover each video's objects)."""
     labels = {}
-    for sample, clip in zip(samples, clips, strict=True):
-        for obj, info in objects[sample.video_id].items():
-            track = masks.get(anno.get((sample.video_id, obj), ""), [])
-            for frame, source in enumerate(clip.source_indices):
-                if int(source) < len(track) and track[int(source)] is not None:
+    for sample in samples:
+        if sample.mask_source is None or sample.is_null:
+            continue
+        height, width = sample.frame_size()
+        for frame, source in enumerate(clips[sample.video_id].source_indices):
+            masks = sample.mask_source.frame_masks(int(source), height, width)
+            for obj, mask in zip(sample.object_ids, masks, strict=True):
+                if mask.any():
+                    info = objects[sample.video_id][obj]
                     labels[(sample.video_id, frame)] = (info["color"], info["shape"])
     return labels
 
@@ -70,6 +67,8 @@ def main() -> None:
 
     from omnir1.config import load_params
     from omnir1.data.shards import clips_for
+    from omnir1.data.synth.generate import OBJECTS_FILE
+    from omnir1.fsutil import read_json
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl.train import trainable_samples
@@ -90,21 +89,12 @@ def main() -> None:
         init_tiny(base, seed=a.seed, sizes=sizes)
     models = load_models(base, system2=False)
 
-    first: dict[str, object] = {}  # one sample per video: the frames are the video's
-    for split in ("train", "valid"):
-        for sample in trainable_samples("revos", data, split):
-            first.setdefault(sample.video_id, sample)
-    samples = list(first.values())
-    clips = clips_for(samples, s1)
-    labels = frame_labels(data, clips, samples)
-    keys = [
-        (s.video_id, f) for s, c in zip(samples, clips, strict=True) for f in range(len(c.frames))
-    ]
-    frames = {
-        (s.video_id, f): c.frames[f]
-        for s, c in zip(samples, clips, strict=True)
-        for f in range(len(c.frames))
-    }
+    samples = [s for split in ("train", "valid") for s in trainable_samples("revos", data, split)]
+    first = {s.video_id: s for s in reversed(samples)}  # one sample per video: its frames
+    clips = dict(zip(first, clips_for(list(first.values()), s1), strict=True))
+    labels = frame_labels(samples, clips, read_json(data / OBJECTS_FILE))
+    frames = {(vid, f): frame for vid, clip in clips.items() for f, frame in enumerate(clip.frames)}
+    keys = list(frames)
 
     image_processor = models.system1_processor.image_processor
     tokens = []

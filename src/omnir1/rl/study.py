@@ -27,8 +27,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omnir1.fsutil import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    from omnir1.data.records import Sample
 
 HEADLINE = ("reward", "keyframe_hit_rate", "keyframe_hits_per_answer", "box_iou", "format_rate")
 
@@ -80,13 +84,22 @@ def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused:
     return result
 
 
-def _split_inputs(params, fmt: str, data: Path, split: str, limit: int | None = None):
+def _split_inputs(
+    params,
+    fmt: str,
+    data: Path,
+    split: str,
+    limit: int | None = None,
+    keep: Callable[[Sample], bool] | None = None,
+):
+    """(samples, System 1's clips, contexts) of a split's first `limit` trainable expressions
+    that `keep` accepts; clips are decoded only for those."""
     from omnir1.data.shards import clips_for
     from omnir1.rl.engine import context_from_sample
     from omnir1.rl.train import trainable_samples
 
     s1 = params.system1.to_config()
-    samples = trainable_samples(fmt, data, split)[:limit]
+    samples = [s for s in trainable_samples(fmt, data, split) if keep is None or keep(s)][:limit]
     clips = clips_for(samples, s1)
     contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]
     return samples, clips, contexts
