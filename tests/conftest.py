@@ -4,6 +4,7 @@ test session (per xdist worker) in temporary folders."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,12 @@ import pytest
 
 SAMPLE_RATE = 16_000
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+# MLflow 3 telemetry tries to phone home from clients and servers alike; with no network here it
+# once made a real server fail an alias request (KeyError '_MLFLOW_TELEMETRY_SESSION_ID'). Set
+# before any test imports mlflow; servers and CLIs started by tests inherit it.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
 
 
 def end_to_end_params() -> dict:
@@ -124,7 +131,6 @@ def kill_when(
 ) -> None:
     """Run `command` in its own session (output to `log`) and SIGKILL it, with every process it
     started, as soon as a file matching `pattern` appears under `appears`."""
-    import os
     import signal
     import subprocess
     import time
