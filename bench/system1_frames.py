@@ -6,7 +6,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--appearance-only]
-        [--word red [blue ...]] [--moments K] [--hidden 256 --layers 6]
+        [--word red [blue ...]] [--rendered N] [--moments K] [--hidden 256 --layers 6]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -74,6 +74,12 @@ def main() -> None:
         nargs="+",
         help="with --appearance-only: only expressions with one of these words (colours)",
     )
+    ap.add_argument(
+        "--rendered",
+        type=int,
+        default=0,
+        help="add this many examples on freshly rendered clips like the set's (same filters)",
+    )
     ap.add_argument("--moments", type=int, help="override system1.moments (answers' length)")
     ap.add_argument("--hidden", type=int, help="the thinker's hidden size (FFN twice it)")
     ap.add_argument("--layers", type=int, help="the thinker's layers")
@@ -119,6 +125,11 @@ def main() -> None:
             clip.audio = None
     descriptions = ws.object_descriptions(a.data)
     examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
+    if a.rendered:
+        kinds = {"appearance"} if a.appearance_only else None
+        fresh = ws.rendered_clips(a.data, 4 * a.rendered, s1, seed=a.seed, kinds=kinds)
+        fresh = [r for r in fresh if not a.word or set(a.word) & set(r.expression.split())]
+        examples += ws.examples_of_rendered(reasoner, fresh[: a.rendered], seed=a.seed)
     prior = prior_frames(targets, s1.moments)
 
     def visible(ctx, frame: int) -> bool:

@@ -280,6 +280,10 @@ class WarmStartParams(_Section):
     # freshly drawn synthetic frames added to the grounder's examples (rendered_grounder_examples)
     grounder_rendered: int = Field(0, ge=0)
     system1: FinetuneParams = FinetuneParams()
+    # expressions on freshly rendered synthetic clips added to System 1's examples
+    # (rendered_system1_examples), of these kinds (None: the generator's own mix)
+    system1_rendered: int = Field(0, ge=0)
+    system1_rendered_kinds: list[Literal["appearance", "audio", "temporal", "multi"]] | None = None
 
 
 class EvaluateParams(_Section):

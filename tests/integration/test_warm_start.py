@@ -141,3 +141,75 @@ def test_rendered_frames_and_a_trained_vision_tower(tiny_models, synth_sets, tmp
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any("visual" in k for k in changed)
     assert not any("audio_tower" in k for k in changed)
+
+
+def test_a_rendered_scene_is_what_system1_loads_of_its_video(synth_sets):
+    """scene_expressions on a data set's own scene (and random stream) gives the clip that
+    load_clip reads from the video's files, its expressions, and the System-1 frames on which
+    the data set's masks show each target: rendered warm-start clips are like the set's."""
+    import dataclasses
+
+    import numpy as np
+
+    from omnir1.config import load_params
+    from omnir1.data.shards import clips_for
+    from omnir1.data.synth.generate import video_scene
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.warmstart import _synth_config, rendered_clips, scene_expressions
+
+    data = synth_sets["revos"]
+    s1 = load_params("params.yaml").system1.to_config()
+    cfg = dataclasses.replace(_synth_config(data), seed=3)  # the fixture's seed
+    vid, split, scene, rng = video_scene(cfg, 0)
+    assert split == "train"
+    rendered = scene_expressions(cfg, scene, rng, s1)
+    samples = [s for s in trainable_samples("revos", data) if s.video_id == vid]
+    (loaded, *_) = clips_for(samples[:1], s1)
+    clip = rendered[0].clip
+    assert np.array_equal(clip.times, loaded.times)
+    assert np.array_equal(clip.source_indices, loaded.source_indices)
+    assert clip.frames.shape == loaded.frames.shape  # JPEG-encoded on disk, exact here
+    assert np.abs(clip.frames.astype(int) - loaded.frames.astype(int)).mean() < 3.0
+    assert clip.audio.shape == loaded.audio.shape
+    assert np.abs(clip.audio - loaded.audio).max() < 1e-3  # 16-bit PCM on disk
+    visible_on_disk = {}
+    for sample in samples:
+        target = context_from_sample(sample, s1, loaded).target
+        visible_on_disk[sample.expression] = [f for f, a in enumerate(target.union_areas) if a > 0]
+    assert {r.expression: r.visible for r in rendered} == visible_on_disk
+
+    many = rendered_clips(data, 12, s1, seed=1, kinds={"appearance"})
+    assert len(many) == 12 and {r.kind for r in many} == {"appearance"}
+    assert all(r.visible and r.description.startswith("the ") for r in many)
+
+
+def test_system1_rendered_adds_examples_on_fresh_clips(tiny_models, synth_sets, tmp_path):
+    """warm_start.system1_rendered: that many examples on freshly rendered clips join the
+    set's own; a kind the generator does not make is refused, naming the field."""
+    from omnir1.config import load_params
+    from omnir1.errors import ConfigError
+
+    data = synth_sets["revos"]
+    args = ["warm-start", "--data", str(data), "--format", "revos", "--models", str(tiny_models)]
+    counts = {}
+    for rendered in (0, 5):
+        params = tmp_path / f"params{rendered}.yaml"
+        extra = f"\n  system1_rendered: {rendered}\n  system1_rendered_kinds: [appearance]"
+        params.write_text(
+            WARM.replace("grounder: {steps: 2,", "grounder: {steps: 0,").replace(
+                "system1: {steps: 2, batch_size: 2, warmup_steps: 1}",
+                "system1: {steps: 2, batch_size: 2, warmup_steps: 1}" + extra,
+            )
+        )
+        metrics = tmp_path / f"metrics{rendered}.json"
+        out = ["--params", str(params), "--out", str(tmp_path / f"w{rendered}")]
+        assert main([*args, *out, "--metrics", str(metrics)]) == 0
+        counts[rendered] = json.loads(metrics.read_text())["system1"]
+    assert counts[5]["rendered"] == 5
+    assert counts[5]["examples"] == counts[0]["examples"] + 5
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("warm_start: {system1_rendered: 5, system1_rendered_kinds: [smell]}\n")
+    with pytest.raises(ConfigError, match="system1_rendered_kinds"):
+        load_params(bad)

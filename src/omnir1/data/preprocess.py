@@ -234,7 +234,7 @@ def decode_video(job: VideoJob, settings: dict, frames_path: Path) -> dict:
     """One decoding pass: every frame to `frames_path` and System 1's sampled, resized frames
     (returned with their times), exactly as `sample_frames` / `load_clip` choose them."""
     from omnir1.media import inspect, sample_times, smart_resize
-    from omnir1.media.video import _iter_av_frames, _resize, list_frame_files, read_image
+    from omnir1.media.video import _iter_av_frames, list_frame_files, read_image, resize
 
     source = Path(job.source)
     info = inspect(source, folder_fps=job.folder_fps)
@@ -252,7 +252,7 @@ def decode_video(job: VideoJob, settings: dict, frames_path: Path) -> dict:
             image = read_image(file)
             store.append(image, file)
             if i in wanted:
-                small[i] = _resize(image, size)
+                small[i] = resize(image, size)
         chosen, indices = [small[i] for i in idx.tolist()], idx.tolist()
     else:
         converted: tuple[int, np.ndarray] | None = None  # a frame may serve several samples
@@ -260,7 +260,7 @@ def decode_video(job: VideoJob, settings: dict, frames_path: Path) -> dict:
         def take(index: int, image: np.ndarray) -> None:
             nonlocal converted
             if converted is None or converted[0] != index:
-                converted = (index, _resize(image, size))
+                converted = (index, resize(image, size))
             chosen.append(converted[1])
             indices.append(index)
 

@@ -248,7 +248,8 @@ def sample_times(duration_s: float, fps: float, max_frames: int | None = None) -
     return np.arange(n, dtype=np.float64) / fps
 
 
-def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+def resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """`image` at (height, width) `size` (bicubic; as it is when None or already that size)."""
     if size is None or image.shape[:2] == size:
         return image
     h, w = size
@@ -278,7 +279,7 @@ def sample_frames(
     if path.is_dir():
         files = list_frame_files(path)
         idx = np.minimum((times * folder_fps + 1e-9).astype(int), len(files) - 1)
-        loaded = {i: _resize(read_image(files[i]), size) for i in np.unique(idx).tolist()}
+        loaded = {i: resize(read_image(files[i]), size) for i in np.unique(idx).tolist()}
         frames = np.stack([loaded[i] for i in idx.tolist()])
         return SampledFrames(frames, times, idx, (info.height, info.width))
 
@@ -289,7 +290,7 @@ def sample_frames(
     def take(index: int, frame) -> None:
         nonlocal converted
         if converted is None or converted[0] != index:
-            converted = (index, _resize(frame.to_ndarray(format="rgb24", threads=1), size))
+            converted = (index, resize(frame.to_ndarray(format="rgb24", threads=1), size))
         chosen.append(converted[1])
         indices.append(index)
 

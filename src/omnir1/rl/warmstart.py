@@ -262,24 +262,33 @@ def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3)
     ]
 
 
-def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | None = None):
-    """`n` (frame (H, W, 3) uint8, "the red circle", [box]) drawn from new synthetic scenes like
-    the data set's own (its `synth_summary.json`: background, object sizes, frame size), one
-    random time of each; `objects` keeps only the first that many objects of a scene. Targets
-    smaller than a quarter of a small shape's area are not asked about."""
-    from omnir1.data.masks import mask_box
-    from omnir1.data.synth.generate import SUMMARY_FILE, SynthConfig, _sample_scene
-    from omnir1.data.synth.scene import SIZES, render_frame
+def _synth_config(data: str | Path):
+    """The generator settings of a synthetic data set (its `synth_summary.json`)."""
+    from omnir1.data.synth.generate import SUMMARY_FILE, SynthConfig
 
     summary = read_json(Path(data) / SUMMARY_FILE)
-    cfg = SynthConfig(
+    return SynthConfig(
         width=summary["width"],
         height=summary["height"],
         background=summary.get("background", "gradient"),
         object_scale=summary.get("object_scale", 1.0),
         layout=summary.get("layout", "free"),
         duration_s=summary.get("duration_s", 10.0),
+        fps=summary.get("fps"),
+        sample_rate=summary.get("sample_rate", 16_000),
     )
+
+
+def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | None = None):
+    """`n` (frame (H, W, 3) uint8, "the red circle", [box]) drawn from new synthetic scenes like
+    the data set's own (its `synth_summary.json`: background, object sizes, frame size), one
+    random time of each; `objects` keeps only the first that many objects of a scene. Targets
+    smaller than a quarter of a small shape's area are not asked about."""
+    from omnir1.data.masks import mask_box
+    from omnir1.data.synth.generate import _sample_scene
+    from omnir1.data.synth.scene import SIZES, render_frame
+
+    cfg = _synth_config(data)
     radius = SIZES["small"] * cfg.object_scale * min(cfg.width, cfg.height)
     min_area = 0.25 * np.pi * radius**2
     out = []
@@ -300,6 +309,106 @@ def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | N
     return out
 
 
+@dataclass
+class RenderedExpression:
+    """An expression on a freshly rendered clip, with what System 1's answer is derived from."""
+
+    clip: object  # omnir1.systems.reasoning.VideoClip
+    expression: str
+    kind: str  # appearance | audio | temporal | multi (omnir1.data.synth.expressions)
+    description: str  # "the red circle" (" and "-joined for several objects)
+    visible: list[int]  # System-1 frames on which a referent is visible
+
+
+def scene_expressions(cfg, scene, rng: np.random.Generator, s1cfg, *, split: str = "train"):
+    """System 1's view of a synthetic scene and its expressions with referents (null ones
+    dropped): the clip `load_clip` would read from the scene's video in a data set made with
+    `cfg` (frames at `s1cfg.fps` under its pixel budget, the 16 kHz soundtrack), `rng` drawn
+    from as the generator draws for that video, so a data set's own video gives its own
+    soundtrack and expressions."""
+    from omnir1.data.synth import expressions as ex
+    from omnir1.data.synth.generate import _expressions
+    from omnir1.data.synth.scene import first_last_visible, render, soundtrack
+    from omnir1.media.video import resize, sample_times, smart_resize
+    from omnir1.systems.reasoning import VideoClip
+
+    frames, masks = render(scene)
+    audio = np.clip(soundtrack(scene, cfg.sample_rate, rng), -1.0, 1.0)
+    vis = {i: ex.Visibility(*first_last_visible(m, scene.fps)) for i, m in masks.items()}
+    times = sample_times(scene.duration_s, s1cfg.fps, s1cfg.max_frames)
+    # the frame shown at a sample time, as load_clip picks it from the frame folder
+    index = np.minimum((times * scene.fps + 1e-9).astype(int), scene.num_frames - 1)
+    size = smart_resize(scene.height, scene.width, max_pixels=s1cfg.max_pixels)
+    clip = VideoClip(
+        frames=np.stack([resize(frames[i], size) for i in index.tolist()]),
+        times=times,
+        source_indices=index,
+        native_size=(scene.height, scene.width),
+        audio=audio,
+        duration_s=scene.duration_s,
+    )
+    objects = {o.obj_id: o for o in scene.objects}
+    out = []
+    for e in _expressions(cfg, split, scene, vis, rng):
+        if not e.obj_ids:
+            continue
+        shown = [
+            k for k, i in enumerate(index.tolist()) if any(masks[o][i].any() for o in e.obj_ids)
+        ]
+        names = [f"the {objects[o].color} {objects[o].shape}" for o in e.obj_ids]
+        out.append(RenderedExpression(clip, e.text, e.kind, " and ".join(names), shown))
+    return out
+
+
+def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None):
+    """`n` expressions, each with a target visible on some System-1 frame, on new synthetic
+    clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
+    `scene_expressions`): the generator's mix for a training video, or only `kinds`. No video
+    of any split is involved."""
+    from omnir1.data.synth.generate import _sample_scene
+
+    cfg = _synth_config(data)
+    out: list[RenderedExpression] = []
+    draw = 0
+    while len(out) < n:
+        rng = np.random.default_rng([seed, draw, 11])
+        draw += 1
+        scene = _sample_scene(cfg, "train", rng)
+        out += [
+            r
+            for r in scene_expressions(cfg, scene, rng, s1cfg)
+            if r.visible and (kinds is None or r.kind in kinds)
+        ]
+    return out[:n]
+
+
+def rendered_system1_examples(reasoner, data: str | Path, n: int, *, seed: int = 0, kinds=None):
+    """`n` System-1 examples on freshly rendered clips (`rendered_clips`): as many scenes as a
+    data set of thousands of videos, none of them kept, so a tiny System 1 learns to look rather
+    than remember the answers of the few training videos."""
+    rendered = rendered_clips(data, n, reasoner.cfg, seed=seed, kinds=kinds)
+    return examples_of_rendered(reasoner, rendered, seed=seed)
+
+
+def examples_of_rendered(reasoner, rendered: Sequence[RenderedExpression], *, seed: int = 0):
+    """System 1's prompt on each rendered clip -> the answer derived from its visible frames."""
+    from tqdm import tqdm
+
+    tok = reasoner.processor.tokenizer
+    out = []
+    for i, r in enumerate(tqdm(rendered, desc="rendered System-1 examples", mininterval=2.0)):
+        inputs = reasoner.inputs(r.clip, r.expression, random.Random(seed * 1_000_003 + i))
+        answer = system1_answer(r.visible, r.description, reasoner.cfg.moments)
+        out.append(
+            Example(
+                inputs["input_ids"][0].tolist(),
+                tok(answer + END_OF_TURN)["input_ids"],
+                _fields(inputs),
+            )
+        )
+    return out
+
+
 def rendered_grounder_examples(
     grounder, data: str | Path, n: int, *, seed: int = 0, objects: int | None = None
 ):
@@ -315,7 +424,14 @@ def rendered_grounder_examples(
 
 
 def _fields(inputs) -> dict:
-    return {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    """The multimodal tensors of one example. Whisper features come padded to 30 s: kept to the
+    clip's own length (collate pads a batch to its longest), a 4 s clip's take 7x less memory."""
+    fields = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+    if "feature_attention_mask" in fields:
+        length = int(fields["feature_attention_mask"].sum(-1).max())
+        for key in ("input_features", "feature_attention_mask"):
+            fields[key] = fields[key][..., :length]
+    return fields
 
 
 # --- the warm-start step -----------------------------------------------------------------------
@@ -405,6 +521,14 @@ def run_warm_start(
             examples = system1_examples(
                 reasoner, samples, clips, targets, descriptions, seed=params.train.seed
             )
+            if ws.system1_rendered:
+                examples += rendered_system1_examples(
+                    reasoner,
+                    data,
+                    ws.system1_rendered,
+                    seed=params.train.seed,
+                    kinds=ws.system1_rendered_kinds,
+                )
         s1cfg = ws.system1.to_config(params.train.seed)
         freeze_towers(models.system1, vision=s1cfg.train_vision)
         with watch("system1_train"):
@@ -416,7 +540,11 @@ def run_warm_start(
                 desc="warm start: system 1",
             )
         savers["system1"] = saver(models.system1, models.system1_processor)
-        summary["system1"] = {"examples": len(examples), "loss": _ends(losses)}
+        summary["system1"] = {
+            "examples": len(examples),
+            "rendered": ws.system1_rendered,
+            "loss": _ends(losses),
+        }
     name = f"{models.manifest.name}-warm"
     write_model_folder(models_dir, out, name=name, **savers)
     summary["seconds"] = watch.timings
