@@ -127,9 +127,15 @@ def main() -> None:
     examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
     if a.rendered:
         kinds = {"appearance"} if a.appearance_only else None
-        fresh = ws.rendered_clips(a.data, 4 * a.rendered, s1, seed=a.seed, kinds=kinds)
-        fresh = [r for r in fresh if not a.word or set(a.word) & set(r.expression.split())]
-        examples += ws.examples_of_rendered(reasoner, fresh[: a.rendered], seed=a.seed)
+        fresh = ws.rendered_clips(
+            a.data,
+            a.rendered,
+            s1,
+            seed=a.seed,
+            kinds=kinds,
+            keep=lambda r: not a.word or bool(set(a.word) & set(r.expression.split())),
+        )
+        examples += ws.examples_of_rendered(reasoner, fresh, seed=a.seed)
     prior = prior_frames(targets, s1.moments)
 
     def visible(ctx, frame: int) -> bool:

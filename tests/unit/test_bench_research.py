@@ -45,3 +45,47 @@ def test_probe_reads_a_separable_label_and_not_a_random_one():
 )
 def test_appearance_filter(expression, appearance):
     assert _load("system1_frames").names_appearance(expression) is appearance
+
+
+def test_prototype_clips_show_the_target_in_one_run_and_a_distractor_elsewhere():
+    from omnir1.data.synth.scene import COLORS
+
+    proto = _load("system1_prototype")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        clip, expression, shown = proto.prototype_clip(rng, ["red", "blue"], 28, audio=True)
+        colour = expression.split()[1]
+        assert colour in ("red", "blue") and clip.frames.shape == (8, 28, 28, 3)
+        assert 2 <= len(shown) <= 5 and shown == list(range(shown[0], shown[-1] + 1))
+        for f in range(8):
+            has_target = (clip.frames[f] == COLORS[colour]).all(-1).sum() >= 81  # a 9x9 square
+            assert has_target == (f in shown)
+        distractors = [
+            f
+            for f in range(8)
+            for c in COLORS
+            if c != colour and (clip.frames[f] == COLORS[c]).all(-1).sum() >= 81
+        ]
+        assert distractors and not set(distractors) & set(shown)
+        assert clip.audio.shape == (64_000,) and clip.duration_s == 4.0
+
+
+def test_prototype_prompt_reordering_moves_the_task_or_the_audio_first():
+    proto = _load("system1_prototype")
+    user = [
+        {"type": "text", "text": "00:00.00"},
+        {"type": "image"},
+        {"type": "audio"},
+        {"type": "text", "text": "Find the red square"},
+    ]
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": user}]
+    query = proto.reordered(messages, "text")[1]["content"]
+    assert [c.get("text", c["type"]) for c in query] == [
+        "Find the red square",
+        "00:00.00",
+        "image",
+        "audio",
+    ]
+    audio = proto.reordered(messages, "audio")[1]["content"]
+    assert [c["type"] for c in audio] == ["audio", "text", "image", "text"]
+    assert messages[1]["content"] is user  # the original is left alone

@@ -360,11 +360,11 @@ def scene_expressions(cfg, scene, rng: np.random.Generator, s1cfg, *, split: str
     return out
 
 
-def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None):
+def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None, keep=None):
     """`n` expressions, each with a target visible on some System-1 frame, on new synthetic
     clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
-    `scene_expressions`): the generator's mix for a training video, or only `kinds`. No video
-    of any split is involved."""
+    `scene_expressions`): the generator's mix for a training video, or only `kinds`, or only
+    those `keep` (a RenderedExpression predicate) accepts. No video of any split is involved."""
     from omnir1.data.synth.generate import _sample_scene
 
     cfg = _synth_config(data)
@@ -377,7 +377,7 @@ def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None
         out += [
             r
             for r in scene_expressions(cfg, scene, rng, s1cfg)
-            if r.visible and (kinds is None or r.kind in kinds)
+            if r.visible and (kinds is None or r.kind in kinds) and (keep is None or keep(r))
         ]
     return out[:n]
 
