@@ -144,3 +144,32 @@ def test_the_read_the_words_baseline_picks_frames_by_the_expressions_template():
     assert parse_answer(same, 20).keyframes == [1, 7]  # "the _ _" unseen: all training targets
     assert parse_answer(unseen, 20).keyframes == [1, 7]
     assert "the green circle that appears last" in late  # the expression as the description
+
+
+def test_example_fields_keep_only_the_clips_own_audio_features():
+    """Whisper pads features to 30 s: an example keeps its clip's frames only, in storage of
+    its own (a slice would hold the padded buffer), and collate pads a batch back."""
+    import torch
+
+    from omnir1.rl.warmstart import _fields
+
+    mask = torch.zeros(1, 3000, dtype=torch.long)
+    mask[0, :400] = 1
+    inputs = {
+        "input_ids": torch.ones(1, 5, dtype=torch.long),
+        "attention_mask": torch.ones(1, 5, dtype=torch.long),
+        "input_features": torch.randn(1, 128, 3000),
+        "feature_attention_mask": mask,
+    }
+    fields = _fields(inputs)
+    assert set(fields) == {"input_features", "feature_attention_mask"}
+    features = fields["input_features"]
+    assert features.shape == (1, 128, 400)
+    assert features.untyped_storage().nbytes() == 128 * 400 * 4
+    assert torch.equal(features, inputs["input_features"][..., :400])
+    short = Example([1], [2], fields)
+    longer = dict(fields, input_features=torch.randn(1, 128, 500))
+    longer["feature_attention_mask"] = torch.ones(1, 500, dtype=torch.long)
+    batch = collate([short, Example([1], [2], longer)], pad_id=0)
+    assert batch["input_features"].shape == (2, 128, 500)
+    assert batch["feature_attention_mask"][0].sum() == 400

@@ -430,7 +430,7 @@ def _fields(inputs) -> dict:
     if "feature_attention_mask" in fields:
         length = int(fields["feature_attention_mask"].sum(-1).max())
         for key in ("input_features", "feature_attention_mask"):
-            fields[key] = fields[key][..., :length]
+            fields[key] = fields[key][..., :length].clone()  # a slice would keep all 30 s
     return fields
 
 
