@@ -213,3 +213,11 @@ def test_system1_rendered_adds_examples_on_fresh_clips(tiny_models, synth_sets, 
     bad.write_text("warm_start: {system1_rendered: 5, system1_rendered_kinds: [smell]}\n")
     with pytest.raises(ConfigError, match="system1_rendered_kinds"):
         load_params(bad)
+
+
+def test_rendered_examples_need_a_synthetic_set(tmp_path):
+    from omnir1.errors import DataError
+    from omnir1.rl.warmstart import rendered_frames
+
+    with pytest.raises(DataError, match=r"synth_summary\.json.*warm_start"):
+        rendered_frames(tmp_path, 1)

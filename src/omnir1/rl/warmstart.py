@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from omnir1.data.synth.generate import OBJECTS_FILE
+from omnir1.errors import DataError
 from omnir1.fsutil import read_json
 from omnir1.systems.parsing import FPS
 from omnir1.systems.prompts import format_time
@@ -266,7 +267,12 @@ def _synth_config(data: str | Path):
     """The generator settings of a synthetic data set (its `synth_summary.json`)."""
     from omnir1.data.synth.generate import SUMMARY_FILE, SynthConfig
 
-    summary = read_json(Path(data) / SUMMARY_FILE)
+    path = Path(data) / SUMMARY_FILE
+    if not path.is_file():
+        raise DataError(
+            path, "not found: warm_start.*_rendered draws scenes like a synthetic data set's"
+        )
+    summary = read_json(path)
     return SynthConfig(
         width=summary["width"],
         height=summary["height"],
