@@ -5,7 +5,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
 
     OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
-        [--prompt compact] [--train-vision] [--no-audio] [--appearance-only]
+        [--prompt compact] [--train-vision] [--no-audio] [--audio-first] [--appearance-only]
         [--word red [blue ...]] [--rendered N] [--moments K] [--hidden 256 --layers 6]
         [--results bench/system1_results.jsonl]
 
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--frames", choices=["video", "images"], help="override system1.frames")
     ap.add_argument("--prompt", choices=["release", "compact"], help="override system1.prompt")
     ap.add_argument("--no-audio", action="store_true", help="drop the audio track (an ablation)")
+    ap.add_argument("--audio-first", action="store_true", help="system1.audio_first (images)")
     ap.add_argument("--train-vision", action="store_true", help="train the vision tower too")
     ap.add_argument(
         "--appearance-only",
@@ -97,6 +98,7 @@ def main() -> None:
         params.system1.prompt = a.prompt
     if a.moments:
         params.system1.moments = a.moments
+    params.system1.audio_first = a.audio_first
     s1 = params.system1.to_config()
     sizes = params.models.tiny.sizes()
     if a.hidden:

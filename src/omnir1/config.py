@@ -150,6 +150,14 @@ class System1Params(_Section):
     prompt: Literal["release", "compact"] = "release"
     # "images": each frame an image after its time in text (System1Config.frames)
     frames: Literal["video", "images"] = "video"
+    # with frames "images": the audio before the frames instead of after them
+    audio_first: bool = False
+
+    @model_validator(mode="after")
+    def _audio_order_needs_images(self):
+        if self.audio_first and self.frames != "images":
+            raise ValueError("audio_first needs frames: images (a video interleaves its audio)")
+        return self
 
     def to_config(self):
         from omnir1.systems.reasoning import System1Config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,15 @@ def test_system1_frames_as_timed_images(loaded, media_files):
     assert audio_id not in reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0]
     for c in (clip, silent):  # with and without the audio block
         assert len(reasoner.generate(c, "the circle", num_return_sequences=2)) == 2
+
+    # audio_first: the same tokens with the audio block moved before the first frame
+    first = GlobalReasoner(loaded.system1, loaded.system1_processor, replace(cfg, audio_first=True))
+    moved = first.inputs(clip, "the whistle", random.Random(0))["input_ids"][0].tolist()
+    assert sorted(moved) == sorted(ids)
+    assert len(ids) - 1 - moved[::-1].index(audio_id) < moved.index(image_id)
+    assert first.inputs(silent, "x", random.Random(0))["input_ids"].shape[1] == len(
+        reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0]
+    )
 
 
 def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):

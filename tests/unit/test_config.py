@@ -129,3 +129,13 @@ def test_tiny_model_options_reach_the_thinker_config():
     assert default["rope_theta"] == 1e6 and list(default["mrope_section"]) == [4, 6, 6]
     with pytest.raises(ConfigError):
         thinker_config(tok, TinySizes(mrope_section=(4, 4, 4)))
+
+
+def test_audio_first_needs_frames_as_images(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("system1: {audio_first: true}\n")
+    with pytest.raises(ConfigError, match="audio_first needs frames: images"):
+        load_params(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("system1: {audio_first: true, frames: images}\n")
+    assert load_params(good).system1.to_config().audio_first

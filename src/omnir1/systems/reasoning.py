@@ -39,6 +39,10 @@ class System1Config:
     # its time in text, the audio after them (a tiny model can copy the time next to the frame
     # that shows the target, where it cannot read times from rotary codes: DESIGN.md §7)
     frames: str = "video"
+    # with frames "images": the audio before the frames. Its ~25 tokens a second between the
+    # frames and the answer kept a tiny thinker from learning to use the frames in a
+    # prototype run; before them it learned (docs/training.md, "Bisecting against the prototype")
+    audio_first: bool = False
 
 
 @dataclass
@@ -121,7 +125,9 @@ class GlobalReasoner:
             media: list[dict] = []
             for t in clip.times:
                 media += [{"type": "text", "text": format_time(float(t))}, {"type": "image"}]
-            if clip.audio is not None:
+            if clip.audio is not None and self.cfg.audio_first:
+                media.insert(0, {"type": "audio"})
+            elif clip.audio is not None:
                 media.append({"type": "audio"})
         else:
             media = [{"type": "video"}]
