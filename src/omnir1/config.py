@@ -289,9 +289,11 @@ class WarmStartParams(_Section):
     grounder_rendered: int = Field(0, ge=0)
     system1: FinetuneParams = FinetuneParams()
     # expressions on freshly rendered synthetic clips added to System 1's examples
-    # (rendered_system1_examples), of these kinds (None: the generator's own mix)
+    # (rendered_system1_examples), of these kinds (all: the generator's own mix)
     system1_rendered: int = Field(0, ge=0)
-    system1_rendered_kinds: list[Literal["appearance", "audio", "temporal", "multi"]] | None = None
+    system1_rendered_kinds: list[Literal["appearance", "audio", "temporal", "multi"]] = Field(
+        ["appearance", "audio", "temporal", "multi"], min_length=1
+    )
 
 
 class EvaluateParams(_Section):
