@@ -371,20 +371,25 @@ def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None
     clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
     `scene_expressions`): the generator's mix for a training video, or only `kinds`, or only
     those `keep` (a RenderedExpression predicate) accepts. No video of any split is involved."""
+    from tqdm import tqdm
+
     from omnir1.data.synth.generate import _sample_scene
 
     cfg = _synth_config(data)
     out: list[RenderedExpression] = []
     draw = 0
-    while len(out) < n:
-        rng = np.random.default_rng([seed, draw, 11])
-        draw += 1
-        scene = _sample_scene(cfg, "train", rng)
-        out += [
-            r
-            for r in scene_expressions(cfg, scene, rng, s1cfg)
-            if r.visible and (kinds is None or r.kind in kinds) and (keep is None or keep(r))
-        ]
+    with tqdm(total=n, desc="rendered scenes' expressions", mininterval=2.0) as bar:
+        while len(out) < n:
+            rng = np.random.default_rng([seed, draw, 11])
+            draw += 1
+            scene = _sample_scene(cfg, "train", rng)
+            found = [
+                r
+                for r in scene_expressions(cfg, scene, rng, s1cfg)
+                if r.visible and (kinds is None or r.kind in kinds) and (keep is None or keep(r))
+            ]
+            out += found
+            bar.update(min(len(found), n - bar.n))
     return out[:n]
 
 
