@@ -5,13 +5,14 @@ drawn. The same tiny thinker, processor, prompt, answer format and warm-start lo
 `omnir1 warm-start`; held-out hit rate of the greedy answer every N steps.
 
     OMP_NUM_THREADS=1 python bench/system1_prototype.py [--colours red] [--audio]
-        [--query-first] [--audio-first] [--examples 4000] [--steps 800] [--every 100]
-        [--seed 0] [--results bench/system1_results.jsonl]
+        [--query-first] [--audio-first] [--native 180 320] [--examples 4000] [--steps 800]
+        [--every 100] [--seed 0] [--results bench/system1_results.jsonl]
 
 --colours: the target's possible colours, named in the expression ("the red square"); one
 colour needs no binding of words to what is seen. --audio: 4 s of faint noise as the audio track
 (its ~100 tokens sit between the frames and the answer). --query-first / --audio-first: the
-expression / the audio before the frames in the user turn.
+expression / the audio before the frames in the user turn. --native 180 320: the synthetic
+sets' shapes and sizes drawn on 320x180 frames, squeezed to 28x28 as theirs are.
 """
 
 from __future__ import annotations
@@ -27,17 +28,30 @@ import numpy as np
 FRAMES = 8
 
 
-def prototype_clip(rng: np.random.Generator, colours: list[str], size: int, audio: bool):
+def prototype_clip(
+    rng: np.random.Generator,
+    colours: list[str],
+    size: int,
+    audio: bool,
+    native: tuple[int, int] | None = None,
+):
     """(VideoClip, "the red square", the frames showing the target): the target in a run of
-    2-5 consecutive frames, a distractor square of another colour on 1-4 of the others."""
-    from omnir1.data.synth.scene import COLORS
+    2-5 consecutive frames, a distractor square of another colour on 1-4 of the others.
+    `native` (height, width): instead, synthetic-set shapes (circle, square, triangle; small or
+    large at object scale 1.75) drawn at that size and resized to System 1's as a set's frames
+    are (a 16:9 frame is squeezed into 28x28 px)."""
+    from omnir1.data.synth.scene import COLORS, SEEN_SHAPES, SIZES, _shape_mask
+    from omnir1.media.video import resize
     from omnir1.systems.reasoning import VideoClip
 
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    background = np.stack([120 + 80 * xx, 120 + 80 * yy, np.full_like(xx, 140)], -1)
+    h, w = native or (size, size)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    across, down = xx / w, yy / h
+    background = np.stack([120 + 80 * across, 120 + 80 * down, np.full_like(xx, 140)], -1)
     frames = np.repeat(background[None], FRAMES, 0)
     target = colours[int(rng.integers(len(colours)))]
     distractor = str(rng.choice([c for c in COLORS if c != target]))
+    shape = str(rng.choice(SEEN_SHAPES)) if native else "square"
     length = int(rng.integers(2, 6))
     start = int(rng.integers(0, FRAMES - length + 1))
     shown = list(range(start, start + length))
@@ -45,18 +59,25 @@ def prototype_clip(rng: np.random.Generator, colours: list[str], size: int, audi
     with_distractor = rng.choice(others, int(rng.integers(1, min(4, len(others)) + 1)), False)
     side = size // 3
     for frame, colour in [(f, target) for f in shown] + [(f, distractor) for f in with_distractor]:
-        y, x = rng.integers(0, size - side, 2)
-        frames[frame, y : y + side, x : x + side] = COLORS[colour]
+        if native:
+            r = SIZES[str(rng.choice(list(SIZES)))] * 1.75 * min(h, w)
+            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+            drawn = shape if colour == target else str(rng.choice(SEEN_SHAPES))
+            frames[frame][_shape_mask(drawn, cx, cy, r, xx, yy)] = COLORS[colour]
+        else:
+            y, x = rng.integers(0, size - side, 2)
+            frames[frame, y : y + side, x : x + side] = COLORS[colour]
+    frames = np.stack([resize(f, (size, size)) for f in frames.astype(np.uint8)])
     track = (0.01 * rng.standard_normal(16_000 * FRAMES // 2)).astype(np.float32) if audio else None
     clip = VideoClip(
-        frames=frames.astype(np.uint8),
+        frames=frames,
         times=np.arange(FRAMES) * 0.5,
         source_indices=np.arange(FRAMES),
-        native_size=(size, size),
+        native_size=(h, w),
         audio=track,
         duration_s=FRAMES / 2,
     )
-    return clip, f"the {target} square", shown
+    return clip, f"the {target} {shape}", shown
 
 
 def reordered(messages: list[dict], first: str) -> list[dict]:
@@ -91,6 +112,7 @@ def main() -> None:
     ap.add_argument("--audio", action="store_true")
     ap.add_argument("--query-first", action="store_true")
     ap.add_argument("--audio-first", action="store_true")
+    ap.add_argument("--native", type=int, nargs=2, metavar=("H", "W"), help="e.g. 180 320")
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="prototype")
     a = ap.parse_args()
@@ -115,7 +137,7 @@ def main() -> None:
     rng = np.random.default_rng(a.seed)
     examples, counts = [], np.zeros(FRAMES)
     for i in range(a.examples):
-        clip, expression, shown = prototype_clip(rng, a.colours, 28, a.audio)
+        clip, expression, shown = prototype_clip(rng, a.colours, 28, a.audio, a.native)
         counts[shown] += 1
         inputs = reasoner.inputs(clip, expression, random.Random(i))
         answer = ws.system1_answer(shown, expression, reasoner.cfg.moments)
@@ -127,7 +149,7 @@ def main() -> None:
             )
         )
     held_rng = np.random.default_rng([a.seed, 10_000])
-    held = [prototype_clip(held_rng, a.colours, 28, a.audio) for _ in range(a.heldout)]
+    held = [prototype_clip(held_rng, a.colours, 28, a.audio, a.native) for _ in range(a.heldout)]
     fixed = sorted(np.argsort(-counts, kind="stable")[: reasoner.cfg.moments].tolist())
     fixed_hit = float(np.mean([np.mean([f in shown for f in fixed]) for _, _, shown in held]))
     print(f"{len(examples)} examples; fixed answer {fixed} hit rate {fixed_hit:.3f}", flush=True)

@@ -89,3 +89,16 @@ def test_prototype_prompt_reordering_moves_the_task_or_the_audio_first():
     audio = proto.reordered(messages, "audio")[1]["content"]
     assert [c["type"] for c in audio] == ["audio", "text", "image", "text"]
     assert messages[1]["content"] is user  # the original is left alone
+
+
+def test_prototype_native_frames_squeeze_synthetic_shapes_into_system1_frames():
+    from omnir1.data.synth.scene import COLORS, SEEN_SHAPES
+
+    proto = _load("system1_prototype")
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        clip, expression, shown = proto.prototype_clip(rng, ["red"], 28, False, (180, 320))
+        assert expression.split()[2] in SEEN_SHAPES and clip.native_size == (180, 320)
+        assert clip.frames.shape == (8, 28, 28, 3) and clip.audio is None
+        near_red = np.linalg.norm(clip.frames.astype(float) - COLORS["red"], axis=-1) < 40
+        assert [f for f in range(8) if near_red[f].sum() >= 4] == shown
