@@ -240,7 +240,7 @@ def decode_every_frame(path: Path, times: np.ndarray, size: tuple[int, int] | No
     `sample_frames`)."""
     import av
 
-    from omnir1.media.video import _resize
+    from omnir1.media.video import resize
 
     chosen: list[np.ndarray] = []
     last = None
@@ -253,7 +253,7 @@ def decode_every_frame(path: Path, times: np.ndarray, size: tuple[int, int] | No
                 chosen.append(last if last is not None else image)
             last = image
     chosen += [last] * (len(times) - len(chosen))
-    return np.stack([_resize(c, size) for c in chosen])
+    return np.stack([resize(c, size) for c in chosen])
 
 
 def bench_media(ctx: Context) -> list[Row]:
