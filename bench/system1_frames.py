@@ -137,6 +137,9 @@ def main() -> None:
             kinds=kinds,
             keep=lambda r: not a.word or bool(set(a.word) & set(r.expression.split())),
         )
+        if a.no_audio:
+            for r in fresh:
+                r.clip.audio = None
         examples += ws.examples_of_rendered(reasoner, fresh, seed=a.seed)
     prior = prior_frames(targets, s1.moments)
 
