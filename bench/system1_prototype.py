@@ -5,8 +5,9 @@ drawn. The same tiny thinker, processor, prompt, answer format and warm-start lo
 `omnir1 warm-start`; held-out hit rate of the greedy answer every N steps.
 
     OMP_NUM_THREADS=1 python bench/system1_prototype.py [--colours red] [--audio]
-        [--query-first] [--audio-first] [--native 180 320] [--examples 4000] [--steps 800]
-        [--every 100] [--seed 0] [--results bench/system1_results.jsonl]
+        [--query-first] [--audio-first] [--native 180 320] [--run-lengths 2 5]
+        [--examples 4000] [--steps 800] [--every 100] [--seed 0]
+        [--results bench/system1_results.jsonl]
 
 --colours: the target's possible colours, named in the expression ("the red square"); one
 colour needs no binding of words to what is seen. --audio: 4 s of faint noise as the audio track
@@ -34,9 +35,11 @@ def prototype_clip(
     size: int,
     audio: bool,
     native: tuple[int, int] | None = None,
+    run_lengths: tuple[int, int] = (2, 5),
 ):
     """(VideoClip, "the red square", the frames showing the target): the target in a run of
-    2-5 consecutive frames, a distractor square of another colour on 1-4 of the others.
+    2-5 (`run_lengths`) consecutive frames, a distractor square of another colour on 1-4 of the
+    others.
     `native` (height, width): instead, synthetic-set shapes (circle, square, triangle; small or
     large at object scale 1.75) drawn at that size and resized to System 1's as a set's frames
     are (a 16:9 frame is squeezed into 28x28 px)."""
@@ -52,7 +55,7 @@ def prototype_clip(
     target = colours[int(rng.integers(len(colours)))]
     distractor = str(rng.choice([c for c in COLORS if c != target]))
     shape = str(rng.choice(SEEN_SHAPES)) if native else "square"
-    length = int(rng.integers(2, 6))
+    length = int(rng.integers(run_lengths[0], run_lengths[1] + 1))
     start = int(rng.integers(0, FRAMES - length + 1))
     shown = list(range(start, start + length))
     others = [f for f in range(FRAMES) if f not in shown]
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--query-first", action="store_true")
     ap.add_argument("--audio-first", action="store_true")
     ap.add_argument("--native", type=int, nargs=2, metavar=("H", "W"), help="e.g. 180 320")
+    ap.add_argument("--run-lengths", type=int, nargs=2, default=[2, 5], metavar=("MIN", "MAX"))
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="prototype")
     a = ap.parse_args()
@@ -133,11 +137,14 @@ def main() -> None:
     reasoner.messages = messages
     tok = models.system1_processor.tokenizer
 
+    def draw(rng: np.random.Generator):
+        return prototype_clip(rng, a.colours, 28, a.audio, a.native, tuple(a.run_lengths))
+
     start = time.perf_counter()
     rng = np.random.default_rng(a.seed)
     examples, counts = [], np.zeros(FRAMES)
     for i in range(a.examples):
-        clip, expression, shown = prototype_clip(rng, a.colours, 28, a.audio, a.native)
+        clip, expression, shown = draw(rng)
         counts[shown] += 1
         inputs = reasoner.inputs(clip, expression, random.Random(i))
         answer = ws.system1_answer(shown, expression, reasoner.cfg.moments)
@@ -149,7 +156,7 @@ def main() -> None:
             )
         )
     held_rng = np.random.default_rng([a.seed, 10_000])
-    held = [prototype_clip(held_rng, a.colours, 28, a.audio, a.native) for _ in range(a.heldout)]
+    held = [draw(held_rng) for _ in range(a.heldout)]
     fixed = sorted(np.argsort(-counts, kind="stable")[: reasoner.cfg.moments].tolist())
     fixed_hit = float(np.mean([np.mean([f in shown for f in fixed]) for _, _, shown in held]))
     print(f"{len(examples)} examples; fixed answer {fixed} hit rate {fixed_hit:.3f}", flush=True)

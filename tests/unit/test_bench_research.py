@@ -102,3 +102,5 @@ def test_prototype_native_frames_squeeze_synthetic_shapes_into_system1_frames():
         assert clip.frames.shape == (8, 28, 28, 3) and clip.audio is None
         near_red = np.linalg.norm(clip.frames.astype(float) - COLORS["red"], axis=-1) < 40
         assert [f for f in range(8) if near_red[f].sum() >= 4] == shown
+    short = [proto.prototype_clip(rng, ["red"], 28, False, run_lengths=(1, 3)) for _ in range(40)]
+    assert {len(shown) for *_, shown in short} == {1, 2, 3}
