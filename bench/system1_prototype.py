@@ -146,14 +146,8 @@ def main() -> None:
     for i in range(a.examples):
         clip, expression, shown = draw(rng)
         counts[shown] += 1
-        inputs = reasoner.inputs(clip, expression, random.Random(i))
-        answer = ws.system1_answer(shown, expression, reasoner.cfg.moments)
         examples.append(
-            ws.Example(
-                inputs["input_ids"][0].tolist(),
-                tok(answer + ws.END_OF_TURN)["input_ids"],
-                ws._fields(inputs),
-            )
+            ws._system1_example(reasoner, clip, expression, shown, expression, random.Random(i))
         )
     held_rng = np.random.default_rng([a.seed, 10_000])
     held = [draw(held_rng) for _ in range(a.heldout)]

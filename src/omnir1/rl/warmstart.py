@@ -192,24 +192,26 @@ def grounder_answer(boxes: Sequence[Sequence[int]], description: str) -> str:
 
 def system1_examples(reasoner, samples, clips, targets, descriptions, seed: int = 0):
     """One example per sample whose target is visible on some System-1 frame."""
-    tok = reasoner.processor.tokenizer
     out = []
     for i, (sample, clip, target) in enumerate(zip(samples, clips, targets, strict=True)):
         visible = [f for f, area in enumerate(target.union_areas) if area > 0]
-        if not visible:
-            continue
-        answer = system1_answer(
-            visible, target_description(sample, descriptions), reasoner.cfg.moments
-        )
-        inputs = reasoner.inputs(clip, sample.expression, random.Random(seed * 1_000_003 + i))
-        out.append(
-            Example(
-                inputs["input_ids"][0].tolist(),
-                tok(answer + END_OF_TURN)["input_ids"],
-                _fields(inputs),
+        if visible:
+            description = target_description(sample, descriptions)
+            rng = random.Random(seed * 1_000_003 + i)
+            out.append(
+                _system1_example(reasoner, clip, sample.expression, visible, description, rng)
             )
-        )
     return out
+
+
+def _system1_example(reasoner, clip, expression: str, visible, description: str, rng) -> Example:
+    """System 1's prompt on `clip` -> the answer naming `description` on the `visible` frames."""
+    inputs = reasoner.inputs(clip, expression, rng)
+    answer = system1_answer(visible, description, reasoner.cfg.moments)
+    tok = reasoner.processor.tokenizer
+    return Example(
+        inputs["input_ids"][0].tolist(), tok(answer + END_OF_TURN)["input_ids"], _fields(inputs)
+    )
 
 
 def target_boxes(samples, descriptions, *, frame_stride: int = 3):
@@ -405,19 +407,17 @@ def examples_of_rendered(reasoner, rendered: Sequence[RenderedExpression], *, se
     """System 1's prompt on each rendered clip -> the answer derived from its visible frames."""
     from tqdm import tqdm
 
-    tok = reasoner.processor.tokenizer
-    out = []
-    for i, r in enumerate(tqdm(rendered, desc="rendered System-1 examples", mininterval=2.0)):
-        inputs = reasoner.inputs(r.clip, r.expression, random.Random(seed * 1_000_003 + i))
-        answer = system1_answer(r.visible, r.description, reasoner.cfg.moments)
-        out.append(
-            Example(
-                inputs["input_ids"][0].tolist(),
-                tok(answer + END_OF_TURN)["input_ids"],
-                _fields(inputs),
-            )
+    return [
+        _system1_example(
+            reasoner,
+            r.clip,
+            r.expression,
+            r.visible,
+            r.description,
+            random.Random(seed * 1_000_003 + i),
         )
-    return out
+        for i, r in enumerate(tqdm(rendered, desc="rendered System-1 examples", mininterval=2.0))
+    ]
 
 
 def rendered_grounder_examples(
