@@ -34,6 +34,30 @@ def names_appearance(expression: str) -> bool:
     return not any(w in expression for w in ("making", "shape that", " and ", "all the"))
 
 
+def measure_every(model, every: int, measure) -> list[list[float]]:
+    """Every `every` AdamW steps, [step, *measure()] (rounded) with `model` in eval mode: the
+    curve of a training loop that is not ours to change (torch.optim.AdamW.step is wrapped)."""
+    import torch
+
+    curve: list[list[float]] = []
+    step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step_and_measure(opt, *args, **kwargs):
+        out = step(opt, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] % every == 0:
+            model.eval()
+            with torch.no_grad():
+                curve.append([calls["n"], *(round(v, 3) for v in measure())])
+            print("curve", curve[-1], flush=True)
+            model.train()
+        return out
+
+    torch.optim.AdamW.step = step_and_measure
+    return curve
+
+
 def main() -> None:
     import torch
 
@@ -181,23 +205,7 @@ def main() -> None:
                 hits += sum(visible(ctx, k) for k in parsed.keyframes)
         return hits / max(keyframes, 1), well_formed / answers, hits / answers
 
-    curve: list[list[float]] = []
-    step = torch.optim.AdamW.step
-    count = {"n": 0}
-
-    def step_and_measure(opt, *args, **kwargs):  # the curve, without a second training loop
-        out = step(opt, *args, **kwargs)
-        count["n"] += 1
-        if count["n"] % a.every == 0:
-            models.system1.eval()
-            with torch.no_grad():
-                hit, formed, per_answer = hit_rate()
-            curve.append([count["n"], round(hit, 3), round(formed, 3), round(per_answer, 2)])
-            print("curve", curve[-1], flush=True)
-            models.system1.train()
-        return out
-
-    torch.optim.AdamW.step = step_and_measure
+    curve = measure_every(models.system1, a.every, hit_rate)
     freeze_towers(models.system1, vision=a.train_vision)
     start = time.perf_counter()
     cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)

@@ -95,6 +95,7 @@ def reordered(messages: list[dict], first: str) -> list[dict]:
 
 def main() -> None:
     import torch
+    from system1_frames import measure_every  # bench/ is the script's own folder
 
     from omnir1.config import load_params
     from omnir1.models.loading import freeze_towers, load_models
@@ -165,23 +166,7 @@ def main() -> None:
             hits += sum(f in shown for f in frames)
         return hits / max(keyframes, 1), hits / len(held)
 
-    curve: list[list[float]] = []
-    step = torch.optim.AdamW.step
-    count = {"n": 0}
-
-    def step_and_measure(opt, *args, **kwargs):  # the curve, without a second training loop
-        out = step(opt, *args, **kwargs)
-        count["n"] += 1
-        if count["n"] % a.every == 0:
-            models.system1.eval()
-            with torch.no_grad():
-                hit, per_answer = hit_rate()
-            curve.append([count["n"], round(hit, 3), round(per_answer, 2)])
-            print("curve", curve[-1], flush=True)
-            models.system1.train()
-        return out
-
-    torch.optim.AdamW.step = step_and_measure
+    curve = measure_every(models.system1, a.every, hit_rate)
     freeze_towers(models.system1, vision=False)
     cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
     losses = ws.finetune(models.system1, examples, cfg, tok.pad_token_id)
