@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--max-frames", type=int, help="override system1.max_frames")
     ap.add_argument("--frames", choices=["video", "images"], help="override system1.frames")
     ap.add_argument("--prompt", choices=["release", "compact"], help="override system1.prompt")
-    ap.add_argument("--no-audio", action="store_true", help="drop the audio track (an ablation)")
+    ap.add_argument("--no-audio", action="store_true", help="system1.audio false: frames only")
     ap.add_argument("--audio-first", action="store_true", help="system1.audio_first (images)")
     ap.add_argument("--train-vision", action="store_true", help="train the vision tower too")
     ap.add_argument(
@@ -123,6 +123,7 @@ def main() -> None:
     if a.moments:
         params.system1.moments = a.moments
     params.system1.audio_first = a.audio_first
+    params.system1.audio = not a.no_audio
     s1 = params.system1.to_config()
     sizes = params.models.tiny.sizes()
     if a.hidden:
@@ -146,9 +147,6 @@ def main() -> None:
     held, held_clips, held_contexts = _split_inputs(
         params, "revos", Path(a.data), "valid", a.limit, keep=wanted
     )
-    if a.no_audio:  # before any example is made
-        for clip in [*clips, *held_clips]:
-            clip.audio = None
     descriptions = ws.object_descriptions(a.data)
     examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
     if a.rendered:
@@ -161,9 +159,6 @@ def main() -> None:
             kinds=kinds,
             keep=lambda r: not a.word or bool(set(a.word) & set(r.expression.split())),
         )
-        if a.no_audio:
-            for r in fresh:
-                r.clip.audio = None
         examples += ws.examples_of_rendered(reasoner, fresh, seed=a.seed)
     prior = prior_frames(targets, s1.moments)
 

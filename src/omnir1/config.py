@@ -152,6 +152,8 @@ class System1Params(_Section):
     frames: Literal["video", "images"] = "video"
     # with frames "images": the audio before the frames instead of after them
     audio_first: bool = False
+    # false: System 1 gets the frames only (System1Config.audio)
+    audio: bool = True
 
     @model_validator(mode="after")
     def _audio_order_needs_images(self):

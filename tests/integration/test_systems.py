@@ -131,6 +131,15 @@ def test_system1_frames_as_timed_images(loaded, media_files):
         reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0]
     )
 
+    # audio false: the prompt of a clip with a soundtrack is the silent clip's (frames only)
+    deaf = GlobalReasoner(loaded.system1, loaded.system1_processor, replace(cfg, audio=False))
+    frames_only = deaf.inputs(clip, "the whistle", random.Random(0))
+    assert "input_features" not in frames_only and not deaf.hears(clip)
+    only_ids = frames_only["input_ids"][0].tolist()
+    assert audio_id not in only_ids and only_ids.count(bos_id) == clip.num_frames
+    assert [t for t in only_ids if t == image_id] == [t for t in ids if t == image_id]
+    assert len(deaf.generate(clip, "the circle", num_return_sequences=2)) == 2
+
 
 def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):
     cfg = System1Config(max_new_tokens=24)

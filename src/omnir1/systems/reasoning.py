@@ -43,6 +43,10 @@ class System1Config:
     # frames and the answer kept a tiny thinker from learning to use the frames in a
     # prototype run; before them it learned (docs/training.md, "Bisecting against the prototype")
     audio_first: bool = False
+    # False: System 1 gets the frames only, whatever the clip's soundtrack (a tiny thinker on
+    # the synthetic sets learned to use the frames without the audio and not with it, in the
+    # same steps: docs/training.md, "Audio is what holds the frames back")
+    audio: bool = True
 
 
 @dataclass
@@ -125,9 +129,9 @@ class GlobalReasoner:
             media: list[dict] = []
             for t in clip.times:
                 media += [{"type": "text", "text": format_time(float(t))}, {"type": "image"}]
-            if clip.audio is not None and self.cfg.audio_first:
+            if self.hears(clip) and self.cfg.audio_first:
                 media.insert(0, {"type": "audio"})
-            elif clip.audio is not None:
+            elif self.hears(clip):
                 media.append({"type": "audio"})
         else:
             media = [{"type": "video"}]
@@ -136,9 +140,13 @@ class GlobalReasoner:
             {"role": "user", "content": [*media, {"type": "text", "text": task}]},
         ]
 
+    def hears(self, clip: VideoClip) -> bool:
+        """Whether the prompt carries the clip's audio (it has a track, and `cfg.audio`)."""
+        return clip.audio is not None and self.cfg.audio
+
     def audio_in_video(self, clip: VideoClip) -> bool:
         """Whether the audio is interleaved with the video (the model's `use_audio_in_video`)."""
-        return clip.audio is not None and self.cfg.frames == "video"
+        return self.hears(clip) and self.cfg.frames == "video"
 
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(
@@ -166,15 +174,15 @@ class GlobalReasoner:
         """Processor outputs for one chat-templated prompt per row, each on its own clip,
         left-padded for generation. The clips must all have audio or all have none (one
         processor call takes one audio list)."""
-        with_audio = {clip.audio is not None for clip in clips}
-        if len(with_audio) != 1 or len(clips) != len(prompts):
+        heard = [self.hears(clip) for clip in clips]
+        if len(set(heard)) != 1 or len(clips) != len(prompts):
             raise ValueError(
                 f"{len(clips)} clips for {len(prompts)} prompts; clips with audio: "
-                f"{sum(clip.audio is not None for clip in clips)} (all or none)"
+                f"{sum(heard)} (all or none)"
             )
         n = len(prompts)
         kwargs: dict = {}
-        if clips[0].audio is not None:
+        if heard[0]:
             kwargs["audio"] = [clip.audio for clip in clips]
         if self.audio_in_video(clips[0]):
             # the audio track is interleaved with the video in 2-second chunks
@@ -267,11 +275,9 @@ class GlobalReasoner:
         start = 0
         while start < len(clips):
             # a call takes clips that all have audio or all have none
-            audio = clips[start].audio is not None
+            heard = self.hears(clips[start])
             end = start + 1
-            while (
-                end < min(len(clips), start + per_call) and (clips[end].audio is not None) == audio
-            ):
+            while end < min(len(clips), start + per_call) and self.hears(clips[end]) == heard:
                 end += 1
             rows, prompts = [], []
             for i in range(start, end):
