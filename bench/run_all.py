@@ -510,60 +510,6 @@ def bench_training(ctx: Context) -> list[Row]:
     return rows
 
 
-def bench_assessment(ctx: Context) -> list[Row]:
-    """Sampled System-1 answers for held-out (clip, expression) pairs, as `omnir1 study` assesses
-    (4 per pair): several clips per generate call (`policy_completions`, generate_many) vs one
-    call per pair. Greedy answers of both ways are checked equal first. The tiny random System 1
-    writes until max_new_tokens (32 here), so every row decodes the same number of steps."""
-    from dataclasses import replace
-
-    from omnir1.config import load_params
-    from omnir1.eval.predict import select_expressions
-    from omnir1.models.loading import load_models
-    from omnir1.rl.assess import policy_completions
-    from omnir1.systems.reasoning import GlobalReasoner, load_clip
-
-    pairs, per_sample, repeats = (2, 2, 1) if ctx.quick else (16, 4, 2)
-    s1 = replace(load_params(ROOT / "params.yaml").system1.to_config(), max_new_tokens=32)
-    models = load_models(ctx.models(), system2=False)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    samples = select_expressions("revos", ctx.revos(), ["train", "valid"], limit=pairs)[0]
-    clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=6)
-        for s in samples
-    ]
-    expressions = [s.expression for s in samples]
-
-    def one_call_per_pair(n: int = per_sample) -> list[list[str]]:
-        return [
-            reasoner.generate(c, e, num_return_sequences=n, seed=i)
-            for i, (c, e) in enumerate(zip(clips, expressions, strict=True))
-        ]
-
-    def batched(n: int = per_sample) -> list[list[str]]:
-        return policy_completions(reasoner, clips, expressions, per_sample=n)
-
-    reasoner.cfg = replace(s1, do_sample=False)  # greedy: one answer per pair
-    if batched(1) != one_call_per_pair(1):
-        raise RuntimeError("greedy answers differ between batched and one call per pair")
-    reasoner.cfg = s1
-    answers = len(samples) * per_sample
-    ours, baseline = (answers / best_of(f, repeats) for f in (batched, one_call_per_pair))
-    setting = f"{len(samples)} pairs x {per_sample} samples, {len(clips[0].frames)} frames + audio"
-    return [
-        row(
-            ctx,
-            "assessment/answers",
-            f"sampled System-1 answers per second, 32 rows per call ({setting})",
-            "answers/s",
-            ours,
-            baseline,
-            higher_is_better=True,
-            note="baseline: one generate call per pair",
-        )
-    ]
-
-
 # ---------------------------------------------------------------------------------------------
 # 5. pipeline overhead
 
@@ -675,7 +621,6 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "media": bench_media,
     "system2": bench_system2,
     "training": bench_training,
-    "assessment": bench_assessment,
     "dvc": bench_dvc,
     "compile": bench_compile,
     "preprocess": bench_preprocess,

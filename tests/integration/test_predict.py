@@ -91,44 +91,6 @@ def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, 
     assert reasoner.answer_greedy(clip, expressions, seed=5, batch_size=2) == one_by_one
 
 
-def test_answers_of_many_clips_per_call_are_their_answers_alone(
-    synth_sets, tiny_models, params_file
-):
-    """generate_many (the study's assessments) puts several clips' prompts in one generate
-    call: greedy, each pair's answers are its answers alone; a clip without audio goes in a
-    call of its own; sampled, the same seed gives the same answers."""
-    from dataclasses import replace
-
-    from omnir1.models.loading import load_models
-    from omnir1.systems.reasoning import GlobalReasoner, load_clip
-
-    s1 = replace(load_params(params_file).system1.to_config(), do_sample=False)
-    models = load_models(tiny_models, system2=False)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    samples = select_expressions("revos", synth_sets["revos"], limit=3)[0]
-    clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=6)
-        for s in samples
-    ]
-    clips.insert(1, replace(clips[0], audio=None))  # splits the first call in two
-    expressions = [samples[0].expression, "the cat", *(s.expression for s in samples[1:])]
-    many = reasoner.generate_many(
-        clips, expressions, num_return_sequences=2, seed=5, rows_per_call=6
-    )
-    alone = [
-        reasoner.generate(c, e, seed=5 + i)[0]
-        for i, (c, e) in enumerate(zip(clips, expressions, strict=True))
-    ]
-    assert many == [[text, text] for text in alone]
-
-    reasoner.cfg = replace(s1, do_sample=True)
-    sampled = reasoner.generate_many(clips, expressions, num_return_sequences=2, seed=7)
-    assert [len(texts) for texts in sampled] == [2] * len(clips)
-    assert reasoner.generate_many(clips, expressions, num_return_sequences=2, seed=7) == sampled
-    with pytest.raises(ValueError, match="clips with audio: 1 "):
-        reasoner.rows_inputs(clips[:2], ["a", "b"])
-
-
 @pytest.mark.parametrize("fmt", ["revos", "mevis", "refavs"])
 def test_predict_then_evaluate(fmt, synth_sets, tiny_models, params_file, system2_calls, tmp_path):
     data, pred = synth_sets[fmt], tmp_path / "pred"

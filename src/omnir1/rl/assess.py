@@ -87,33 +87,16 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
 
 
 def policy_completions(
-    reasoner,
-    clips: Sequence,
-    expressions: Sequence[str],
-    *,
-    per_sample: int,
-    seed: int = 0,
-    rows_per_call: int = 32,
+    reasoner, clips: Sequence, expressions: Sequence[str], *, per_sample: int, seed: int = 0
 ) -> list[list[str]]:
-    """`per_sample` sampled completions of the policy for every (clip, expression), several
-    clips per generate call (`GlobalReasoner.generate_many`, `rows_per_call` rows each)."""
+    """`per_sample` sampled completions of the policy for every (clip, expression)."""
     from tqdm import tqdm
 
-    if len(clips) != len(expressions):
-        raise ValueError(f"{len(clips)} clips for {len(expressions)} expressions")
-    step = max(1, rows_per_call // per_sample)
-    out: list[list[str]] = []
-    with tqdm(total=len(clips), desc="answers", mininterval=2.0) as bar:
-        for start in range(0, len(clips), step):
-            out += reasoner.generate_many(
-                clips[start : start + step],
-                expressions[start : start + step],
-                num_return_sequences=per_sample,
-                seed=seed + start,
-                rows_per_call=rows_per_call,
-            )
-            bar.update(min(step, len(clips) - start))
-    return out
+    pairs = list(zip(clips, expressions, strict=True))
+    return [
+        reasoner.generate(clip, expression, num_return_sequences=per_sample, seed=seed + i)
+        for i, (clip, expression) in enumerate(tqdm(pairs, desc="answers", mininterval=2.0))
+    ]
 
 
 def prior_frames(train_targets: Sequence, k: int) -> list[int]:

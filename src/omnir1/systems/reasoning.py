@@ -168,32 +168,19 @@ class GlobalReasoner:
     def batch_inputs(self, clip: VideoClip, prompts: Sequence[str]):
         """Processor outputs for several chat-templated prompts on one clip, left-padded for
         generation: the clip's video and audio repeated per row."""
-        return self.rows_inputs([clip] * len(prompts), prompts)
-
-    def rows_inputs(self, clips: Sequence[VideoClip], prompts: Sequence[str]):
-        """Processor outputs for one chat-templated prompt per row, each on its own clip,
-        left-padded for generation. The clips must all have audio or all have none (one
-        processor call takes one audio list)."""
-        heard = [self.hears(clip) for clip in clips]
-        if len(set(heard)) != 1 or len(clips) != len(prompts):
-            raise ValueError(
-                f"{len(clips)} clips for {len(prompts)} prompts; clips with audio: "
-                f"{sum(heard)} (all or none)"
-            )
         n = len(prompts)
         kwargs: dict = {}
-        if heard[0]:
-            kwargs["audio"] = [clip.audio for clip in clips]
-        if self.audio_in_video(clips[0]):
+        if self.hears(clip):
+            kwargs["audio"] = [clip.audio] * n
+        if self.audio_in_video(clip):
             # the audio track is interleaved with the video in 2-second chunks
             kwargs |= {"audio_from_video_indices": list(range(n)), "load_audio_from_video": True}
         if self.cfg.frames == "images":
             # frames are already at System 1's size (multiples of 28): no resizing
-            images = [frame for clip in clips for frame in clip.frames]
-            kwargs |= {"images": images, "images_kwargs": {"do_resize": False}}
+            kwargs |= {"images": list(clip.frames) * n, "images_kwargs": {"do_resize": False}}
         else:
             video_kwargs = {"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps}
-            kwargs |= {"videos": [clip.frames for clip in clips], "videos_kwargs": video_kwargs}
+            kwargs |= {"videos": [clip.frames] * n, "videos_kwargs": video_kwargs}
         return self.processor(
             text=list(prompts), return_tensors="pt", padding=True, padding_side="left", **kwargs
         )
@@ -250,54 +237,6 @@ class GlobalReasoner:
         rng = random.Random(seed)
         inputs = self.inputs(clip, expression, rng).to(self.model.device)
         torch.manual_seed(seed)
-        return self._completions(clip, inputs, num_return_sequences=num_return_sequences)
-
-    def generate_many(
-        self,
-        clips: Sequence[VideoClip],
-        expressions: Sequence[str],
-        *,
-        num_return_sequences: int = 1,
-        seed: int = 0,
-        rows_per_call: int = 32,
-    ) -> list[list[str]]:
-        """`num_return_sequences` completions for every (clip, expression) pair, several pairs
-        per generate call (their prompts left-padded together): the towers run once per call
-        and decoding steps are shared, instead of one call per pair. Pair i's prompt is built
-        with seed + i, as `generate`'s; the sampling draws are seeded per call (seed + its first
-        pair), so they depend on how pairs are grouped, which is fixed by `rows_per_call`."""
-        import torch
-
-        if len(clips) != len(expressions):
-            raise ValueError(f"{len(clips)} clips for {len(expressions)} expressions")
-        per_call = max(1, rows_per_call // num_return_sequences)
-        out: list[list[str]] = []
-        start = 0
-        while start < len(clips):
-            # a call takes clips that all have audio or all have none
-            heard = self.hears(clips[start])
-            end = start + 1
-            while end < min(len(clips), start + per_call) and self.hears(clips[end]) == heard:
-                end += 1
-            rows, prompts = [], []
-            for i in range(start, end):
-                messages = self.messages(clips[i], expressions[i], random.Random(seed + i))
-                rows += [clips[i]] * num_return_sequences
-                prompts += [self.chat_prompt(messages)] * num_return_sequences
-            inputs = self.rows_inputs(rows, prompts).to(self.model.device)
-            torch.manual_seed(seed + start)
-            texts = self._completions(clips[start], inputs)
-            out += [
-                texts[k : k + num_return_sequences]
-                for k in range(0, len(texts), num_return_sequences)
-            ]
-            start = end
-        return out
-
-    def _completions(self, clip: VideoClip, inputs, *, num_return_sequences: int = 1) -> list[str]:
-        """The decoded text after the prompt of each row `generate` writes for `inputs`."""
-        import torch
-
         with torch.no_grad():
             out = self.model.generate(
                 **inputs,
