@@ -131,7 +131,7 @@ def test_system1_frames_as_timed_images(loaded, media_files):
         reasoner.inputs(silent, "x", random.Random(0))["input_ids"][0]
     )
 
-    # audio false: the prompt of a clip with a soundtrack is the silent clip's (frames only)
+    # audio false: a clip with a soundtrack gets a prompt with its frames and no audio block
     deaf = GlobalReasoner(loaded.system1, loaded.system1_processor, replace(cfg, audio=False))
     frames_only = deaf.inputs(clip, "the whistle", random.Random(0))
     assert "input_features" not in frames_only and not deaf.hears(clip)
