@@ -7,6 +7,7 @@ read-the-words answer (the same, per expression template: omnir1.rl.assess).
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--audio-first] [--appearance-only]
         [--word red [blue ...]] [--rendered N] [--moments K] [--hidden 256 --layers 6]
+        [--init MODELS] [--save MODELS]
         [--results bench/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
@@ -108,6 +109,8 @@ def main() -> None:
     ap.add_argument("--moments", type=int, help="override system1.moments (answers' length)")
     ap.add_argument("--hidden", type=int, help="the thinker's hidden size (FFN twice it)")
     ap.add_argument("--layers", type=int, help="the thinker's layers")
+    ap.add_argument("--init", help="start from this model folder (e.g. an earlier --save)")
+    ap.add_argument("--save", help="write the trained models here as a model folder")
     ap.add_argument("--results", default="bench/system1_results.jsonl")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
@@ -133,6 +136,8 @@ def main() -> None:
     base = Path(f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
     if not (base / "models.json").is_file():
         init_tiny(base, seed=a.seed, sizes=sizes)
+    if a.init:  # a curriculum: an earlier run's System 1 (its thinker size)
+        base = Path(a.init)
     models = load_models(base, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
 
@@ -205,6 +210,14 @@ def main() -> None:
     start = time.perf_counter()
     cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
     ws.finetune(models.system1, examples, cfg, models.system1_processor.tokenizer.pad_token_id)
+    if a.save:
+        from omnir1.models.loading import write_model_folder
+
+        def save(folder: Path) -> None:
+            models.system1.save_pretrained(folder)
+            models.system1_processor.save_pretrained(folder)
+
+        write_model_folder(base, a.save, name=f"system1-frames-{a.tag}", system1=save)
     result = {
         "tag": a.tag,
         **{k: v for k, v in vars(a).items() if k not in ("results", "tag")},
