@@ -133,11 +133,10 @@ def main() -> None:
         sizes = replace(sizes, hidden=a.hidden, ffn=2 * a.hidden)
     if a.layers:
         sizes = replace(sizes, layers=a.layers)
-    base = Path(f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
-    if not (base / "models.json").is_file():
+    # --init: a curriculum stage from an earlier run's models (their thinker size)
+    base = Path(a.init or f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
+    if not a.init and not (base / "models.json").is_file():
         init_tiny(base, seed=a.seed, sizes=sizes)
-    if a.init:  # a curriculum: an earlier run's System 1 (its thinker size)
-        base = Path(a.init)
     models = load_models(base, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
 
@@ -211,12 +210,9 @@ def main() -> None:
     cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
     ws.finetune(models.system1, examples, cfg, models.system1_processor.tokenizer.pad_token_id)
     if a.save:
-        from omnir1.models.loading import write_model_folder
+        from omnir1.models.loading import part_saver, write_model_folder
 
-        def save(folder: Path) -> None:
-            models.system1.save_pretrained(folder)
-            models.system1_processor.save_pretrained(folder)
-
+        save = part_saver(models.system1, models.system1_processor)
         write_model_folder(base, a.save, name=f"system1-frames-{a.tag}", system1=save)
     result = {
         "tag": a.tag,

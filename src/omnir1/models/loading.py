@@ -124,6 +124,16 @@ def freeze_towers(model, *, vision: bool = False) -> None:
     model.model.visual.requires_grad_(vision)
 
 
+def part_saver(model, processor) -> Callable[[Path], None]:
+    """A `write_model_folder` part: saves `model` and its `processor` into the folder given."""
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+
+    return save
+
+
 def write_model_folder(
     base: str | Path,
     out: str | Path,

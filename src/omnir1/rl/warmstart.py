@@ -467,6 +467,7 @@ def run_warm_start(
         link_tree,
         load_models,
         load_thinker,
+        part_saver,
         write_model_folder,
     )
     from omnir1.rl.engine import context_from_sample
@@ -482,13 +483,6 @@ def run_warm_start(
     descriptions = object_descriptions(data)
     summary: dict = {"samples": len(samples), "described": bool(descriptions)}
     savers = {}
-
-    def saver(model, processor):
-        def save(folder: Path) -> None:
-            model.save_pretrained(folder)
-            processor.save_pretrained(folder)
-
-        return save
 
     if grounder_from is not None:
         source = Manifest.read(grounder_from).grounder
@@ -515,7 +509,7 @@ def run_warm_start(
                 grounder_processor.tokenizer.pad_token_id,
                 desc="warm start: grounder",
             )
-        savers["grounder"] = saver(grounder_model, grounder_processor)
+        savers["grounder"] = part_saver(grounder_model, grounder_processor)
         summary["grounder"] = {
             "examples": len(examples),
             "rendered": ws.grounder_rendered,
@@ -550,7 +544,7 @@ def run_warm_start(
                 models.system1_processor.tokenizer.pad_token_id,
                 desc="warm start: system 1",
             )
-        savers["system1"] = saver(models.system1, models.system1_processor)
+        savers["system1"] = part_saver(models.system1, models.system1_processor)
         summary["system1"] = {
             "examples": len(examples),
             "rendered": ws.system1_rendered,
