@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +47,10 @@ def _no_credentials(url: str) -> str:
             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), from a Kubernetes Secret in the cluster"
         )
     return url
+
+
+ExpressionKind = Literal["appearance", "audio", "temporal", "multi"]
+EXPRESSION_KINDS: tuple[ExpressionKind, ...] = ("appearance", "audio", "temporal", "multi")
 
 
 class SynthParams(_Section):
@@ -223,6 +228,8 @@ class TrainParams(_Section):
     bf16: bool = True
     save_steps: int = Field(50, ge=1)
     seed: int = 0
+    # the kinds of a synthetic set's expressions GRPO trains on and `omnir1 study` assesses
+    kinds: list[ExpressionKind] = Field(list(EXPRESSION_KINDS), min_length=1)
 
     def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
         """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
@@ -280,6 +287,46 @@ class FinetuneParams(_Section):
         return WarmStartConfig(**self.model_dump(), seed=seed)
 
 
+class System1StageParams(_Section):
+    """One stage of System 1's warm-start curriculum: what it changes over `warm_start`'s
+    System-1 settings. `kinds` and `words` choose the expressions it trains on, the set's own
+    and the rendered ones alike (kinds of a synthetic set's expressions:
+    omnir1.data.synth.expressions.expression_kind)."""
+
+    steps: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    final_lr_ratio: float | None = Field(None, ge=0, le=1)
+    train_vision: bool | None = None
+    rendered: int | None = Field(None, ge=0)
+    kinds: list[ExpressionKind] = []
+    # only expressions with one of these words ("red", "circle"); empty: any
+    words: list[str] = []
+
+
+@dataclass(frozen=True)
+class System1Stage:
+    """A warm-start stage of System 1 with every setting filled in."""
+
+    finetune: FinetuneParams
+    rendered: int
+    kinds: Sequence[str]
+    words: Sequence[str] = ()
+    filter_set: bool = False  # kinds and words choose the set's own expressions too
+
+    @property
+    def all_kinds(self) -> bool:
+        return set(self.kinds) >= set(EXPRESSION_KINDS)
+
+    def wants(self, expression: str, kind: str | None) -> bool:
+        """Whether this stage trains on an expression of `kind` (None: unknown, a real data
+        set's, which only a stage of every kind takes)."""
+        if not (self.all_kinds if kind is None else kind in self.kinds):
+            return False
+        return not self.words or bool(set(self.words) & set(expression.lower().split()))
+
+
 class WarmStartParams(_Section):
     """Supervised starts on answers derived from the ground truth (omnir1.rl.warmstart): what
     tiny, randomly initialised models need before GRPO can see a reward. Production models
@@ -293,9 +340,30 @@ class WarmStartParams(_Section):
     # expressions on freshly rendered synthetic clips added to System 1's examples
     # (rendered_system1_examples), of these kinds (all: the generator's own mix)
     system1_rendered: int = Field(0, ge=0)
-    system1_rendered_kinds: list[Literal["appearance", "audio", "temporal", "multi"]] = Field(
-        ["appearance", "audio", "temporal", "multi"], min_length=1
-    )
+    system1_rendered_kinds: list[ExpressionKind] = Field(list(EXPRESSION_KINDS), min_length=1)
+    # a curriculum: stages trained one after the other, each from the last one's weights
+    # (empty: one stage, the settings above). A stage names what it changes; the rest comes
+    # from `system1`, `system1_rendered` and `system1_rendered_kinds`.
+    system1_stages: list[System1StageParams] = []
+
+    def system1_curriculum(self) -> list[System1Stage]:
+        """System 1's warm-start stages, every setting filled in (one stage without
+        `system1_stages`; then the set's own expressions of every kind)."""
+        if not self.system1_stages:
+            return [System1Stage(self.system1, self.system1_rendered, self.system1_rendered_kinds)]
+        stages = []
+        for stage in self.system1_stages:
+            given = stage.model_dump(exclude_none=True, exclude={"rendered", "kinds", "words"})
+            stages.append(
+                System1Stage(
+                    self.system1.model_copy(update=given),
+                    self.system1_rendered if stage.rendered is None else stage.rendered,
+                    stage.kinds or self.system1_rendered_kinds,
+                    stage.words,
+                    filter_set=True,
+                )
+            )
+        return stages
 
 
 class EvaluateParams(_Section):

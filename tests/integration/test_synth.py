@@ -3,6 +3,7 @@ scene they describe, and the soundtrack carries the events that expressions name
 
 import csv
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from omnir1.data.loaders import load
 from omnir1.data.synth import SynthConfig, synthesize
+from omnir1.data.synth.expressions import expression_kind
 from omnir1.data.synth.generate import video_scene
 from omnir1.data.synth.scene import COLORS, SIZES, SOUND_BANDS, SOUNDS, UNSEEN_SHAPES, render
 from omnir1.errors import ConfigError
@@ -139,6 +141,18 @@ def test_expressions_are_true_of_their_scene(synth_sets, fmt):
         {"multi"} if fmt != "refavs" else set()
     )
     assert expected <= kinds
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_expression_kind_reads_the_kind_back_from_the_text(synth_sets, fmt):
+    """Data sets keep only an expression's text: its kind read back from the words gives the
+    generator's own count of every kind."""
+    counts: dict[str, int] = {}
+    for sample in load(fmt, synth_sets[fmt]):
+        kind = "null" if sample.is_null else expression_kind(sample.expression)
+        counts[kind] = counts.get(kind, 0) + 1
+    summary = json.loads((synth_sets[fmt] / "synth_summary.json").read_text())
+    assert counts == summary["expressions_by_kind"]
 
 
 @pytest.mark.parametrize(("fmt", "source"), [("refavs", "wav"), ("revos", "wav"), ("mevis", "mp4")])

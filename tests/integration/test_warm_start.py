@@ -221,3 +221,85 @@ def test_rendered_examples_need_a_synthetic_set(tmp_path):
 
     with pytest.raises(DataError, match=r"synth_summary\.json.*warm_start"):
         rendered_frames(tmp_path, 1)
+
+
+def test_system1_stages_train_one_after_another_on_their_own_expressions(
+    tiny_models, synth_sets, tmp_path
+):
+    """warm_start.system1_stages: each stage trains, for its own steps, on the set's
+    expressions of its kinds with one of its words (those whose target System 1 can see) and
+    on rendered ones chosen alike."""
+    from omnir1.config import load_params
+    from omnir1.data.synth.expressions import expression_kind
+    from omnir1.rl.study import _split_inputs
+
+    data = synth_sets["revos"]
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        WARM.replace("grounder: {steps: 2,", "grounder: {steps: 0,").replace(
+            "warmup_steps: 1}\ntracking",
+            "warmup_steps: 1}\n"
+            "  system1_stages:\n"
+            "    - {steps: 1, kinds: [appearance], words: [red, blue]}\n"
+            "    - {steps: 2, rendered: 3, kinds: [appearance, multi]}\n"
+            "tracking",
+        )
+    )
+    metrics = tmp_path / "metrics.json"
+    args = ["warm-start", "--data", str(data), "--format", "revos", "--models", str(tiny_models)]
+    out = ["--params", str(params), "--out", str(tmp_path / "warm"), "--metrics", str(metrics)]
+    assert main([*args, *out]) == 0
+    first, second = json.loads(metrics.read_text())["system1"]["stages"]
+
+    def seen(keep) -> int:  # the set's expressions whose target shows on a System-1 frame
+        _, _, contexts = _split_inputs(load_params(params), "revos", data, "train", keep=keep)
+        return sum(any(a > 0 for a in c.target.union_areas) for c in contexts)
+
+    red_or_blue = seen(
+        lambda s: (
+            expression_kind(s.expression) == "appearance"
+            and bool({"red", "blue"} & set(s.expression.split()))
+        )
+    )
+    looks_or_several = seen(lambda s: expression_kind(s.expression) in ("appearance", "multi"))
+    assert 0 < red_or_blue < looks_or_several
+    assert (first["examples"], first["loss"]["steps"], first["words"]) == (
+        red_or_blue,
+        1,
+        ["red", "blue"],
+    )
+    assert (second["examples"], second["loss"]["steps"]) == (looks_or_several + 3, 2)
+    assert second["kinds"] == ["appearance", "multi"] and second["rendered"] == 3
+
+
+def test_expression_kinds_need_a_synthetic_set(synth_sets, tmp_path):
+    """A real data set's expressions have no known kind: a stage or train.kinds that names
+    kinds is refused, naming the field; the synthetic set's are chosen by kind."""
+    from omnir1.config import load_params
+    from omnir1.data.synth.expressions import expression_kind
+    from omnir1.errors import DataError
+    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.warmstart import run_warm_start
+
+    data = synth_sets["revos"]
+    chosen = trainable_samples("revos", data, kinds=["appearance", "multi"])
+    every = trainable_samples("revos", data)
+    assert {expression_kind(s.expression) for s in chosen} == {"appearance", "multi"}
+    assert len(chosen) == sum(
+        expression_kind(s.expression) in ("appearance", "multi") for s in every
+    )
+
+    real = tmp_path / "real"  # the same set without the generator's synth_objects.json
+    real.mkdir()
+    for entry in data.iterdir():
+        if entry.name != "synth_objects.json":
+            (real / entry.name).symlink_to(entry)
+    with pytest.raises(DataError, match="train.kinds"):
+        trainable_samples("revos", real, kinds=["appearance"])
+    assert len(trainable_samples("revos", real, kinds=None)) == len(every)
+    params = tmp_path / "params.yaml"
+    params.write_text("warm_start:\n  system1_stages: [{steps: 1, kinds: [appearance]}]\n")
+    with pytest.raises(DataError, match=r"warm_start\.system1_stages"):
+        run_warm_start(
+            load_params(params), data=real, fmt="revos", models_dir=tmp_path, out=tmp_path / "w"
+        )

@@ -139,3 +139,49 @@ def test_audio_first_needs_frames_as_images(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("system1: {audio_first: true, frames: images}\n")
     assert load_params(good).system1.to_config().audio_first
+
+
+def test_system1_stages_fill_in_what_they_do_not_name(tmp_path):
+    """warm_start.system1_stages: a stage names what it changes; everything else comes from
+    warm_start.system1 and the rendered settings. Without stages: one stage of those."""
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "warm_start:\n"
+        "  system1: {steps: 7, batch_size: 4, learning_rate: 1.0e-3}\n"
+        "  system1_rendered: 9\n"
+        "  system1_rendered_kinds: [appearance, multi]\n"
+    )
+    (only,) = load_params(path).warm_start.system1_curriculum()
+    assert only.finetune.steps == 7 and only.rendered == 9 and not only.filter_set
+    assert list(only.kinds) == ["appearance", "multi"] and not only.words
+
+    path.write_text(
+        path.read_text()
+        + "  system1_stages:\n"
+        + "    - {steps: 3, words: [red]}\n"
+        + "    - {learning_rate: 5.0e-4, rendered: 0, kinds: [appearance]}\n"
+        + "    - {kinds: [appearance, audio, temporal, multi]}\n"
+    )
+    first, second, third = load_params(path).warm_start.system1_curriculum()
+    assert (first.finetune.steps, first.finetune.batch_size) == (3, 4)
+    assert first.finetune.learning_rate == 1e-3 and first.rendered == 9
+    assert list(first.kinds) == ["appearance", "multi"] and list(first.words) == ["red"]
+    assert (second.finetune.steps, second.finetune.learning_rate, second.rendered) == (7, 5e-4, 0)
+    assert list(second.kinds) == ["appearance"] and first.filter_set and second.filter_set
+
+    assert first.wants("the Red circle", "appearance")
+    assert not first.wants("the blue circle", "appearance")
+    assert not first.wants("the red circle", "temporal")
+    assert not second.wants("the red circle", None)  # a real set's: its kind is unknown
+    assert third.all_kinds and third.wants("the red circle", None)
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [("{kinds: [smell]}", "kinds"), ("{steps: -1}", "steps"), ("{stepz: 1}", "stepz")],
+)
+def test_a_bad_system1_stage_names_its_field(tmp_path, stage, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"warm_start:\n  system1_stages: [{stage}]\n")
+    with pytest.raises(ConfigError, match=rf"system1_stages.*{message}"):
+        load_params(path)

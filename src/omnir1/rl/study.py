@@ -99,7 +99,8 @@ def _split_inputs(
     from omnir1.rl.train import trainable_samples
 
     s1 = params.system1.to_config()
-    samples = [s for s in trainable_samples(fmt, data, split) if keep is None or keep(s)][:limit]
+    samples = trainable_samples(fmt, data, split, kinds=params.train.kinds)
+    samples = [s for s in samples if keep is None or keep(s)][:limit]
     clips = clips_for(samples, s1)
     contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]
     return samples, clips, contexts

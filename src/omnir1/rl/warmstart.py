@@ -156,6 +156,17 @@ def object_words(data: str | Path) -> set[str]:
     }
 
 
+def set_kinds(data: str | Path, samples) -> list[str | None]:
+    """The kind of each of a data set's expressions (omnir1.data.synth.expressions
+    .expression_kind; "null" without a referent): known only for a synthetic set's own (with
+    `synth_objects.json`), None otherwise."""
+    from omnir1.data.synth.expressions import expression_kind
+
+    if not (Path(data) / OBJECTS_FILE).is_file():
+        return [None] * len(samples)
+    return ["null" if s.is_null else expression_kind(s.expression) for s in samples]
+
+
 def target_description(sample, descriptions: dict[tuple[str, str], str]) -> str:
     """The single-frame description of a sample's referents (the expression when unknown)."""
     named = [descriptions.get((sample.video_id, str(o))) for o in sample.object_ids]
@@ -368,11 +379,14 @@ def scene_expressions(cfg, scene, rng: np.random.Generator, s1cfg, *, split: str
     return out
 
 
-def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None, keep=None):
+def rendered_clips(
+    data: str | Path, n: int, s1cfg, *, seed: int = 0, stage: int = 0, kinds=None, keep=None
+):
     """`n` expressions, each with a target visible on some System-1 frame, on new synthetic
     clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
     `scene_expressions`): the generator's mix for a training video, or only `kinds`, or only
-    those `keep` (a RenderedExpression predicate) accepts. No video of any split is involved."""
+    those `keep` (a RenderedExpression predicate) accepts. No video of any split is involved.
+    Each curriculum `stage` draws scenes of its own."""
     from tqdm import tqdm
 
     from omnir1.data.synth.generate import _sample_scene
@@ -382,7 +396,7 @@ def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None
     draw = 0
     with tqdm(total=n, desc="rendered scenes' expressions", mininterval=2.0) as bar:
         while len(out) < n:
-            rng = np.random.default_rng([seed, draw, 11])
+            rng = np.random.default_rng([seed, draw, 11, stage] if stage else [seed, draw, 11])
             draw += 1
             scene = _sample_scene(cfg, "train", rng)
             found = [
@@ -395,11 +409,13 @@ def rendered_clips(data: str | Path, n: int, s1cfg, *, seed: int = 0, kinds=None
     return out[:n]
 
 
-def rendered_system1_examples(reasoner, data: str | Path, n: int, *, seed: int = 0, kinds=None):
+def rendered_system1_examples(
+    reasoner, data: str | Path, n: int, *, seed: int = 0, stage: int = 0, kinds=None, keep=None
+):
     """`n` System-1 examples on freshly rendered clips (`rendered_clips`): as many scenes as a
     data set of thousands of videos, none of them kept, so a tiny System 1 learns to look rather
     than remember the answers of the few training videos."""
-    rendered = rendered_clips(data, n, reasoner.cfg, seed=seed, kinds=kinds)
+    rendered = rendered_clips(data, n, reasoner.cfg, seed=seed, stage=stage, kinds=kinds, keep=keep)
     return examples_of_rendered(reasoner, rendered, seed=seed)
 
 
@@ -478,8 +494,16 @@ def run_warm_start(
 
     ws = params.warm_start
     watch = Stopwatch()
-    models = load_models(models_dir, system2=False)
     samples = trainable_samples(fmt, data)
+    stages = ws.system1_curriculum()
+    kinds = set_kinds(data, samples)
+    if kinds[0] is None and any(s.filter_set and not s.all_kinds for s in stages):
+        raise DataError(
+            Path(data),
+            "warm_start.system1_stages names expression kinds, which are known only for "
+            "synthetic data sets (synth_objects.json)",
+        )
+    models = load_models(models_dir, system2=False)
     descriptions = object_descriptions(data)
     summary: dict = {"samples": len(samples), "described": bool(descriptions)}
     savers = {}
@@ -515,7 +539,7 @@ def run_warm_start(
             "rendered": ws.grounder_rendered,
             "loss": _ends(losses),
         }
-    if ws.system1.steps > 0:
+    if any(stage.finetune.steps > 0 for stage in stages):
         s1 = params.system1.to_config()
         reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
         with watch("system1_examples"):
@@ -523,33 +547,58 @@ def run_warm_start(
             targets = [
                 context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)
             ]
-            examples = system1_examples(
-                reasoner, samples, clips, targets, descriptions, seed=params.train.seed
-            )
-            if ws.system1_rendered:
-                examples += rendered_system1_examples(
+        done = []
+        for number, stage in enumerate(stages):
+            if stage.finetune.steps == 0:
+                continue
+            with watch("system1_examples"):
+                chosen = [
+                    i
+                    for i, sample in enumerate(samples)
+                    if not stage.filter_set or stage.wants(sample.expression, kinds[i])
+                ]
+                examples = system1_examples(
                     reasoner,
-                    data,
-                    ws.system1_rendered,
+                    [samples[i] for i in chosen],
+                    [clips[i] for i in chosen],
+                    [targets[i] for i in chosen],
+                    descriptions,
                     seed=params.train.seed,
-                    kinds=ws.system1_rendered_kinds,
                 )
-        s1cfg = ws.system1.to_config(params.train.seed)
-        freeze_towers(models.system1, vision=s1cfg.train_vision)
-        with watch("system1_train"):
-            losses = finetune(
-                models.system1,
-                examples,
-                s1cfg,
-                models.system1_processor.tokenizer.pad_token_id,
-                desc="warm start: system 1",
+                if stage.rendered:
+                    examples += rendered_system1_examples(
+                        reasoner,
+                        data,
+                        stage.rendered,
+                        seed=params.train.seed,
+                        stage=number,
+                        kinds=stage.kinds,
+                        keep=lambda r, stage=stage: stage.wants(r.expression, r.kind),
+                    )
+            s1cfg = stage.finetune.to_config(params.train.seed)
+            freeze_towers(models.system1, vision=s1cfg.train_vision)
+            desc = "warm start: system 1"
+            if len(stages) > 1:
+                desc += f" (stage {number + 1}/{len(stages)})"
+            with watch("system1_train"):
+                losses = finetune(
+                    models.system1,
+                    examples,
+                    s1cfg,
+                    models.system1_processor.tokenizer.pad_token_id,
+                    desc=desc,
+                )
+            done.append(
+                {
+                    "examples": len(examples),
+                    "rendered": stage.rendered,
+                    "kinds": list(stage.kinds),
+                    "words": list(stage.words),
+                    "loss": _ends(losses),
+                }
             )
         savers["system1"] = part_saver(models.system1, models.system1_processor)
-        summary["system1"] = {
-            "examples": len(examples),
-            "rendered": ws.system1_rendered,
-            "loss": _ends(losses),
-        }
+        summary["system1"] = done[0] if len(done) == 1 else {"stages": done, **done[-1]}
     name = f"{models.manifest.name}-warm"
     write_model_folder(models_dir, out, name=name, **savers)
     summary["seconds"] = watch.timings

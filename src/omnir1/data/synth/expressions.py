@@ -14,6 +14,7 @@ import numpy as np
 from omnir1.data.synth.scene import COLORS, SOUNDS, Scene, SceneObject
 
 MARGIN_S = 0.75  # temporal expressions need events at least this far apart
+KINDS = ("appearance", "audio", "temporal", "multi")  # the kinds with a referent
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,20 @@ class Expression:
 class Visibility:
     first: float | None  # time of the first frame with visible pixels
     last: float | None
+
+
+def expression_kind(text: str) -> str:
+    """The kind of an expression with a referent that this module wrote, from its words alone
+    (data sets keep only the text): "the shape that ..." is temporal, "the object making ..."
+    audio, "all the ..." or "... and ..." multi, anything else appearance. A null expression
+    reads like an appearance or audio one: it is known by having no referent."""
+    if text.startswith("the shape that "):
+        return "temporal"
+    if text.startswith("the object making "):
+        return "audio"
+    if text.startswith("all the ") or " and " in text:
+        return "multi"
+    return "appearance"
 
 
 def _appearance_text(obj: SceneObject, scene: Scene, rng: np.random.Generator) -> str:
