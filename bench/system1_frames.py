@@ -29,12 +29,6 @@ from pathlib import Path
 import numpy as np
 
 
-def names_appearance(expression: str) -> bool:
-    """A synthetic expression about one object's colour, shape or size (not its sound, its
-    timing, or several objects: omnir1.data.synth.expressions)."""
-    return not any(w in expression for w in ("making", "shape that", " and ", "all the"))
-
-
 def measure_every(model, every: int, measure) -> list[list[float]]:
     """Every `every` AdamW steps, [step, *measure()] (rounded) with `model` in eval mode: the
     curve of a training loop that is not ours to change (torch.optim.AdamW.step is wrapped)."""
@@ -63,6 +57,7 @@ def main() -> None:
     import torch
 
     from omnir1.config import load_params
+    from omnir1.data.synth.expressions import expression_kind
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
@@ -144,7 +139,9 @@ def main() -> None:
         if not a.appearance_only:
             return True
         words = set(sample.expression.split())
-        return names_appearance(sample.expression) and (not a.word or bool(set(a.word) & words))
+        return expression_kind(sample.expression) == "appearance" and (
+            not a.word or bool(set(a.word) & words)
+        )
 
     samples, clips, contexts = _split_inputs(params, "revos", Path(a.data), "train", keep=wanted)
     targets = [c.target for c in contexts]

@@ -294,7 +294,7 @@ def test_expression_kinds_need_a_synthetic_set(synth_sets, tmp_path):
     for entry in data.iterdir():
         if entry.name != "synth_objects.json":
             (real / entry.name).symlink_to(entry)
-    with pytest.raises(DataError, match="train.kinds"):
+    with pytest.raises(DataError, match=r"train\.kinds"):
         trainable_samples("revos", real, kinds=["appearance"])
     assert len(trainable_samples("revos", real, kinds=None)) == len(every)
     params = tmp_path / "params.yaml"

@@ -31,22 +31,6 @@ def test_probe_reads_a_separable_label_and_not_a_random_one():
     assert probe.probe_accuracy(x, shuffled, train) < 0.6  # chance is 1/3
 
 
-@pytest.mark.parametrize(
-    ("expression", "appearance"),
-    [
-        ("the small red circle", True),
-        ("the red shape", True),
-        ("the triangle", True),
-        ("the object making the drum beat", False),
-        ("the shape that appears last", False),
-        ("all the red shapes", False),
-        ("the red circle and the blue square", False),
-    ],
-)
-def test_appearance_filter(expression, appearance):
-    assert _load("system1_frames").names_appearance(expression) is appearance
-
-
 def test_prototype_clips_show_the_target_in_one_run_and_a_distractor_elsewhere():
     from omnir1.data.synth.scene import COLORS
 

@@ -173,3 +173,22 @@ def test_example_fields_keep_only_the_clips_own_audio_features():
     batch = collate([short, Example([1], [2], longer)], pad_id=0)
     assert batch["input_features"].shape == (2, 128, 500)
     assert batch["feature_attention_mask"][0].sum() == 400
+
+
+@pytest.mark.parametrize(
+    ("expression", "kind"),
+    [
+        ("the small red circle", "appearance"),
+        ("the red shape", "appearance"),
+        ("the triangle", "appearance"),
+        ("the object making the drum beat", "audio"),
+        ("the shape that appears last", "temporal"),
+        ("the shape that enters after the low hum starts", "temporal"),
+        ("all the red shapes", "multi"),
+        ("the red circle and the blue square", "multi"),
+    ],
+)
+def test_expression_kind_of_each_template(expression, kind):
+    from omnir1.data.synth.expressions import expression_kind
+
+    assert expression_kind(expression) == kind
