@@ -44,6 +44,34 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert eight.warm_start == short.warm_start and eight.train == short.train
 
 
+def test_the_curriculum_recipe_is_four_colour_stages_of_appearance():
+    """configs/params/study_curriculum.yaml over the no-audio study recipes: System 1's warm
+    start in four stages of 1,000 steps (red; red, blue; four colours; every appearance
+    expression), GRPO and the assessment on appearance expressions; nothing else changed."""
+    names = ("turns", "8s", "frames")
+    frames = load_params(
+        ROOT / "params.yaml", [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in names]
+    )
+    curriculum = load_params(
+        ROOT / "params.yaml",
+        [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in (*names, "curriculum")],
+    )
+    stages = curriculum.warm_start.system1_curriculum()
+    assert [list(s.words) for s in stages] == [
+        ["red"],
+        ["red", "blue"],
+        ["red", "blue", "green", "yellow"],
+        [],
+    ]
+    for stage in stages:
+        assert (stage.finetune.steps, stage.finetune.batch_size) == (1000, 16)
+        assert stage.finetune.learning_rate == 1e-3 and stage.rendered == 5000
+        assert list(stage.kinds) == ["appearance"] and stage.filter_set
+    assert curriculum.train.kinds == ["appearance"]
+    assert curriculum.system1 == frames.system1 and curriculum.rewards == frames.rewards
+    assert curriculum.train.model_copy(update={"kinds": frames.train.kinds}) == frames.train
+
+
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("rewards:\n  sam2_every: 4\n  weights: {a_g: 2.0}\n")
