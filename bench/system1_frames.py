@@ -158,7 +158,7 @@ def main() -> None:
             s1,
             seed=a.seed,
             kinds=kinds,
-            keep=lambda r: not a.word or bool(set(a.word) & set(r.expression.split())),
+            words=a.word or (),
         )
         examples += ws.examples_of_rendered(reasoner, fresh, seed=a.seed)
     prior = prior_frames(targets, s1.moments)

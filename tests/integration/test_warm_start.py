@@ -183,6 +183,18 @@ def test_a_rendered_scene_is_what_system1_loads_of_its_video(synth_sets):
     assert len(many) == 12 and {r.kind for r in many} == {"appearance"}
     assert all(r.visible and r.description.startswith("the ") for r in many)
 
+    # words: only expressions with one of them; colours skip scenes before any pixel is drawn
+    # and give the same expressions as choosing after rendering every scene
+    red = rendered_clips(data, 4, s1, seed=1, kinds={"appearance"}, words=["red"])
+    after = rendered_clips(
+        data, 4, s1, seed=1, kinds={"appearance"}, keep=lambda r: "red" in r.expression.split()
+    )
+    assert [r.expression for r in red] == [r.expression for r in after]
+    assert all(
+        np.array_equal(a.clip.frames, b.clip.frames) for a, b in zip(red, after, strict=True)
+    )
+    assert all("red" in r.expression.split() and r.visible for r in red)
+
 
 def test_system1_rendered_adds_examples_on_fresh_clips(tiny_models, synth_sets, tmp_path):
     """warm_start.system1_rendered: that many examples on freshly rendered clips join the

@@ -380,18 +380,30 @@ def scene_expressions(cfg, scene, rng: np.random.Generator, s1cfg, *, split: str
 
 
 def rendered_clips(
-    data: str | Path, n: int, s1cfg, *, seed: int = 0, stage: int = 0, kinds=None, keep=None
+    data: str | Path,
+    n: int,
+    s1cfg,
+    *,
+    seed: int = 0,
+    stage: int = 0,
+    kinds=None,
+    words: Sequence[str] = (),
+    keep=None,
 ):
     """`n` expressions, each with a target visible on some System-1 frame, on new synthetic
     clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
-    `scene_expressions`): the generator's mix for a training video, or only `kinds`, or only
-    those `keep` (a RenderedExpression predicate) accepts. No video of any split is involved.
-    Each curriculum `stage` draws scenes of its own."""
+    `scene_expressions`): the generator's mix for a training video, or only `kinds`, only those
+    with one of `words`, only those `keep` (a RenderedExpression predicate) accepts. No video of
+    any split is involved. Each curriculum `stage` draws scenes of its own."""
     from tqdm import tqdm
 
     from omnir1.data.synth.generate import _sample_scene
+    from omnir1.data.synth.scene import COLORS
 
     cfg = _synth_config(data)
+    wanted = {w.lower() for w in words}
+    # only expressions naming an object of a colour hold its word: other scenes need no pixels
+    colours = wanted if wanted and wanted <= set(COLORS) else None
     out: list[RenderedExpression] = []
     draw = 0
     with tqdm(total=n, desc="rendered scenes' expressions", mininterval=2.0) as bar:
@@ -399,10 +411,15 @@ def rendered_clips(
             rng = np.random.default_rng([seed, draw, 11, stage] if stage else [seed, draw, 11])
             draw += 1
             scene = _sample_scene(cfg, "train", rng)
+            if colours is not None and not any(o.color in colours for o in scene.objects):
+                continue
             found = [
                 r
                 for r in scene_expressions(cfg, scene, rng, s1cfg)
-                if r.visible and (kinds is None or r.kind in kinds) and (keep is None or keep(r))
+                if r.visible
+                and (kinds is None or r.kind in kinds)
+                and (not wanted or bool(wanted & set(r.expression.lower().split())))
+                and (keep is None or keep(r))
             ]
             out += found
             bar.update(min(len(found), n - bar.n))
@@ -410,12 +427,14 @@ def rendered_clips(
 
 
 def rendered_system1_examples(
-    reasoner, data: str | Path, n: int, *, seed: int = 0, stage: int = 0, kinds=None, keep=None
+    reasoner, data: str | Path, n: int, *, seed: int = 0, stage: int = 0, kinds=None, words=()
 ):
     """`n` System-1 examples on freshly rendered clips (`rendered_clips`): as many scenes as a
     data set of thousands of videos, none of them kept, so a tiny System 1 learns to look rather
     than remember the answers of the few training videos."""
-    rendered = rendered_clips(data, n, reasoner.cfg, seed=seed, stage=stage, kinds=kinds, keep=keep)
+    rendered = rendered_clips(
+        data, n, reasoner.cfg, seed=seed, stage=stage, kinds=kinds, words=words
+    )
     return examples_of_rendered(reasoner, rendered, seed=seed)
 
 
@@ -573,7 +592,7 @@ def run_warm_start(
                         seed=params.train.seed,
                         stage=number,
                         kinds=stage.kinds,
-                        keep=lambda r, stage=stage: stage.wants(r.expression, r.kind),
+                        words=stage.words,
                     )
             s1cfg = stage.finetune.to_config(params.train.seed)
             freeze_towers(models.system1, vision=s1cfg.train_vision)
