@@ -323,7 +323,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         heldout_split=args.heldout_split,
         heldout_limit=args.heldout_limit,
         per_sample=args.per_sample,
+        jobs=args.jobs,
+        seeds_only=args.seeds_only,
     )
+    if args.seeds_only:
+        return 0
     print((Path(args.out) / "study.md").read_text(encoding="utf-8"))
     print(f"seconds: {results['seconds']['total']:.0f}")
     return 0
@@ -850,6 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout-split", default="valid")
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
     p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at a time")
+    p.add_argument("--seeds-only", action="store_true", help=argparse.SUPPRESS)  # --jobs' own
     p.set_defaults(func=cmd_study)
 
     pipe = groups.add_parser("pipeline", help="the Kubeflow pipelines of pipelines/")

@@ -109,6 +109,41 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     assert study["reused_stages"] == [] and again["reused_stages"] == ["environment", "seed_0"]
 
 
+def test_study_seeds_in_processes(synth_sets, tmp_path, capsys):
+    """--jobs 2: each unfinished seed runs as its own `omnir1 study --seeds-only` process
+    (log in its folder) reusing the one grounder, and this process writes the report; a seed
+    whose process fails fails the study, naming the seed and its log, and the seed that
+    finished is kept."""
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        WARM
+        + "models: {tiny: {sam2_size: 64}}\n"
+        + "train: {num_generations: 2, max_completion_length: 16, max_steps: 1, save_steps: 1}\n"
+    )
+    out = tmp_path / "study"
+    args = ["study", "--data", str(synth_sets["revos"]), "--format", "revos", "--out", str(out)]
+    args += ["--params", str(params), "--heldout-limit", "2", "--per-sample", "1", "--jobs", "2"]
+    (out / "seed_1").mkdir(parents=True)
+    (out / "seed_1" / "base").write_text("not a model folder")  # seed 1 cannot start
+    assert main([*args, "--seeds", "0", "1"]) != 0
+    err = capsys.readouterr().err
+    assert "seed 1 (log " in err and "seed_1/study.log" in err and "seed 0 (log" not in err
+    assert (out / "seed_0" / "stage.json").is_file()  # kept: a rerun reuses it
+    assert "reusing" in (out / "seed_0" / "study.log").read_text()  # the parent's grounder
+
+    (out / "seed_1" / "base").unlink()
+    assert main([*args, "--seeds", "0", "1", "2"]) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert set(study["seeds"]) == {"0", "1", "2"}
+    assert study["seeds_in_processes"] == ["seed_1", "seed_2"]
+    assert study["reused_stages"] == ["environment", "seed_0"]
+    assert all(study["seeds"][s]["after"]["completions"] == 2 for s in "012")
+    assert study["summary"]["reward"]["improved_seeds"] in range(4)
+    capsys.readouterr()
+    assert main([*args[:-2], "--jobs", "0", "--seeds", "0"]) != 0
+    assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_rendered_frames_and_a_trained_vision_tower(tiny_models, synth_sets, tmp_path):
     """warm_start.grounder_rendered adds freshly drawn frames like the data set's own (boxes
     inside the frame, on the named object); train_vision trains the grounder's vision tower."""

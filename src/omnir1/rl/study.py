@@ -84,6 +84,60 @@ def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused:
     return result
 
 
+def _stage_done(path: Path, key: str) -> bool:
+    """Whether `path` holds a stage saved under `key` (`_saved_stage`)."""
+    return path.is_file() and read_json(path).get("fingerprint") == key
+
+
+def _seeds_in_processes(params, *, data, fmt, out: Path, seeds, jobs: int, heldout, log) -> None:
+    """Each of `seeds` as its own `omnir1 study --seeds-only` process, `jobs` at a time, each
+    with its share of the cores (small models compute faster in one thread per process than in
+    several threads of one); a seed's output goes to OUT/seed_N/study.log. The params travel as
+    JSON (OUT/study_params.json), so every process computes the same fingerprints."""
+    import os
+    import subprocess
+    import sys
+
+    split, limit, per_sample = heldout
+    params_file = out / "study_params.json"
+    write_json(params_file, params.model_dump(mode="json", by_alias=True))
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    running: dict[int, tuple[subprocess.Popen, Path]] = {}
+    failed: dict[int, Path] = {}
+    queue = list(seeds)
+    while queue or running:
+        while queue and len(running) < jobs:
+            seed = queue.pop(0)
+            folder = out / f"seed_{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "omnir1.cli", "study", "--data", str(data)]
+            command += ["--format", fmt, "--out", str(out), "--params", str(params_file)]
+            command += ["--seeds", str(seed), "--heldout-split", split, "--seeds-only"]
+            command += ["--per-sample", str(per_sample)]
+            if limit is not None:
+                command += ["--heldout-limit", str(limit)]
+            with (folder / "study.log").open("wb") as sink:
+                proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            running[seed] = (proc, folder / "study.log")
+            log(f"seed {seed}: started in its own process ({threads} threads; {folder}/study.log)")
+        time.sleep(1.0)
+        for seed, (proc, log_file) in list(running.items()):
+            if proc.poll() is not None:
+                del running[seed]
+                if proc.returncode:
+                    failed[seed] = log_file
+                log(f"seed {seed}: process finished (exit {proc.returncode})")
+    if failed:
+        from omnir1.errors import OmniR1Error
+
+        tails = {seed: path.read_text(errors="replace")[-800:] for seed, path in failed.items()}
+        raise OmniR1Error(
+            "study seeds failed in their processes: "
+            + "; ".join(f"seed {seed} (log {failed[seed]}): ...{tails[seed]}" for seed in failed)
+        )
+
+
 def _split_inputs(
     params,
     fmt: str,
@@ -116,14 +170,24 @@ def run_study(
     heldout_split: str = "valid",
     heldout_limit: int | None = None,
     per_sample: int = 2,
+    jobs: int = 1,
+    seeds_only: bool = False,
     log=print,
 ) -> dict:
+    """The study (module docstring). `jobs` > 1: the seeds not yet done run in that many
+    processes at a time (`omnir1 study --seeds-only`, one per seed, each with its share of the
+    cores), then this one writes the report. `seeds_only`: the grounder and the seeds' stages
+    only, no baselines and no report (what those processes run)."""
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
     from omnir1.rl.train import data_digest, run_training
     from omnir1.rl.warmstart import object_words, run_warm_start
 
+    if jobs < 1:
+        from omnir1.errors import ConfigError
+
+        raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sizes = params.models.tiny.sizes()
@@ -171,31 +235,48 @@ def run_study(
         out / "environment" / "stage.json", grounder_key, warm_grounder, log, reused
     )
 
-    # the two baselines that never look at the video, scored by the same System 2
-    samples, _, contexts = heldout
-    expressions = [s.expression for s in samples]
-    moments = params.system1.moments
-    env_engine = _engine(params, load_models(env))
-    baseline = assess(
-        env_engine, contexts, ignore_video_completions(train_targets, expressions, moments=moments)
-    )
-    read_words = read_words_completions(
-        train_targets,
-        [s.expression for s in train_samples],
-        expressions,
-        moments=moments,
-        object_words=object_words(data),
-    )
-    baseline_words = assess(env_engine, contexts, read_words)
-    results: dict = {
-        "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
-        "heldout_samples": len(samples),
-        "completions_per_sample": per_sample,
-        "grounder": grounder_summary,
-        "baseline_ignore_video": baseline.to_dict(),
-        "baseline_read_words": baseline_words.to_dict(),
-        "seeds": {},
-    }
+    seed_key = {seed: f"{key}:seed{seed}" for seed in seeds}
+    in_processes: list[str] = []  # seeds' stages written by `omnir1 study --seeds-only`
+    if jobs > 1 and not seeds_only:
+        todo = [s for s in seeds if not _stage_done(out / f"seed_{s}" / "stage.json", seed_key[s])]
+        if len(todo) > 1:
+            t0 = time.perf_counter()
+            _seeds_in_processes(
+                params,
+                data=data,
+                fmt=fmt,
+                out=out,
+                seeds=todo,
+                jobs=jobs,
+                heldout=(heldout_split, heldout_limit, per_sample),
+                log=log,
+            )
+            timings["seeds_in_processes"] = time.perf_counter() - t0
+            in_processes = [f"seed_{s}" for s in todo]
+    results: dict = {"grounder": grounder_summary, "seeds": {}}
+    if not seeds_only:
+        # the two baselines that never look at the video, scored by the same System 2
+        samples, _, contexts = heldout
+        expressions = [s.expression for s in samples]
+        moments = params.system1.moments
+        env_engine = _engine(params, load_models(env))
+        ignore = ignore_video_completions(train_targets, expressions, moments=moments)
+        read_words = read_words_completions(
+            train_targets,
+            [s.expression for s in train_samples],
+            expressions,
+            moments=moments,
+            object_words=object_words(data),
+        )
+        results = {
+            "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
+            "heldout_samples": len(samples),
+            "completions_per_sample": per_sample,
+            "grounder": grounder_summary,
+            "baseline_ignore_video": assess(env_engine, contexts, ignore).to_dict(),
+            "baseline_read_words": assess(env_engine, contexts, read_words).to_dict(),
+            "seeds": {},
+        }
     no_grounder = params.model_copy(deep=True)
     no_grounder.warm_start.grounder.steps = 0
 
@@ -205,7 +286,8 @@ def run_study(
         base = folder / "base"
         if not (base / "models.json").is_file():
             init_tiny(base, seed=seed, sizes=sizes)
-        log(f"seed {seed}: System 1 warm start ({params.warm_start.system1.steps} steps)")
+        steps = sum(stage.finetune.steps for stage in params.warm_start.system1_curriculum())
+        log(f"seed {seed}: System 1 warm start ({steps} steps)")
         warm = timed(
             "system1_warm_start",
             run_warm_start,
@@ -259,12 +341,15 @@ def run_study(
         folder = out / f"seed_{seed}"
         results["seeds"][str(seed)] = _saved_stage(
             folder / "stage.json",
-            f"{key}:seed{seed}",
+            seed_key[seed],
             lambda seed=seed, folder=folder: one_seed(seed, folder),
             log,
             reused,
         )
-    results["reused_stages"] = reused
+    if seeds_only:
+        return results
+    results["reused_stages"] = [stage for stage in reused if stage not in in_processes]
+    results["seeds_in_processes"] = in_processes
     results["summary"] = summarize(results)
     results["seconds"] = {**timings, "total": time.perf_counter() - start}
     write_json(out / "study.json", results)
