@@ -510,6 +510,69 @@ def bench_training(ctx: Context) -> list[Row]:
     return rows
 
 
+def bench_study(ctx: Context) -> list[Row]:
+    """`omnir1 study` over two seeds: every seed in this process with torch's threads on every
+    core (--jobs 1, the baseline) vs each seed in its own one-thread process (--jobs 2), the
+    same params and data; the grounder's warm start, done once either way, is left out of the
+    seeds' figure."""
+    work = ctx.tmp / "study"
+    ws_steps, steps, group, tokens = (2, 1, 2, 16) if ctx.quick else (100, 10, 8, 256)
+
+    def changes(p: dict) -> None:
+        p["warm_start"]["grounder"]["steps"] = ws_steps
+        p["warm_start"]["system1"]["steps"] = ws_steps
+        p["rewards"]["weights"]["a_g"] = 0.0  # random SAM2 masks: logged on every 1000th group
+        p["rewards"]["sam2_every"] = 1000
+        p["train"].update(
+            num_generations=group, max_steps=steps, max_completion_length=tokens, save_steps=1000
+        )
+        if ctx.quick:  # random models write to their limit: keep the assessments short
+            p["system1"]["max_new_tokens"] = p["grounder"]["max_new_tokens"] = tokens
+
+    params = small_params(work, changes)
+    common = ["study", "--data", str(ctx.revos()), "--format", "revos", "--params", str(params)]
+    common += ["--seeds", "0", "1", "--heldout-limit", "8", "--per-sample", "2"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    seconds = {}
+    for jobs in (1, 2):
+        out = work / f"jobs{jobs}"
+        cmd = [sys.executable, "-m", "omnir1.cli", *common, "--out", str(out), "--jobs", str(jobs)]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode:
+            raise RuntimeError(f"omnir1 study --jobs {jobs} failed:\n{done.stderr[-3000:]}")
+        total = time.perf_counter() - start
+        spent = json.loads((out / "study.json").read_text())["seconds"]
+        seeds = spent.get("seeds_in_processes") or sum(
+            spent.get(k, 0.0) for k in ("system1_warm_start", "assess", "grpo")
+        )
+        seconds[jobs] = (seeds, total)
+    cores = os.cpu_count()
+    setting = f"2 seeds, {ws_steps} warm-start steps, {steps} GRPO steps of G={group}"
+    return [
+        row(
+            ctx,
+            "study/seeds",
+            f"the seeds of a study, in processes (--jobs 2) vs one process ({setting})",
+            "s",
+            seconds[2][0],
+            seconds[1][0],
+            higher_is_better=False,
+            note=f"{cores} cores; one process uses torch's {cores} threads",
+        ),
+        row(
+            ctx,
+            "study/total",
+            f"the whole study, --jobs 2 vs --jobs 1 ({setting})",
+            "s",
+            seconds[2][1],
+            seconds[1][1],
+            higher_is_better=False,
+            note="grounder warm start, baselines and the report included",
+        ),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # 5. pipeline overhead
 
@@ -621,6 +684,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "media": bench_media,
     "system2": bench_system2,
     "training": bench_training,
+    "study": bench_study,
     "dvc": bench_dvc,
     "compile": bench_compile,
     "preprocess": bench_preprocess,
