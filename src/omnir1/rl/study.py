@@ -1,6 +1,7 @@
 """Does training learn on the embedded default? The before/after experiment of GRPO.
 
     omnir1 study --data DIR --format revos --out DIR [--seeds 0 1 2] [--params params.yaml]
+        [--jobs 2]
 
 System 2 is the environment: one grounder, warm-started once on the training split (from the
 tiny models of the first seed) and frozen, with SAM2. Then, for every seed: tiny models of that

@@ -1,0 +1,101 @@
+"""Does GRPO improve a System 1 that already uses the frames? GRPO from a given model folder's
+System 1 (e.g. the end of a curriculum: bench/system1_frames.py --save, or `omnir1 warm-start`
+with configs/params/study_curriculum.yaml) against a given warm-started grounder, with the
+study's held-out assessment before and after and its two blind baselines.
+
+    OMP_NUM_THREADS=1 python bench/grpo_from.py --system1 MODELS --grounder MODELS --data DIR
+        --out DIR [--recipe configs/params/study_turns.yaml ...] [--kinds appearance]
+        [--steps 60] [--lr 2e-4] [--prompts-per-step 1] [--limit 160] [--per-sample 4] [--seed 0]
+
+Held-out: the first `--limit` expressions of the `valid` split of `--kinds`; the baselines'
+answers come from the training split's targets of the same kinds (omnir1.rl.assess). Writes
+OUT/result.json and prints one line per assessment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+RECIPES = ["study_turns.yaml", "study_8s.yaml", "study_frames.yaml"]
+FIGURES = ("reward", "keyframe_hit_rate", "box_iou", "format_rate")
+
+
+def main() -> None:
+    import torch
+
+    from omnir1.config import load_params
+    from omnir1.fsutil import write_json
+    from omnir1.models.loading import Manifest, link_tree, load_models, write_model_folder
+    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
+    from omnir1.rl.study import _assess_folder, _engine, _split_inputs
+    from omnir1.rl.train import run_training
+    from omnir1.rl.warmstart import object_words
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--system1", required=True, help="model folder whose System 1 GRPO starts from")
+    ap.add_argument("--grounder", required=True, help="model folder whose grounder is System 2's")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--recipe", nargs="+", default=[f"configs/params/{r}" for r in RECIPES])
+    ap.add_argument("--kinds", nargs="+", default=["appearance"], help="train.kinds")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--prompts-per-step", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=160)
+    ap.add_argument("--per-sample", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+
+    params = load_params("params.yaml", a.recipe)
+    params.train.kinds = a.kinds
+    params.train.max_steps, params.train.learning_rate = a.steps, a.lr
+    params.train.prompts_per_step, params.train.seed = a.prompts_per_step, a.seed
+    out, data = Path(a.out), Path(a.data)
+    start = out / "start"
+    if not (start / "models.json").is_file():
+        grounder = Manifest.read(a.grounder).grounder
+        write_model_folder(
+            a.system1, start, name="grpo-from", grounder=lambda f: link_tree(grounder, f)
+        )
+    heldout = _split_inputs(params, "revos", data, "valid", a.limit)
+    train_samples, _, train_contexts = _split_inputs(params, "revos", data, "train")
+    targets = [c.target for c in train_contexts]
+    samples, _, contexts = heldout
+    expressions = [s.expression for s in samples]
+    moments = params.system1.moments
+    engine = _engine(params, load_models(start))
+    result: dict = {"args": vars(a), "heldout": len(samples)}
+    result["ignore_video"] = assess(
+        engine, contexts, ignore_video_completions(targets, expressions, moments=moments)
+    ).to_dict()
+    words = read_words_completions(
+        targets,
+        [s.expression for s in train_samples],
+        expressions,
+        moments=moments,
+        object_words=object_words(data),
+    )
+    result["read_words"] = assess(engine, contexts, words).to_dict()
+    before, _ = _assess_folder(params, start, *heldout, per_sample=a.per_sample, seed=1000 + a.seed)
+    result["before"] = before.to_dict()
+    t0 = time.perf_counter()
+    train = run_training(
+        params, data=data, fmt="revos", models_dir=start, out=out / "grpo", resume="auto"
+    )
+    result["grpo_seconds"] = time.perf_counter() - t0
+    result["history"] = train.get("history", [])
+    after, _ = _assess_folder(
+        params, out / "grpo" / "model", *heldout, per_sample=a.per_sample, seed=1000 + a.seed
+    )
+    result["after"] = after.to_dict()
+    for key in ("ignore_video", "read_words", "before", "after"):
+        print(key, json.dumps({f: round(result[key][f], 3) for f in FIGURES}), flush=True)
+    write_json(out / "result.json", result)
+
+
+if __name__ == "__main__":
+    main()
