@@ -5,9 +5,11 @@ study's held-out assessment before and after and its two blind baselines.
 
     OMP_NUM_THREADS=1 python bench/grpo_from.py --system1 MODELS --grounder MODELS --data DIR
         --out DIR [--recipe configs/params/study_turns.yaml ...] [--kinds appearance]
-        [--steps 60] [--lr 2e-4] [--prompts-per-step 1] [--limit 160] [--per-sample 4] [--seed 0]
+        [--steps 60] [--lr 2e-4] [--prompts-per-step 1] [--limit 160] [--split valid]
+        [--per-sample 4] [--seed 0]
 
-Held-out: the first `--limit` expressions of the `valid` split of `--kinds`; the baselines'
+Held-out: the first `--limit` expressions of the `--split` split of `--kinds` (`--split train`:
+the expressions GRPO trains on, to see whether it improves on its own prompts); the baselines'
 answers come from the training split's targets of the same kinds (omnir1.rl.assess). Writes
 OUT/result.json and prints one line per assessment.
 """
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--prompts-per-step", type=int, default=1)
     ap.add_argument("--limit", type=int, default=160)
+    ap.add_argument("--split", default="valid", help="assessed split ('train': GRPO's own)")
     ap.add_argument("--per-sample", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -61,7 +64,7 @@ def main() -> None:
         write_model_folder(
             a.system1, start, name="grpo-from", grounder=lambda f: link_tree(grounder, f)
         )
-    heldout = _split_inputs(params, "revos", data, "valid", a.limit)
+    heldout = _split_inputs(params, "revos", data, a.split, a.limit)
     train_samples, _, train_contexts = _split_inputs(params, "revos", data, "train")
     targets = [c.target for c in train_contexts]
     samples, _, contexts = heldout
