@@ -324,7 +324,8 @@ class System1Stage:
         set's, which only a stage of every kind takes)."""
         if not (self.all_kinds if kind is None else kind in self.kinds):
             return False
-        return not self.words or bool(set(self.words) & set(expression.lower().split()))
+        words = {w.lower() for w in self.words}
+        return not words or bool(words & set(expression.lower().split()))
 
 
 class WarmStartParams(_Section):

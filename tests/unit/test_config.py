@@ -186,18 +186,18 @@ def test_system1_stages_fill_in_what_they_do_not_name(tmp_path):
     path.write_text(
         path.read_text()
         + "  system1_stages:\n"
-        + "    - {steps: 3, words: [red]}\n"
+        + "    - {steps: 3, words: [Red]}\n"
         + "    - {learning_rate: 5.0e-4, rendered: 0, kinds: [appearance]}\n"
         + "    - {kinds: [appearance, audio, temporal, multi]}\n"
     )
     first, second, third = load_params(path).warm_start.system1_curriculum()
     assert (first.finetune.steps, first.finetune.batch_size) == (3, 4)
     assert first.finetune.learning_rate == 1e-3 and first.rendered == 9
-    assert list(first.kinds) == ["appearance", "multi"] and list(first.words) == ["red"]
+    assert list(first.kinds) == ["appearance", "multi"] and list(first.words) == ["Red"]
     assert (second.finetune.steps, second.finetune.learning_rate, second.rendered) == (7, 5e-4, 0)
     assert list(second.kinds) == ["appearance"] and first.filter_set and second.filter_set
 
-    assert first.wants("the Red circle", "appearance")
+    assert first.wants("the red circle", "appearance")  # words match in any case
     assert not first.wants("the blue circle", "appearance")
     assert not first.wants("the red circle", "temporal")
     assert not second.wants("the red circle", None)  # a real set's: its kind is unknown
