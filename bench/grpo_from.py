@@ -31,10 +31,8 @@ def main() -> None:
     from omnir1.config import load_params
     from omnir1.fsutil import write_json
     from omnir1.models.loading import Manifest, link_tree, load_models, write_model_folder
-    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
-    from omnir1.rl.study import _assess_folder, _engine, _split_inputs
+    from omnir1.rl.study import _assess_folder, _engine, _split_inputs, blind_baselines
     from omnir1.rl.train import run_training
-    from omnir1.rl.warmstart import object_words
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--system1", required=True, help="model folder whose System 1 GRPO starts from")
@@ -67,22 +65,11 @@ def main() -> None:
     heldout = _split_inputs(params, "revos", data, a.split, a.limit)
     train_samples, _, train_contexts = _split_inputs(params, "revos", data, "train")
     targets = [c.target for c in train_contexts]
-    samples, _, contexts = heldout
-    expressions = [s.expression for s in samples]
-    moments = params.system1.moments
-    engine = _engine(params, load_models(start))
-    result: dict = {"args": vars(a), "heldout": len(samples)}
-    result["ignore_video"] = assess(
-        engine, contexts, ignore_video_completions(targets, expressions, moments=moments)
-    ).to_dict()
-    words = read_words_completions(
-        targets,
-        [s.expression for s in train_samples],
-        expressions,
-        moments=moments,
-        object_words=object_words(data),
+    ignore, words = blind_baselines(
+        params, _engine(params, load_models(start)), data, heldout, train_samples, targets
     )
-    result["read_words"] = assess(engine, contexts, words).to_dict()
+    result: dict = {"args": vars(a), "heldout": len(heldout[0])}
+    result["ignore_video"], result["read_words"] = ignore.to_dict(), words.to_dict()
     before, _ = _assess_folder(params, start, *heldout, per_sample=a.per_sample, seed=1000 + a.seed)
     result["before"] = before.to_dict()
     t0 = time.perf_counter()

@@ -25,6 +25,12 @@ tracking: {enabled: false}
 """
 
 
+def study_params(steps: int) -> str:
+    """WARM with `steps` GRPO steps of two 16-token completions (a checkpoint at the end)."""
+    train = f"num_generations: 2, max_completion_length: 16, max_steps: {steps}"
+    return WARM + "models: {tiny: {sam2_size: 64}}\n" + f"train: {{{train}, save_steps: {steps}}}\n"
+
+
 def weights(folder):
     from safetensors.torch import load_file
 
@@ -71,11 +77,7 @@ def test_warm_start_trains_the_language_models_and_keeps_the_towers(
 
 def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets, tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text(
-        WARM
-        + "models: {tiny: {sam2_size: 64}}\n"
-        + "train: {num_generations: 2, max_completion_length: 16, max_steps: 2, save_steps: 2}\n"
-    )
+    params.write_text(study_params(steps=2))
     out = tmp_path / "study"
     args = ["study", "--data", str(synth_sets["revos"]), "--format", "revos", "--out", str(out)]
     args += ["--params", str(params), "--seeds", "0", "--heldout-limit", "2", "--per-sample", "1"]
@@ -115,11 +117,7 @@ def test_study_seeds_in_processes(synth_sets, tmp_path, capsys):
     whose process fails fails the study, naming the seed and its log, and the seed that
     finished is kept."""
     params = tmp_path / "params.yaml"
-    params.write_text(
-        WARM
-        + "models: {tiny: {sam2_size: 64}}\n"
-        + "train: {num_generations: 2, max_completion_length: 16, max_steps: 1, save_steps: 1}\n"
-    )
+    params.write_text(study_params(steps=1))
     out = tmp_path / "study"
     args = ["study", "--data", str(synth_sets["revos"]), "--format", "revos", "--out", str(out)]
     args += ["--params", str(params), "--heldout-limit", "2", "--per-sample", "1", "--jobs", "2"]

@@ -85,6 +85,26 @@ def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused:
     return result
 
 
+def blind_baselines(params, engine, data: Path, heldout, train_samples, train_targets):
+    """The two baselines that never look at the video (ignore it; read the words), assessed on
+    the held-out (samples, clips, contexts) by `engine`'s System 2: (Assessment, Assessment)."""
+    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
+    from omnir1.rl.warmstart import object_words
+
+    samples, _, contexts = heldout
+    expressions = [s.expression for s in samples]
+    moments = params.system1.moments
+    ignore = ignore_video_completions(train_targets, expressions, moments=moments)
+    read_words = read_words_completions(
+        train_targets,
+        [s.expression for s in train_samples],
+        expressions,
+        moments=moments,
+        object_words=object_words(data),
+    )
+    return assess(engine, contexts, ignore), assess(engine, contexts, read_words)
+
+
 def _stage_done(path: Path, key: str) -> bool:
     """Whether `path` holds a stage saved under `key` (`_saved_stage`)."""
     return path.is_file() and read_json(path).get("fingerprint") == key
@@ -181,9 +201,8 @@ def run_study(
     only, no baselines and no report (what those processes run)."""
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
-    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
     from omnir1.rl.train import data_digest, run_training
-    from omnir1.rl.warmstart import object_words, run_warm_start
+    from omnir1.rl.warmstart import run_warm_start
 
     if jobs < 1:
         from omnir1.errors import ConfigError
@@ -256,26 +275,16 @@ def run_study(
             in_processes = [f"seed_{s}" for s in todo]
     results: dict = {"grounder": grounder_summary, "seeds": {}}
     if not seeds_only:
-        # the two baselines that never look at the video, scored by the same System 2
-        samples, _, contexts = heldout
-        expressions = [s.expression for s in samples]
-        moments = params.system1.moments
-        env_engine = _engine(params, load_models(env))
-        ignore = ignore_video_completions(train_targets, expressions, moments=moments)
-        read_words = read_words_completions(
-            train_targets,
-            [s.expression for s in train_samples],
-            expressions,
-            moments=moments,
-            object_words=object_words(data),
+        ignore, read_words = blind_baselines(
+            params, _engine(params, load_models(env)), data, heldout, train_samples, train_targets
         )
         results = {
             "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
-            "heldout_samples": len(samples),
+            "heldout_samples": len(heldout[0]),
             "completions_per_sample": per_sample,
             "grounder": grounder_summary,
-            "baseline_ignore_video": assess(env_engine, contexts, ignore).to_dict(),
-            "baseline_read_words": assess(env_engine, contexts, read_words).to_dict(),
+            "baseline_ignore_video": ignore.to_dict(),
+            "baseline_read_words": read_words.to_dict(),
             "seeds": {},
         }
     no_grounder = params.model_copy(deep=True)
