@@ -224,6 +224,9 @@ class TrainParams(_Section):
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     prompts_per_step: int = Field(1, ge=1)
+    # advantages = (reward - group mean) / this scale: "group" (the paper's), "batch" or "none"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    optim: Literal["adamw_torch", "sgd"] = "adamw_torch"
     gradient_checkpointing: bool = True
     bf16: bool = True
     save_steps: int = Field(50, ge=1)
@@ -249,7 +252,8 @@ class TrainParams(_Section):
             ddp_backend="gloo" if ds_cpu else None,
             bf16=self.bf16 and not use_cpu,
             loss_type="grpo",
-            scale_rewards="group",
+            scale_rewards=self.scale_rewards,
+            optim=self.optim,
             num_generations=self.num_generations,
             per_device_train_batch_size=self.num_generations * self.prompts_per_step,
             steps_per_generation=1,

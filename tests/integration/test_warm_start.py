@@ -98,7 +98,10 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
         "box_iou",
         "format_rate",
     }
-    assert "| ignore the video | read the words |" in (out / "study.md").read_text()
+    report = (out / "study.md").read_text()
+    assert "| ignore the video | read the words |" in report
+    assert set(run["seconds"]) == {"system1_warm_start", "assess", "grpo"}
+    assert "Seed 0: System 1 warm start " in report and "reused stages: none." in report
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # run again into the same folder: every finished stage is reused, the report is the same
@@ -136,6 +139,8 @@ def test_study_seeds_in_processes(synth_sets, tmp_path, capsys):
     assert study["seeds_in_processes"] == ["seed_1", "seed_2"]
     assert study["reused_stages"] == ["environment", "seed_0"]
     assert all(study["seeds"][s]["after"]["completions"] == 2 for s in "012")
+    assert all(study["seeds"][s]["seconds"]["grpo"] > 0 for s in "12")  # kept from the process
+    assert "Seed 2: System 1 warm start " in (out / "study.md").read_text()
     assert study["summary"]["reward"]["improved_seeds"] in range(4)
     capsys.readouterr()
     assert main([*args[:-2], "--jobs", "0", "--seeds", "0"]) != 0

@@ -30,7 +30,8 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
     assert study.models == embedded.models and study.grounder == embedded.grounder
-    assert study.train.model_copy(update={"max_steps": 60, "learning_rate": 1e-4}) == embedded.train
+    embedded_train = {"max_steps": 60, "learning_rate": 1e-4, "lr_scheduler_type": "cosine"}
+    assert study.train.model_copy(update=embedded_train) == embedded.train
     # the short-clip study is the same recipe with 4 s clips and shorter System 1 / GRPO runs
     recipes = [ROOT / "configs" / "params" / f"study_{name}.yaml" for name in ("turns", "short")]
     short = load_params(ROOT / "params.yaml", recipes)
@@ -142,6 +143,10 @@ def test_train_params_map_to_the_papers_grpo_recipe(tmp_path):
     assert (cfg.temperature, cfg.top_p, cfg.max_completion_length) == (1.0, 0.95, 800)
     assert not cfg.bf16  # on CPU
     assert cfg.generation_kwargs == {"suppress_tokens": [5]}
+    assert cfg.optim == "adamw_torch"
+    other = train.model_copy(update={"scale_rewards": "none", "optim": "sgd"})
+    cfg = other.grpo_config(tmp_path, use_cpu=True)
+    assert (cfg.scale_rewards, cfg.optim) == ("none", "sgd")
 
 
 def test_tiny_model_options_reach_the_thinker_config():

@@ -214,10 +214,11 @@ def run_study(
     start = time.perf_counter()
     timings: dict[str, float] = {}
 
-    def timed(name: str, fn, *args, **kwargs):
+    def timed(name: str, fn, *args, into: dict[str, float] | None = None, **kwargs):
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        for sink in (timings, into) if into is not None else (timings,):
+            sink[name] = sink.get(name, 0.0) + time.perf_counter() - t0
         return result
 
     heldout = timed("load_heldout", _split_inputs, params, fmt, data, heldout_split, heldout_limit)
@@ -298,6 +299,7 @@ def run_study(
             init_tiny(base, seed=seed, sizes=sizes)
         steps = sum(stage.finetune.steps for stage in params.warm_start.system1_curriculum())
         log(f"seed {seed}: System 1 warm start ({steps} steps)")
+        seconds: dict[str, float] = {}  # this seed's own, kept in its stage (and with --jobs)
         warm = timed(
             "system1_warm_start",
             run_warm_start,
@@ -307,6 +309,7 @@ def run_study(
             models_dir=base,
             out=folder / "warm",
             grounder_from=env,
+            into=seconds,
         )
         before, before_example = timed(
             "assess",
@@ -316,6 +319,7 @@ def run_study(
             *heldout,
             per_sample=per_sample,
             seed=1000 + seed,
+            into=seconds,
         )
         log(f"seed {seed}: before GRPO reward {before.reward:.3f}; GRPO")
         train = timed(
@@ -327,6 +331,7 @@ def run_study(
             models_dir=folder / "warm",
             out=folder / "grpo",
             resume="auto",  # a study stopped mid-GRPO goes on from its last checkpoint
+            into=seconds,
         )
         after, after_example = timed(
             "assess",
@@ -336,6 +341,7 @@ def run_study(
             *heldout,
             per_sample=per_sample,
             seed=1000 + seed,
+            into=seconds,
         )
         log(f"seed {seed}: after GRPO reward {after.reward:.3f}")
         return {
@@ -344,6 +350,7 @@ def run_study(
             "after": after.to_dict(),
             "grpo": {k: v for k, v in train.items() if k != "history"},
             "history": train.get("history", []),
+            "seconds": seconds,
             "examples": {"before": before_example[:600], "after": after_example[:600]},
         }
 
@@ -420,7 +427,34 @@ def table(results: dict) -> str:
             + " | ".join(cells)
             + f" | {mean_delta:+.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *time_lines(results)]) + "\n"
+
+
+def time_lines(results: dict) -> list[str]:
+    """Where the study's time went: in all, the grounder's warm start, and each seed's parts
+    (a seed's own seconds, also when it ran in its own process)."""
+    seconds = results.get("seconds", {})
+    lines = []
+    if "total" in seconds:
+        grounder = seconds.get("grounder_warm_start")
+        lines.append(
+            f"Time: {seconds['total'] / 60:.1f} min in all"
+            + (f" (grounder warm start {grounder / 60:.1f} min)" if grounder else "")
+            + "; reused stages: "
+            + (", ".join(results.get("reused_stages", [])) or "none")
+            + "."
+        )
+    parts = {"system1_warm_start": "System 1 warm start", "assess": "assessments", "grpo": "GRPO"}
+    for seed, run in results["seeds"].items():
+        if run.get("seconds"):
+            lines.append(
+                f"Seed {seed}: "
+                + ", ".join(
+                    f"{label} {run['seconds'].get(k, 0.0) / 60:.1f}" for k, label in parts.items()
+                )
+                + " min."
+            )
+    return lines
 
 
 def plot_curves(results: dict, path: Path) -> None:
