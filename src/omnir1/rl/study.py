@@ -468,7 +468,10 @@ def plot_curves(results: dict, path: Path) -> None:
         steps = [h["step"] for h in run["history"] if "reward" in h]
         rewards = [h["reward"] for h in run["history"] if "reward" in h]
         if steps:
-            ax.plot(steps, rewards, label=f"seed {seed}", alpha=0.8)
+            # one group per step is noisy: each step faint, the mean of the last 10 drawn over it
+            (raw,) = ax.plot(steps, rewards, alpha=0.25, lw=0.8)
+            mean = [statistics.fmean(rewards[max(0, i - 9) : i + 1]) for i in range(len(rewards))]
+            ax.plot(steps, mean, color=raw.get_color(), lw=2, label=f"seed {seed} (mean of 10)")
     for key, style, label in (
         ("baseline_ignore_video", "--", "ignore the video (held-out)"),
         ("baseline_read_words", ":", "read the words (held-out)"),
