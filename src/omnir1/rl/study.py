@@ -217,8 +217,9 @@ def run_study(
     def timed(name: str, fn, *args, into: dict[str, float] | None = None, **kwargs):
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
+        elapsed = time.perf_counter() - t0
         for sink in (timings, into) if into is not None else (timings,):
-            sink[name] = sink.get(name, 0.0) + time.perf_counter() - t0
+            sink[name] = sink.get(name, 0.0) + elapsed
         return result
 
     heldout = timed("load_heldout", _split_inputs, params, fmt, data, heldout_split, heldout_limit)
