@@ -236,8 +236,9 @@ class TrainParams(_Section):
 
     def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
         """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
-        batch mean), group-scaled advantages, one optimisation step per generation batch (so
-        the ratio clip never binds), the k3 KL against the frozen reference."""
+        batch mean), advantages scaled as `scale_rewards` says (the paper: by the group's std),
+        one optimisation step per generation batch (so the ratio clip never binds), the k3 KL
+        against the frozen reference, the optimiser `optim` (the paper: AdamW)."""
         from trl import GRPOConfig
 
         # DeepSpeed on CPU (the 2-process tests): accelerate's CPU mode never initialises
