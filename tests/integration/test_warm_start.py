@@ -353,3 +353,60 @@ def test_expression_kinds_need_a_synthetic_set(synth_sets, tmp_path):
         run_warm_start(
             load_params(params), data=real, fmt="revos", models_dir=tmp_path, out=tmp_path / "w"
         )
+
+
+def test_answer_loss_is_the_models_own_loss_on_video_audio_and_image_batches(
+    tiny_models, synth_sets
+):
+    """finetune's loss computes logits on the answer tokens only; it must equal the thinker's
+    own causal-LM loss (labels on the answers) on System 1's video + audio prompts and on the
+    grounder's image prompts, padding included, and give the same gradients."""
+    import random
+
+    from omnir1.config import Params
+    from omnir1.data.shards import clips_for
+    from omnir1.models.loading import load_models
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.warmstart import (
+        _box_example,
+        _system1_example,
+        answer_loss,
+        collate,
+        rendered_frames,
+    )
+    from omnir1.systems.grounding import Grounder
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    data = synth_sets["revos"]
+    params = Params()
+    s1 = params.system1.to_config()
+    models = load_models(tiny_models, system2=False)
+    model, processor = models.system1, models.system1_processor
+    reasoner = GlobalReasoner(model, processor, s1)
+    samples = trainable_samples("revos", data)[:3]
+    clips = clips_for(samples, s1)
+    rng = random.Random(0)
+    system1 = [
+        _system1_example(reasoner, c, s.expression, [0, 2, 3 + i], "the red circle", rng)
+        for i, (s, c) in enumerate(zip(samples, clips, strict=True))
+    ]
+    assert context_from_sample(samples[0], s1, clips[0]).num_frames > 3
+    grounder = Grounder(model, processor, params.grounder.to_config())
+    boxes = [
+        _box_example(grounder, img, text, b) for img, text, b in rendered_frames(data, 3, seed=1)
+    ]
+    for examples in (system1, boxes):
+        assert len({len(e.prompt_ids) + len(e.answer_ids) for e in examples}) > 1  # padded
+        batch = collate(examples, processor.tokenizer.pad_token_id)
+        model.zero_grad()
+        own = model(**batch).loss
+        own.backward()
+        own_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad()
+        ours = answer_loss(model, batch)
+        ours.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert torch.allclose(ours, own, atol=1e-5)
+        assert len(grads) == len(own_grads)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, own_grads, strict=True))

@@ -83,6 +83,20 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict:
     return batch
 
 
+def answer_loss(model, batch: dict):
+    """The thinker's causal-LM loss on `batch` (collate's), with logits only where a label is:
+    the mean cross-entropy of the answer tokens, as `model(**batch).loss`. The prompt, mostly
+    video and audio tokens, is ~70 % of a System-1 sequence; its logits were wasted work."""
+    import torch
+
+    fields = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = model.model(**fields)[0]
+    target = batch["labels"][:, 1:]  # position t predicts token t + 1
+    answer = target != -100
+    logits = model.lm_head(hidden[:, :-1][answer]).float()
+    return torch.nn.functional.cross_entropy(logits, target[answer])
+
+
 def finetune(
     model, examples: Sequence[Example], cfg: WarmStartConfig, pad_id: int, *, desc: str = "sft"
 ) -> list[float]:
@@ -110,9 +124,9 @@ def finetune(
         batch = collate(
             [examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad_id
         )
-        loss = model(
-            **{k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
-        ).loss
+        loss = answer_loss(
+            model, {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         optimizer.step()
