@@ -510,6 +510,81 @@ def bench_training(ctx: Context) -> list[Row]:
     return rows
 
 
+def bench_warm_start(ctx: Context) -> list[Row]:
+    """One supervised warm-start step (forward and backward) of System 1 (batch 8 of the
+    embedded default's video + audio prompts) and of the grounder (batch 16 of its image
+    prompts): `answer_loss` (logits on the answer tokens only) vs the thinker's own
+    `model(**batch).loss` (logits on every position), checked equal first."""
+    import random
+
+    import torch
+
+    from omnir1.config import load_params
+    from omnir1.data.shards import clips_for
+    from omnir1.models.loading import freeze_towers, load_models
+    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.warmstart import (
+        answer_loss,
+        collate,
+        grounder_examples,
+        object_descriptions,
+        system1_examples,
+    )
+    from omnir1.systems.grounding import Grounder
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    params = load_params(ROOT / "params.yaml")
+    data = ctx.revos()
+    models = load_models(ctx.models(), system2=False)
+    model, processor = models.system1, models.system1_processor
+    freeze_towers(model)
+    s1 = params.system1.to_config()
+    samples = trainable_samples("revos", data)
+    clips = clips_for(samples, s1)
+    targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
+    descriptions = object_descriptions(data)
+    reasoner = GlobalReasoner(model, processor, s1)
+    grounder = Grounder(model, processor, params.grounder.to_config())
+    pad = processor.tokenizer.pad_token_id
+    sizes = (2, 1) if ctx.quick else (8, 3)
+    parts = {
+        "system 1": system1_examples(reasoner, samples, clips, targets, descriptions),
+        "grounder": grounder_examples(grounder, samples, descriptions),
+    }
+    rows = []
+    for part, examples in parts.items():
+        batch_size = sizes[0] * (2 if part == "grounder" else 1)
+        rng = random.Random(0)
+        batch = collate([rng.choice(examples) for _ in range(batch_size)], pad)
+        own, ours = model(**batch).loss, answer_loss(model, batch)
+        if not torch.allclose(own, ours, atol=1e-5):
+            raise RuntimeError(f"{part}: answer_loss {float(ours)} != the model's {float(own)}")
+
+        def step(answer_only: bool, batch=batch) -> None:
+            model.zero_grad(set_to_none=True)
+            loss = answer_loss(model, batch) if answer_only else model(**batch).loss
+            loss.backward()
+
+        baseline = best_of(lambda: step(False), sizes[1])
+        value = best_of(lambda: step(True), sizes[1])
+        width = batch["input_ids"].shape[1]
+        answer = int((batch["labels"] != -100).sum()) / batch_size
+        rows.append(
+            row(
+                ctx,
+                f"warm_start/{part}",
+                f"{part} warm-start step, batch {batch_size} (answer-only logits vs all)",
+                "s/step",
+                value,
+                baseline,
+                higher_is_better=False,
+                note=f"{width} tokens a row, {answer:.0f} of them answer",
+            )
+        )
+    return rows
+
+
 def bench_study(ctx: Context) -> list[Row]:
     """`omnir1 study` over two seeds: every seed in this process with torch's threads on every
     core (--jobs 1, the baseline) vs each seed in its own one-thread process (--jobs 2), the
@@ -684,6 +759,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "media": bench_media,
     "system2": bench_system2,
     "training": bench_training,
+    "warm_start": bench_warm_start,
     "study": bench_study,
     "dvc": bench_dvc,
     "compile": bench_compile,

@@ -8,7 +8,11 @@ training anything again.
     OMP_NUM_THREADS=1 python bench/study_reassess.py --study REPORTS/study \
         --recipe configs/params/study_turns.yaml [--seeds 0 1 2] [--per-sample 8]
 
-Prints one line per model and writes STUDY/reassess_<per-sample>.json.
+Each seed's two assessments go to STUDY/reassess_<per-sample>/seed_N.json (a seed whose file
+exists is not assessed again, so seeds can run as separate processes, one per core, and a last
+call with every seed only reports). Then every seed found there is reported: its figures and
+each change with the study's 95 % interval (omnir1.rl.study.paired_intervals), in a table on
+stdout and in STUDY/reassess_<per-sample>.json.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ def main() -> None:
 
     from omnir1.config import load_params
     from omnir1.fsutil import read_json, write_json
-    from omnir1.rl.study import _assess_folder, _split_inputs
+    from omnir1.rl.study import NAMES, _assess_folder, _split_inputs, paired_intervals
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", required=True, help="an `omnir1 study --out` folder")
@@ -37,25 +41,60 @@ def main() -> None:
     torch.set_num_threads(1)
 
     study = Path(a.study)
-    report = read_json(study / "study.json")
-    params = load_params(a.params, a.recipe)
-    data = report["data"]
-    heldout = _split_inputs(
-        params, data["format"], Path(data["path"]), data["heldout_split"], report["heldout_samples"]
-    )
-    result: dict = {"per_sample": a.per_sample, "heldout": len(heldout[0]), "seeds": {}}
-    for seed in a.seeds:
-        folders = {"before": study / f"seed_{seed}" / "warm"}
-        folders["after"] = study / f"seed_{seed}" / "grpo" / "model"
-        result["seeds"][str(seed)] = {}
-        for when, folder in folders.items():
+    folder = study / f"reassess_{a.per_sample}"
+    todo = [seed for seed in a.seeds if not (folder / f"seed_{seed}.json").is_file()]
+    if todo:
+        report = read_json(study / "study.json")
+        params = load_params(a.params, a.recipe)
+        data = report["data"]
+        heldout = _split_inputs(
+            params,
+            data["format"],
+            Path(data["path"]),
+            data["heldout_split"],
+            report["heldout_samples"],
+        )
+    for seed in todo:
+        models = {"before": study / f"seed_{seed}" / "warm"}
+        models["after"] = study / f"seed_{seed}" / "grpo" / "model"
+        run = {}
+        for when, models_dir in models.items():
             assessment, _ = _assess_folder(
-                params, folder, *heldout, per_sample=a.per_sample, seed=5000 + seed
+                params, models_dir, *heldout, per_sample=a.per_sample, seed=5000 + seed
             )
-            figures = {f: round(assessment.to_dict()[f], 3) for f in FIGURES}
-            result["seeds"][str(seed)][when] = figures
+            run[when] = assessment.to_dict()
+            figures = {f: round(run[when][f], 3) for f in FIGURES}
             print(f"seed {seed} {when}", json.dumps(figures), flush=True)
-    write_json(study / f"reassess_{a.per_sample}.json", result)
+        write_json(folder / f"seed_{seed}.json", run)
+
+    runs = {
+        path.stem.removeprefix("seed_"): read_json(path)
+        for path in sorted(folder.glob("seed_*.json"))
+    }
+    intervals = paired_intervals(runs) or {}
+    seeds = list(runs)
+    print(f"\n{a.per_sample} sampled answers per held-out expression; 95 % intervals:\n")
+    print("| metric | " + " | ".join(f"seed {s} before → after [Δ interval]" for s in seeds) + " |")
+    print("|---|" + "---|" * len(seeds))
+    for key in ("reward", "keyframe_hit_rate", "box_iou", "format_rate"):
+        cells = []
+        for s in seeds:
+            before, after = runs[s]["before"][key], runs[s]["after"][key]
+            cell = f"{before:.3f} → {after:.3f}"
+            if key in intervals:
+                low, high = intervals[key][s]
+                cell += f" [{low:+.3f}, {high:+.3f}]"
+            cells.append(cell)
+        print(f"| {NAMES[key]} | " + " | ".join(cells) + " |")
+    for key, by_run in intervals.items():
+        low, high = by_run["mean"]
+        print(f"mean over seeds, {NAMES[key]}: [{low:+.3f}, {high:+.3f}]")
+    summary = {
+        "per_sample": a.per_sample,
+        "seeds": {s: {w: {f: r[w][f] for f in FIGURES} for w in r} for s, r in runs.items()},
+        "intervals": intervals,
+    }
+    write_json(study / f"reassess_{a.per_sample}.json", summary)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,10 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     }
     report = (out / "study.md").read_text()
     assert "| ignore the video | read the words |" in report
+    assert len(run["before"]["per_sample"]) == 2  # each held-out expression's sums
+    low, high = study["summary"]["reward"]["delta_interval"]
+    assert low <= study["summary"]["reward"]["delta"] <= high
+    assert "Change after GRPO with a 95 % interval" in report
     assert set(run["seconds"]) == {"system1_warm_start", "assess", "grpo"}
     assert "Seed 0: System 1 warm start " in report and "reused stages: none." in report
     assert (out / "reward_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,7 +29,10 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     study = load_params(ROOT / "params.yaml", [ROOT / "configs" / "params" / "study_turns.yaml"])
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
-    assert study.models == embedded.models and study.grounder == embedded.grounder
+    assert study.models == embedded.models
+    # a group's grounding requests in one batch (speed only); System 1's warm start at batch 6
+    assert study.grounder == embedded.grounder.model_copy(update={"batch_size": 32})
+    assert (study.warm_start.system1.steps, study.warm_start.system1.batch_size) == (300, 6)
     embedded_train = {"max_steps": 60, "learning_rate": 1e-4, "lr_scheduler_type": "cosine"}
     assert study.train.model_copy(update=embedded_train) == embedded.train
     # the short-clip study is the same recipe with 4 s clips and shorter System 1 / GRPO runs
@@ -37,6 +40,8 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     short = load_params(ROOT / "params.yaml", recipes)
     assert short.data.synth == study.data.synth.model_copy(update={"duration_s": 4.0})
     assert short.warm_start.system1.steps == 200 and short.train.max_steps == 60
+    # as documented: System 1's warm start at batch 8, the grounder's requests in batches of 8
+    assert short.warm_start.system1.batch_size == 8 and short.grounder == embedded.grounder
     assert short.rewards == study.rewards and short.system1 == study.system1
     # the 8 s study: the short one's runs on 8 s clips
     recipes[1] = ROOT / "configs" / "params" / "study_8s.yaml"

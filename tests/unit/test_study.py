@@ -1,10 +1,12 @@
-"""What a saved study stage depends on: `omnir1 study` reuses a stage only when nothing in its
-fingerprint changed."""
+"""What a saved study stage depends on (`omnir1 study` reuses a stage only when nothing in its
+fingerprint changed), and the intervals of its before/after changes."""
 
 from __future__ import annotations
 
+import pytest
+
 from omnir1.config import load_params
-from omnir1.rl.study import fingerprint
+from omnir1.rl.study import fingerprint, interval_lines, paired_intervals, summarize
 from omnir1.rl.train import data_digest
 
 
@@ -36,3 +38,89 @@ def test_fingerprint_follows_params_data_and_settings(tmp_path):
     meta.write_text('{"a": 1}')
     (data / "Videos" / "b.mp4").write_bytes(b"")  # a file added
     assert key() != first
+
+
+def sums(reward: float, keyframes: int, hits: int, iou: float, completions: int = 2) -> dict:
+    return {
+        "completions": float(completions),
+        "reward": reward,
+        "keyframes": float(keyframes),
+        "hits": float(hits),
+        "box_iou": iou,
+    }
+
+
+def run(before: list[dict], after: list[dict]) -> dict:
+    def figures(per_sample):
+        total = {k: sum(x[k] for x in per_sample) for k in per_sample[0]}
+        return {
+            "reward": total["reward"] / total["completions"],
+            "keyframe_hit_rate": total["hits"] / total["keyframes"],
+            "keyframe_hits_per_answer": total["hits"] / total["completions"],
+            "box_iou": total["box_iou"] / total["completions"],
+            "format_rate": 1.0,
+            "per_sample": per_sample,
+        }
+
+    return {"before": figures(before), "after": figures(after)}
+
+
+def test_one_sample_intervals_are_its_exact_change_as_ratios_of_sums():
+    """With one held-out sample every draw is that sample: the interval is the change itself,
+    computed as the assessment does (hit rate = hits / keyframes, not a mean of rates)."""
+    runs = {
+        "0": run([sums(3.0, 4, 1, 0.2)], [sums(7.0, 8, 6, 0.6)]),
+        "1": run([sums(5.0, 4, 2, 0.4)], [sums(5.0, 4, 2, 0.4)]),
+    }
+    intervals = paired_intervals(runs, draws=50)
+    assert intervals["reward"]["0"] == pytest.approx([2.0, 2.0])  # (7 - 3) / 2 answers
+    assert intervals["keyframe_hit_rate"]["0"] == pytest.approx([6 / 8 - 1 / 4] * 2)
+    assert intervals["box_iou"]["0"] == pytest.approx([0.2, 0.2])
+    assert intervals["reward"]["1"] == pytest.approx([0.0, 0.0])
+    assert intervals["reward"]["mean"] == pytest.approx([1.0, 1.0])
+
+
+def test_intervals_separate_a_steady_gain_from_noise():
+    """A gain on every sample gives an interval above 0; gains and losses that cancel give one
+    around 0; a stage without per-sample sums (an older version's) gives none."""
+    before = [sums(2.0, 4, 1, 0.1) for _ in range(30)]
+    steady = [sums(2.0 + 0.5 + 0.1 * (i % 3), 4, 2, 0.2) for i in range(30)]
+    noisy = [sums(2.0 + (1.0 if i % 2 else -1.0), 4, 1 + 2 * (i % 2), 0.1) for i in range(30)]
+    intervals = paired_intervals({"0": run(before, steady), "1": run(before, noisy)})
+    low, high = intervals["reward"]["0"]
+    assert 0.5 / 2 <= low < high <= 0.7 / 2
+    low, high = intervals["reward"]["1"]
+    assert low < 0 < high
+    assert intervals["keyframe_hit_rate"]["0"][0] > 0
+    steady_only = {"0": run(before, steady)}  # a fixed seed: the same intervals on every run
+    assert paired_intervals(steady_only, seed=1) == paired_intervals(steady_only, seed=1)
+    old = run(before, steady)
+    del old["after"]["per_sample"]
+    assert paired_intervals({"0": old}) is None
+
+
+def test_the_study_table_gives_each_seeds_change_with_its_interval():
+    before = [sums(2.0, 4, 1, 0.1) for _ in range(10)]
+    after = [sums(3.0, 4, 2, 0.3) for _ in range(10)]
+    blind = run(before, before)["before"]
+    results = {
+        "seeds": {"0": run(before, after), "1": run(before, after)},
+        "baseline_ignore_video": blind,
+        "baseline_read_words": blind,
+        "heldout_samples": 10,
+    }
+    results["summary"] = summarize(results)
+    reward = results["summary"]["reward"]
+    assert reward["delta"] == pytest.approx(0.5)
+    assert reward["delta_interval"] == pytest.approx([0.5, 0.5])
+    assert reward["seeds_above_zero"] == 2
+    lines = interval_lines(results)
+    assert "| mean total reward | +0.500 [+0.500, +0.500] | +0.500 [+0.500, +0.500] |" in lines[4]
+    assert [line.split(" |")[0] for line in lines[4:7]] == [
+        "| mean total reward",
+        "| keyframe hit rate",
+        "| box IoU",
+    ]
+    del results["seeds"]["1"]["before"]["per_sample"]
+    results["summary"] = summarize(results)
+    assert "delta_interval" not in results["summary"]["reward"] and not interval_lines(results)

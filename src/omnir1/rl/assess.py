@@ -38,14 +38,28 @@ class Assessment:
     keyframe_hits_per_answer: float
     box_iou: float
     components: dict[str, float] = field(default_factory=dict)
+    # per sample, in order: the sums its figures are made of (SAMPLE_SUMS), for intervals
+    # that resample the samples (omnir1.rl.study.paired_intervals)
+    per_sample: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+# A sample's sums: a figure over any set of samples is a ratio of their totals (HEADLINE_RATIOS).
+SAMPLE_SUMS = ("completions", "reward", "keyframes", "hits", "box_iou")
+# figure -> (numerator, denominator) among SAMPLE_SUMS, as `assess` computes it
+HEADLINE_RATIOS = {
+    "reward": ("reward", "completions"),
+    "keyframe_hit_rate": ("hits", "keyframes"),
+    "box_iou": ("box_iou", "completions"),
+}
+
+
 def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> Assessment:
     """Score `completions[i]` (any number per sample) against `contexts[i]`."""
     totals, formats, keyframes, hits, ious = [], [], 0, 0, []
+    per_sample: list[dict[str, float]] = []
     per_reward: dict[str, list[float]] = {name: [] for name in engine.rewards}
     components: dict[str, list[float]] = {}
     from tqdm import tqdm
@@ -53,11 +67,13 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
     pairs = list(zip(contexts, completions, strict=True))
     for ctx, texts in tqdm(pairs, desc="rewards", mininterval=2.0, disable=len(pairs) < 8):
         scores = engine.score_group(ctx, list(texts))
+        sums = dict.fromkeys(SAMPLE_SUMS, 0.0)
         for parsed, rewards in zip(scores.parsed, scores.rewards, strict=True):
             totals.append(sum(r.total for r in rewards.values()))
             formats.append(parsed.format_ok)
+            answer_hits = sum(ctx.target.union_areas[k] > 0 for k in parsed.keyframes)
             keyframes += len(parsed.keyframes)
-            hits += sum(ctx.target.union_areas[k] > 0 for k in parsed.keyframes)
+            hits += answer_hits
             iou = None
             for name, r in rewards.items():
                 per_reward[name].append(r.total)
@@ -66,6 +82,10 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
                         components.setdefault(f"{name}.{key}", []).append(value)
                 iou = r.components.get("box_iou", iou)
             ious.append(iou or 0.0)
+            answer = (1, totals[-1], len(parsed.keyframes), answer_hits, ious[-1])
+            for key, value in zip(SAMPLE_SUMS, answer, strict=True):
+                sums[key] += float(value)
+        per_sample.append(sums)
     n = len(totals)
 
     def mean(values) -> float:
@@ -83,6 +103,7 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
         keyframe_hits_per_answer=hits / n if n else 0.0,
         box_iou=mean(ious),
         components={k: mean(v) for k, v in sorted(components.items())},
+        per_sample=per_sample,
     )
 
 

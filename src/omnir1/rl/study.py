@@ -377,8 +377,56 @@ def run_study(
     return results
 
 
+def paired_intervals(
+    runs: dict[str, dict], *, draws: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, dict[str, list[float]]] | None:
+    """{figure: {seed: [low, high], "mean": [low, high]}}: a `level` interval of each seed's
+    change (after - before) of every HEADLINE_RATIOS figure, and of its mean over the seeds, by
+    a paired bootstrap over the held-out samples. Each draw resamples the samples (the same
+    ones for every seed, before and after) and recomputes the figures from their sums
+    (Assessment.per_sample), so the interval covers both which expressions were held out and
+    which answers were sampled. None when a run lacks the sums (a stage of an older version)."""
+    import numpy as np
+
+    from omnir1.rl.assess import HEADLINE_RATIOS
+
+    sides = {}
+    for name, run in runs.items():
+        before, after = run["before"].get("per_sample"), run["after"].get("per_sample")
+        if not before or not after:
+            return None
+        sides[name] = tuple(
+            {k: np.array([x[k] for x in side], dtype=float) for k in side[0]}
+            for side in (before, after)
+        )
+    sizes = {len(side["completions"]) for pair in sides.values() for side in pair}
+    if len(sizes) != 1:
+        return None
+    (n,) = sizes
+    picks = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+
+    def figure(side: dict, num: str, den: str):
+        top, bottom = side[num][picks].sum(axis=1), side[den][picks].sum(axis=1)
+        return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for key, (num, den) in HEADLINE_RATIOS.items():
+        changes = {
+            name: figure(after, num, den) - figure(before, num, den)
+            for name, (before, after) in sides.items()
+        }
+        changes["mean"] = np.mean(list(changes.values()), axis=0)
+        out[key] = {
+            name: [float(v) for v in np.percentile(change, [tail, 100 - tail])]
+            for name, change in changes.items()
+        }
+    return out
+
+
 def summarize(results: dict) -> dict:
-    """Mean and spread over seeds of every headline figure, before and after GRPO."""
+    """Mean and spread over seeds of every headline figure, before and after GRPO, and the
+    intervals of `paired_intervals` where the seeds' assessments keep their per-sample sums."""
     summary = {}
     runs = results["seeds"].values()
     for key in HEADLINE:
@@ -394,17 +442,24 @@ def summarize(results: dict) -> dict:
             "baseline": results["baseline_ignore_video"][key],
             "baseline_read_words": results["baseline_read_words"][key],
         }
+    intervals = paired_intervals(results["seeds"])
+    for key, by_run in (intervals or {}).items():
+        summary[key]["delta_interval"] = by_run.pop("mean")
+        summary[key]["seed_intervals"] = by_run
+        summary[key]["seeds_above_zero"] = sum(low > 0 for low, _ in by_run.values())
     return summary
 
 
+NAMES = {
+    "reward": "mean total reward",
+    "keyframe_hit_rate": "keyframe hit rate",
+    "keyframe_hits_per_answer": "keyframe hits per answer",
+    "box_iou": "box IoU",
+    "format_rate": "well-formed answers",
+}
+
+
 def table(results: dict) -> str:
-    names = {
-        "reward": "mean total reward",
-        "keyframe_hit_rate": "keyframe hit rate",
-        "keyframe_hits_per_answer": "keyframe hits per answer",
-        "box_iou": "box IoU",
-        "format_rate": "well-formed answers",
-    }
     seeds = list(results["seeds"])
     lines = [
         f"Held-out: {results['heldout_samples']} expressions "
@@ -416,7 +471,7 @@ def table(results: dict) -> str:
         + " | mean Δ |",
         "|---|---|---|" + "---|" * len(seeds) + "---|",
     ]
-    for key, label in names.items():
+    for key, label in NAMES.items():
         cells = [
             f"{results['seeds'][s]['before'][key]:.3f} → {results['seeds'][s]['after'][key]:.3f}"
             for s in seeds
@@ -428,7 +483,40 @@ def table(results: dict) -> str:
             + " | ".join(cells)
             + f" | {mean_delta:+.3f} |"
         )
-    return "\n".join([*lines, "", *time_lines(results)]) + "\n"
+    return "\n".join([*lines, "", *interval_lines(results), *time_lines(results)]) + "\n"
+
+
+def interval_lines(results: dict) -> list[str]:
+    """The table of each seed's change with its interval (`paired_intervals`), when known."""
+    summary = results["summary"]
+    keys = [key for key in HEADLINE if "seed_intervals" in summary[key]]
+    if not keys:
+        return []
+    seeds = list(results["seeds"])
+    lines = [
+        f"Change after GRPO with a 95 % interval (paired bootstrap over the "
+        f"{results['heldout_samples']} held-out expressions and their sampled answers; an "
+        "interval above 0: a gain that the choice of expressions and answers does not explain):",
+        "",
+        "| metric | " + " | ".join(f"seed {s}" for s in seeds) + " | mean over seeds |",
+        "|---|" + "---|" * (len(seeds) + 1),
+    ]
+
+    def cell(delta: float, interval: list[float]) -> str:
+        return f"{delta:+.3f} [{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+    for key in keys:
+        figures = summary[key]
+        cells = [
+            cell(
+                results["seeds"][s]["after"][key] - results["seeds"][s]["before"][key],
+                figures["seed_intervals"][s],
+            )
+            for s in seeds
+        ]
+        cells.append(cell(figures["delta"], figures["delta_interval"]))
+        lines.append(f"| {NAMES[key]} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def time_lines(results: dict) -> list[str]:
