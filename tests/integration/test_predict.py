@@ -91,6 +91,43 @@ def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, 
     assert reasoner.answer_greedy(clip, expressions, seed=5, batch_size=2) == one_by_one
 
 
+def test_sampled_answers_of_a_clips_expressions_come_together_and_in_order(
+    synth_sets, tiny_models, params_file
+):
+    """policy_completions samples a clip's expressions in shared generate calls: each
+    expression still gets its own prompt and its own answers, in order. Near-greedy sampling
+    (temperature 1e-6) must give each expression's greedy answer, alone, `per_sample` times."""
+    from dataclasses import replace
+
+    from omnir1.data.shards import clips_for
+    from omnir1.models.loading import load_models
+    from omnir1.rl.assess import policy_completions
+    from omnir1.rl.train import trainable_samples
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    s1 = load_params(params_file).system1.to_config()
+    models = load_models(tiny_models, system2=False)
+    train = trainable_samples("revos", synth_sets["revos"])
+    videos = list(dict.fromkeys(s.video_id for s in train))[:2]
+    first, second = ([s for s in train if s.video_id == v] for v in videos)
+    samples = [first[0], second[0], first[1], second[1], first[2]]  # two clips, interleaved
+    clips = clips_for(samples, s1)
+    expressions = [s.expression for s in samples]
+    greedy = GlobalReasoner(models.system1, models.system1_processor, replace(s1, do_sample=False))
+    alone = [
+        greedy.generate(c, e, seed=7 + i)[0]
+        for i, (c, e) in enumerate(zip(clips, expressions, strict=True))
+    ]
+    cold = GlobalReasoner(models.system1, models.system1_processor, replace(s1, temperature=1e-6))
+    for rows in (2, 16):  # one expression per call, then all of a clip's in one
+        texts = policy_completions(cold, clips, expressions, per_sample=2, seed=7, rows=rows)
+        assert texts == [[a, a] for a in alone]
+    warm = GlobalReasoner(models.system1, models.system1_processor, s1)
+    once = policy_completions(warm, clips, expressions, per_sample=3, seed=7)
+    assert [len(t) for t in once] == [3] * 5
+    assert once == policy_completions(warm, clips, expressions, per_sample=3, seed=7)
+
+
 @pytest.mark.parametrize("fmt", ["revos", "mevis", "refavs"])
 def test_predict_then_evaluate(fmt, synth_sets, tiny_models, params_file, system2_calls, tmp_path):
     data, pred = synth_sets[fmt], tmp_path / "pred"

@@ -108,16 +108,48 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
 
 
 def policy_completions(
-    reasoner, clips: Sequence, expressions: Sequence[str], *, per_sample: int, seed: int = 0
+    reasoner,
+    clips: Sequence,
+    expressions: Sequence[str],
+    *,
+    per_sample: int,
+    seed: int = 0,
+    rows: int = 16,
 ) -> list[list[str]]:
-    """`per_sample` sampled completions of the policy for every (clip, expression)."""
+    """`per_sample` sampled completions of the policy for every (clip, expression). The
+    expressions of one clip (the same clip object) are sampled together, up to `rows`
+    completions per generate call (GlobalReasoner.sample_batch, seeded with seed + the first
+    expression's index); expression i's prompt is drawn with seed + i."""
+    import random
+
     from tqdm import tqdm
 
-    pairs = list(zip(clips, expressions, strict=True))
-    return [
-        reasoner.generate(clip, expression, num_return_sequences=per_sample, seed=seed + i)
-        for i, (clip, expression) in enumerate(tqdm(pairs, desc="answers", mininterval=2.0))
+    per_call = max(1, rows // per_sample)
+    by_clip: dict[int, list[int]] = {}
+    for i, clip in enumerate(clips):
+        by_clip.setdefault(id(clip), []).append(i)
+    calls = [
+        indices[start : start + per_call]
+        for indices in by_clip.values()
+        for start in range(0, len(indices), per_call)
     ]
+    out: list[list[str]] = [[] for _ in expressions]
+    with tqdm(total=len(expressions), desc="answers", mininterval=2.0) as bar:
+        for call in calls:
+            clip = clips[call[0]]
+            prompts = [
+                reasoner.chat_prompt(
+                    reasoner.messages(clip, expressions[i], random.Random(seed + i))
+                )
+                for i in call
+            ]
+            texts = reasoner.sample_batch(
+                clip, prompts, num_return_sequences=per_sample, seed=seed + call[0]
+            )
+            for i, answers in zip(call, texts, strict=True):
+                out[i] = answers
+            bar.update(len(call))
+    return out
 
 
 def prior_frames(train_targets: Sequence, k: int) -> list[int]:
