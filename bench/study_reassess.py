@@ -50,7 +50,7 @@ def main() -> None:
         heldout = _split_inputs(
             params,
             data["format"],
-            Path(data["path"]),
+            Path(data.get("heldout_path", data["path"])),
             data["heldout_split"],
             report["heldout_samples"],
         )

@@ -322,6 +322,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         heldout_split=args.heldout_split,
         heldout_limit=args.heldout_limit,
+        heldout_data=args.heldout_data,
         per_sample=args.per_sample,
         jobs=args.jobs,
         seeds_only=args.seeds_only,
@@ -853,6 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--heldout-split", default="valid")
     p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
+    p.add_argument(
+        "--heldout-data",
+        help="take the held-out split from this data set (same format and drawing) instead",
+    )
     p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at a time")
     p.add_argument("--seeds-only", action="store_true", help=argparse.SUPPRESS)  # --jobs' own

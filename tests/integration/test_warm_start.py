@@ -117,6 +117,23 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     assert again["baseline_ignore_video"] == study["baseline_ignore_video"]
     assert study["reused_stages"] == [] and again["reused_stages"] == ["environment", "seed_0"]
 
+    # the held-out split from another folder: drawn alike, or refused naming the field
+    import shutil
+
+    elsewhere = tmp_path / "heldout"
+    shutil.copytree(synth_sets["revos"], elsewhere)
+    assert main([*args, "--heldout-data", str(elsewhere)]) == 0
+    other = json.loads((out / "study.json").read_text())
+    assert other["data"]["heldout_path"] == str(elsewhere)
+    assert other["reused_stages"] == ["environment"]  # the seed ran again: other held-out data
+    assert other["seeds"]["0"]["before"] == study["seeds"]["0"]["before"]  # the same expressions
+    summary = json.loads((elsewhere / "synth_summary.json").read_text())
+    summary["layout"] = "free" if summary.get("layout") != "free" else "turns"
+    (elsewhere / "synth_summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert main([*args, "--heldout-data", str(elsewhere)]) != 0
+    assert "synth_summary.json: layout: layout is" in capsys.readouterr().err
+
 
 def test_study_seeds_in_processes(synth_sets, tmp_path, capsys):
     """--jobs 2: each unfinished seed runs as its own `omnir1 study --seeds-only` process

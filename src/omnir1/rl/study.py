@@ -105,6 +105,40 @@ def blind_baselines(params, engine, data: Path, heldout, train_samples, train_ta
     return assess(engine, contexts, ignore), assess(engine, contexts, read_words)
 
 
+# synth_summary.json fields that say how a synthetic set was drawn (not its seed or size)
+DRAWING = (
+    "format",
+    "fps",
+    "duration_s",
+    "width",
+    "height",
+    "sample_rate",
+    "layout",
+    "background",
+    "object_scale",
+    "visit_fraction",
+)
+
+
+def check_drawn_alike(data: Path, heldout: Path) -> None:
+    """A held-out set from another folder must be drawn like the training set (synthetic sets
+    say how in synth_summary.json), else the study would measure another task than it trains."""
+    from omnir1.errors import DataError
+
+    train_file, heldout_file = (folder / "synth_summary.json" for folder in (data, heldout))
+    if not (train_file.is_file() and heldout_file.is_file()):
+        return
+    train, held = read_json(train_file), read_json(heldout_file)
+    for key in DRAWING:
+        if train.get(key) != held.get(key):
+            raise DataError(
+                heldout_file,
+                f"{key} is {held.get(key)!r} where the training set's ({train_file}) is "
+                f"{train.get(key)!r}: a held-out set must be drawn like the training set",
+                field=key,
+            )
+
+
 def _stage_done(path: Path, key: str) -> bool:
     """Whether `path` holds a stage saved under `key` (`_saved_stage`)."""
     return path.is_file() and read_json(path).get("fingerprint") == key
@@ -119,7 +153,7 @@ def _seeds_in_processes(params, *, data, fmt, out: Path, seeds, jobs: int, heldo
     import subprocess
     import sys
 
-    split, limit, per_sample = heldout
+    split, limit, per_sample, heldout_data = heldout
     params_file = out / "study_params.json"
     write_json(params_file, params.model_dump(mode="json", by_alias=True))
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -138,6 +172,8 @@ def _seeds_in_processes(params, *, data, fmt, out: Path, seeds, jobs: int, heldo
             command += ["--per-sample", str(per_sample)]
             if limit is not None:
                 command += ["--heldout-limit", str(limit)]
+            if heldout_data is not None:
+                command += ["--heldout-data", str(heldout_data)]
             with (folder / "study.log").open("wb") as sink:
                 proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
             running[seed] = (proc, folder / "study.log")
@@ -190,15 +226,18 @@ def run_study(
     seeds: Sequence[int] = (0, 1, 2),
     heldout_split: str = "valid",
     heldout_limit: int | None = None,
+    heldout_data: str | Path | None = None,
     per_sample: int = 2,
     jobs: int = 1,
     seeds_only: bool = False,
     log=print,
 ) -> dict:
-    """The study (module docstring). `jobs` > 1: the seeds not yet done run in that many
-    processes at a time (`omnir1 study --seeds-only`, one per seed, each with its share of the
-    cores), then this one writes the report. `seeds_only`: the grounder and the seeds' stages
-    only, no baselines and no report (what those processes run)."""
+    """The study (module docstring). `heldout_data`: the held-out split comes from this data
+    set (of the same format, drawn alike: e.g. more held-out videos than `data` holds) instead
+    of `data`. `jobs` > 1: the seeds not yet done run in that many processes at a time
+    (`omnir1 study --seeds-only`, one per seed, each with its share of the cores), then this
+    one writes the report. `seeds_only`: the grounder and the seeds' stages only, no baselines
+    and no report (what those processes run)."""
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl.train import data_digest, run_training
@@ -209,6 +248,8 @@ def run_study(
 
         raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
     data, out = Path(data), Path(out)
+    heldout_from = Path(heldout_data) if heldout_data is not None else data
+    check_drawn_alike(data, heldout_from)
     out.mkdir(parents=True, exist_ok=True)
     sizes = params.models.tiny.sizes()
     start = time.perf_counter()
@@ -222,7 +263,9 @@ def run_study(
             sink[name] = sink.get(name, 0.0) + elapsed
         return result
 
-    heldout = timed("load_heldout", _split_inputs, params, fmt, data, heldout_split, heldout_limit)
+    heldout = timed(
+        "load_heldout", _split_inputs, params, fmt, heldout_from, heldout_split, heldout_limit
+    )
     train_samples, _, train_contexts = _split_inputs(params, fmt, data, "train")
     train_targets = [c.target for c in train_contexts]
 
@@ -236,9 +279,10 @@ def run_study(
     # the grounder does not depend on the held-out settings; the seeds' assessments do
     digest = data_digest(data)
     grounder_key = fingerprint(params, digest, fmt=fmt)
-    key = fingerprint(
-        params, digest, fmt=fmt, split=heldout_split, limit=heldout_limit, per_sample=per_sample
-    )
+    settings = {"split": heldout_split, "limit": heldout_limit, "per_sample": per_sample}
+    if heldout_data is not None:
+        settings["heldout_data"] = data_digest(heldout_from)
+    key = fingerprint(params, digest, fmt=fmt, **settings)
     reused: list[str] = []  # stages taken from an earlier run (their time is not in `seconds`)
 
     def warm_grounder() -> dict:
@@ -270,7 +314,7 @@ def run_study(
                 out=out,
                 seeds=todo,
                 jobs=jobs,
-                heldout=(heldout_split, heldout_limit, per_sample),
+                heldout=(heldout_split, heldout_limit, per_sample, heldout_data),
                 log=log,
             )
             timings["seeds_in_processes"] = time.perf_counter() - t0
@@ -281,7 +325,12 @@ def run_study(
             params, _engine(params, load_models(env)), data, heldout, train_samples, train_targets
         )
         results = {
-            "data": {"path": str(data), "format": fmt, "heldout_split": heldout_split},
+            "data": {
+                "path": str(data),
+                "format": fmt,
+                "heldout_split": heldout_split,
+                "heldout_path": str(heldout_from),
+            },
             "heldout_samples": len(heldout[0]),
             "completions_per_sample": per_sample,
             "grounder": grounder_summary,
