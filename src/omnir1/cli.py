@@ -262,6 +262,16 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _close_process_group() -> None:
+    """Close the ranks' process group of `accelerate launch` once every rank is done (run_training
+    ends on a barrier): left to the interpreter's exit, a rank can abort after its work ("terminate
+    called without an active exception", seen with DeepSpeed ZeRO-3 offload on CPU)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
     from omnir1.rl.train import run_training
@@ -281,6 +291,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         system2_root=args.system2_root,
         shards=args.shards,
     )
+    _close_process_group()
     curve = summary.pop("history")
     if args.metrics:
         write_json(args.metrics, summary)
