@@ -248,8 +248,10 @@ def run_study(
 
         raise ConfigError("--jobs", f"must be at least 1, got {jobs}")
     data, out = Path(data), Path(out)
-    heldout_from = Path(heldout_data) if heldout_data is not None else data
-    check_drawn_alike(data, heldout_from)
+    heldout_from = data
+    if heldout_data is not None:
+        heldout_from = Path(heldout_data)
+        check_drawn_alike(data, heldout_from)
     out.mkdir(parents=True, exist_ok=True)
     sizes = params.models.tiny.sizes()
     start = time.perf_counter()

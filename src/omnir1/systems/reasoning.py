@@ -264,19 +264,11 @@ class GlobalReasoner:
         """Completions (the text after the prompt) for one clip and expression."""
         import torch
 
-        rng = random.Random(seed)
-        inputs = self.inputs(clip, expression, rng).to(self.model.device)
+        prompt = self.chat_prompt(self.messages(clip, expression, random.Random(seed)))
         torch.manual_seed(seed)
-        with torch.no_grad():
-            out = self.model.generate(
-                **inputs,
-                use_audio_in_video=self.audio_in_video(clip),
-                max_new_tokens=self.cfg.max_new_tokens,
-                do_sample=self.cfg.do_sample,
-                temperature=self.cfg.temperature if self.cfg.do_sample else None,
-                top_p=self.cfg.top_p if self.cfg.do_sample else None,
-                num_return_sequences=num_return_sequences,
-                suppress_tokens=self.suppress_tokens,
-            )
-        new = out[:, inputs["input_ids"].shape[1] :]
-        return self.processor.batch_decode(new, skip_special_tokens=True)
+        return self._generate_batch(
+            clip,
+            [prompt],
+            sample=self.cfg.do_sample,
+            num_return_sequences=num_return_sequences,
+        )
