@@ -233,6 +233,8 @@ class TrainParams(_Section):
     seed: int = 0
     # the kinds of a synthetic set's expressions GRPO trains on and `omnir1 study` assesses
     kinds: list[ExpressionKind] = Field(list(EXPRESSION_KINDS), min_length=1)
+    # and of those, only expressions with one of these words ("red"); empty: any
+    words: list[str] = []
 
     def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
         """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
@@ -329,8 +331,14 @@ class System1Stage:
         set's, which only a stage of every kind takes)."""
         if not (self.all_kinds if kind is None else kind in self.kinds):
             return False
-        words = {w.lower() for w in self.words}
-        return not words or bool(words & set(expression.lower().split()))
+        return names_any(expression, self.words)
+
+
+def names_any(expression: str, words: Sequence[str]) -> bool:
+    """Whether the expression has one of `words` as a word of its own (any case; no words:
+    every expression does)."""
+    wanted = {w.lower() for w in words}
+    return not wanted or bool(wanted & set(expression.lower().split()))
 
 
 class WarmStartParams(_Section):

@@ -210,7 +210,9 @@ def _split_inputs(
     from omnir1.rl.train import trainable_samples
 
     s1 = params.system1.to_config()
-    samples = trainable_samples(fmt, data, split, kinds=params.train.kinds)
+    samples = trainable_samples(
+        fmt, data, split, kinds=params.train.kinds, words=params.train.words
+    )
     samples = [s for s in samples if keep is None or keep(s)][:limit]
     clips = clips_for(samples, s1)
     contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]

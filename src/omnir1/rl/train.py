@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -34,17 +34,23 @@ from omnir1.fsutil import read_json, write_json
 log = logging.getLogger(__name__)
 
 
-def trainable_samples(fmt: str, data: Path, split: str = "train", kinds=None) -> list:
+def trainable_samples(
+    fmt: str, data: Path, split: str = "train", kinds=None, words: Sequence[str] = ()
+) -> list:
     """The split's expressions that have a referent (null and excluded ones give no reward
-    signal for keyframes and boxes), of `kinds` only (a synthetic set's: `train.kinds`)."""
-    from omnir1.config import EXPRESSION_KINDS
+    signal for keyframes and boxes), of `kinds` only (a synthetic set's: `train.kinds`) and
+    with one of `words` (`train.words`; none: any)."""
+    from omnir1.config import EXPRESSION_KINDS, names_any
     from omnir1.data.loaders import load
     from omnir1.rl.warmstart import set_kinds
 
     samples = [
         s
         for s in load(fmt, data)
-        if s.split == split and not s.is_null and s.expression_type != "excluded"
+        if s.split == split
+        and not s.is_null
+        and s.expression_type != "excluded"
+        and names_any(s.expression, words)
     ]
     if kinds is not None and not set(kinds) >= set(EXPRESSION_KINDS):
         known = set_kinds(data, samples)
@@ -54,7 +60,8 @@ def trainable_samples(fmt: str, data: Path, split: str = "train", kinds=None) ->
             )
         samples = [s for s, kind in zip(samples, known, strict=True) if kind in kinds]
     if not samples:
-        raise DataError(data, f"no {split!r} expressions with a referent to train on")
+        chosen = f" naming {', '.join(words)} (train.words)" if words else ""
+        raise DataError(data, f"no {split!r} expressions with a referent{chosen} to train on")
     return samples
 
 
@@ -199,7 +206,7 @@ def run_training(
     models = load_models(models_dir, device=device, system2=system2_url is None)
     freeze_towers(models.system1)
     s1 = params.system1.to_config()
-    samples = trainable_samples(fmt, data, kinds=params.train.kinds)
+    samples = trainable_samples(fmt, data, kinds=params.train.kinds, words=params.train.words)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     clips, frames = views_for(samples, s1, shards)
     prompt_inputs = prepare_prompts(
