@@ -10,6 +10,8 @@ import pytest
 from omnir1.cli import main
 from omnir1.models.loading import load_models
 
+ROOT = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.slow
 
 PARAMS = """
@@ -89,8 +91,9 @@ def test_training_needs_expressions_with_a_referent(synth_sets):
 def test_training_expressions_chosen_by_word(synth_sets):
     """train.words: only expressions with one of the words as a word of their own (any case),
     on top of the kinds; a word no expression has is refused, naming the field."""
-    from omnir1.config import names_any
+    from omnir1.config import load_params, names_any
     from omnir1.errors import DataError
+    from omnir1.rl.study import _split_inputs
     from omnir1.rl.train import trainable_samples
 
     data = synth_sets["revos"]
@@ -103,3 +106,8 @@ def test_training_expressions_chosen_by_word(synth_sets):
     assert not names_any("the reddish circle", ["red"]) and names_any("a circle", [])
     with pytest.raises(DataError, match=r"naming mauve \(train\.words\)"):
         trainable_samples("revos", data, words=["mauve"])
+    # the study chooses its held-out expressions (and so its baselines) by the same words
+    params = load_params(ROOT / "params.yaml")
+    params.train.words = ["red"]
+    chosen, _, _ = _split_inputs(params, "revos", data, "train")
+    assert [s.expression for s in chosen] == [s.expression for s in red]

@@ -78,6 +78,31 @@ def test_the_curriculum_recipe_is_four_colour_stages_of_appearance():
     assert curriculum.train.model_copy(update={"kinds": frames.train.kinds}) == frames.train
 
 
+def test_the_red_recipe_is_one_colour_for_the_warm_start_and_grpo():
+    """configs/params/study_red.yaml over the no-audio study recipes: the curriculum's first
+    stage as the whole warm start, and GRPO (100 steps at 3e-5), the assessment and the
+    baselines on the same expressions: appearance ones naming red."""
+    names = ("turns", "8s", "frames")
+    frames = load_params(
+        ROOT / "params.yaml", [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in names]
+    )
+    red = load_params(
+        ROOT / "params.yaml",
+        [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in (*names, "red")],
+    )
+    (stage,) = red.warm_start.system1_curriculum()
+    assert list(stage.words) == ["red"] and list(stage.kinds) == ["appearance"]
+    assert (stage.finetune.steps, stage.finetune.batch_size) == (1000, 16)
+    assert stage.finetune.learning_rate == 1e-3 and stage.rendered == 5000 and stage.filter_set
+    assert (red.train.kinds, red.train.words) == (["appearance"], ["red"])
+    assert (red.train.max_steps, red.train.learning_rate) == (100, 3e-5)
+    changed = {"kinds", "words", "max_steps", "learning_rate"}
+    assert red.train.model_copy(update={k: getattr(frames.train, k) for k in changed}) == (
+        frames.train
+    )
+    assert red.system1 == frames.system1 and red.rewards == frames.rewards
+
+
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("rewards:\n  sam2_every: 4\n  weights: {a_g: 2.0}\n")
