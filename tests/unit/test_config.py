@@ -22,11 +22,18 @@ def test_release_params_are_the_library_defaults_and_the_papers_recipe():
     assert params.warm_start.system1.steps == 0 and params.warm_start.grounder.steps == 0
 
 
+def _study_params(*names: str):
+    """params.yaml with configs/params/study_<name>.yaml merged over it, in order."""
+    return load_params(
+        ROOT / "params.yaml", [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in names]
+    )
+
+
 def test_the_learning_study_recipe_changes_only_what_it_says():
     """configs/params/study_turns.yaml (docs/training.md's study) over params.yaml: the data's
     drawing, the prompt, reward clipping and the warm-start / GRPO lengths; models unchanged."""
     embedded = load_params(ROOT / "params.yaml")
-    study = load_params(ROOT / "params.yaml", [ROOT / "configs" / "params" / "study_turns.yaml"])
+    study = _study_params("turns")
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
     assert study.models == embedded.models
@@ -36,16 +43,14 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     embedded_train = {"max_steps": 60, "learning_rate": 1e-4, "lr_scheduler_type": "cosine"}
     assert study.train.model_copy(update=embedded_train) == embedded.train
     # the short-clip study is the same recipe with 4 s clips and shorter System 1 / GRPO runs
-    recipes = [ROOT / "configs" / "params" / f"study_{name}.yaml" for name in ("turns", "short")]
-    short = load_params(ROOT / "params.yaml", recipes)
+    short = _study_params("turns", "short")
     assert short.data.synth == study.data.synth.model_copy(update={"duration_s": 4.0})
     assert short.warm_start.system1.steps == 200 and short.train.max_steps == 60
     # as documented: System 1's warm start at batch 8, the grounder's requests in batches of 8
     assert short.warm_start.system1.batch_size == 8 and short.grounder == embedded.grounder
     assert short.rewards == study.rewards and short.system1 == study.system1
     # the 8 s study: the short one's runs on 8 s clips
-    recipes[1] = ROOT / "configs" / "params" / "study_8s.yaml"
-    eight = load_params(ROOT / "params.yaml", recipes)
+    eight = _study_params("turns", "8s")
     assert eight.data.synth == study.data.synth.model_copy(update={"duration_s": 8.0})
     assert eight.warm_start == short.warm_start and eight.train == short.train
 
@@ -54,14 +59,8 @@ def test_the_curriculum_recipe_is_four_colour_stages_of_appearance():
     """configs/params/study_curriculum.yaml over the no-audio study recipes: System 1's warm
     start in four stages of 1,000 steps (red; red, blue; four colours; every appearance
     expression), GRPO and the assessment on appearance expressions; nothing else changed."""
-    names = ("turns", "8s", "frames")
-    frames = load_params(
-        ROOT / "params.yaml", [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in names]
-    )
-    curriculum = load_params(
-        ROOT / "params.yaml",
-        [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in (*names, "curriculum")],
-    )
+    frames = _study_params("turns", "8s", "frames")
+    curriculum = _study_params("turns", "8s", "frames", "curriculum")
     stages = curriculum.warm_start.system1_curriculum()
     assert [list(s.words) for s in stages] == [
         ["red"],
@@ -82,14 +81,8 @@ def test_the_red_recipe_is_one_colour_for_the_warm_start_and_grpo():
     """configs/params/study_red.yaml over the no-audio study recipes: the curriculum's first
     stage as the whole warm start, and GRPO (100 steps at 3e-5), the assessment and the
     baselines on the same expressions: appearance ones naming red."""
-    names = ("turns", "8s", "frames")
-    frames = load_params(
-        ROOT / "params.yaml", [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in names]
-    )
-    red = load_params(
-        ROOT / "params.yaml",
-        [ROOT / "configs" / "params" / f"study_{n}.yaml" for n in (*names, "red")],
-    )
+    frames = _study_params("turns", "8s", "frames")
+    red = _study_params("turns", "8s", "frames", "red")
     (stage,) = red.warm_start.system1_curriculum()
     assert list(stage.words) == ["red"] and list(stage.kinds) == ["appearance"]
     assert (stage.finetune.steps, stage.finetune.batch_size) == (1000, 16)

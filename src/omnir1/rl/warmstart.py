@@ -411,6 +411,7 @@ def rendered_clips(
     any split is involved. Each curriculum `stage` draws scenes of its own."""
     from tqdm import tqdm
 
+    from omnir1.config import names_any
     from omnir1.data.synth.generate import _sample_scene
     from omnir1.data.synth.scene import COLORS
 
@@ -432,7 +433,7 @@ def rendered_clips(
                 for r in scene_expressions(cfg, scene, rng, s1cfg)
                 if r.visible
                 and (kinds is None or r.kind in kinds)
-                and (not wanted or bool(wanted & set(r.expression.lower().split())))
+                and names_any(r.expression, words)
                 and (keep is None or keep(r))
             ]
             out += found
