@@ -262,14 +262,32 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
     return 0
 
 
-def _close_process_group() -> None:
+def _close_process_group() -> bool:
     """Close the ranks' process group of `accelerate launch` once every rank is done (run_training
-    ends on a barrier): left to the interpreter's exit, a rank can abort after its work ("terminate
-    called without an active exception", seen with DeepSpeed ZeRO-3 offload on CPU)."""
+    ends on a barrier). Returns whether this process was one of those ranks."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        return True
+    return False
+
+
+def _end_rank(code: int) -> None:
+    """End a rank of `accelerate launch` without the interpreter's teardown, its outputs written.
+
+    DeepSpeed keeps references to its process groups past destroy_process_group (the engines,
+    ZeRO-3's parameters, deepspeed.utils.groups), so their gloo threads still run when the
+    interpreter frees them at exit, and a rank that has done all its work can abort there
+    ("terminate called without an active exception": 1 run in 8-30 of the ZeRO-3 offload test on
+    2 busy cores), which fails the whole launch."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -291,7 +309,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         system2_root=args.system2_root,
         shards=args.shards,
     )
-    _close_process_group()
+    args.ends_rank = _close_process_group()
     curve = summary.pop("history")
     if args.metrics:
         write_json(args.metrics, summary)
@@ -963,6 +981,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = err.exit_code
     finally:
         _record_time(argv, time.perf_counter() - start, code)
+    if getattr(args, "ends_rank", False):
+        _end_rank(code)
     return code
 
 
