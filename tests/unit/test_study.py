@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from omnir1.config import load_params
-from omnir1.rl.study import fingerprint, interval_lines, paired_intervals, summarize
+from omnir1.config import System1StageParams, load_params
+from omnir1.rl.study import (
+    fingerprint,
+    grounder_only,
+    interval_lines,
+    paired_intervals,
+    summarize,
+)
 from omnir1.rl.train import data_digest
 
 
@@ -38,6 +44,22 @@ def test_fingerprint_follows_params_data_and_settings(tmp_path):
     meta.write_text('{"a": 1}')
     (data / "Videos" / "b.mp4").write_bytes(b"")  # a file added
     assert key() != first
+
+
+def test_the_shared_grounder_stage_trains_no_system1_stage():
+    """The study's environment warm-starts the grounder only, even where System 1's stages give
+    their own steps (each seed warm-starts its own System 1)."""
+    params = load_params("params.yaml")
+    params.warm_start.system1_stages = [
+        System1StageParams(words=["red"], steps=800),
+        System1StageParams(kinds=["appearance"]),
+    ]
+    default = params.warm_start.system1.steps
+    assert [s.finetune.steps for s in params.warm_start.system1_curriculum()] == [800, default]
+    shared = grounder_only(params)
+    assert [s.finetune.steps for s in shared.warm_start.system1_curriculum()] == [0]
+    assert shared.warm_start.grounder == params.warm_start.grounder
+    assert len(params.warm_start.system1_stages) == 2  # the seeds' own params are untouched
 
 
 def sums(reward: float, keyframes: int, hits: int, iou: float, completions: int = 2) -> dict:

@@ -70,6 +70,15 @@ def fingerprint(params, data_digest: str, **settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def grounder_only(params):
+    """`params` with a warm start that trains the grounder alone: the study's environment, which
+    every seed shares, while each seed warm-starts its own System 1."""
+    shared = params.model_copy(deep=True)
+    shared.warm_start.system1.steps = 0
+    shared.warm_start.system1_stages = []  # a stage's own `steps` would train System 1
+    return shared
+
+
 def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused: list[str]) -> dict:
     """`compute()`'s result, saved at `path` under `key`; an earlier run's result when `path`
     holds one with the same key (its name is then added to `reused`)."""
@@ -278,8 +287,7 @@ def run_study(
     if not (env_base / "models.json").is_file():
         init_tiny(env_base, seed=seeds[0], sizes=sizes)
     env = out / "environment" / "models"
-    no_system1 = params.model_copy(deep=True)
-    no_system1.warm_start.system1.steps = 0
+    no_system1 = grounder_only(params)
     # the grounder does not depend on the held-out settings; the seeds' assessments do
     digest = data_digest(data)
     grounder_key = fingerprint(params, digest, fmt=fmt)
