@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from omnir1.data import FORMATS
 from omnir1.errors import ConfigError, OmniR1Error
@@ -264,16 +265,18 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
 
 def _close_process_group() -> bool:
     """Close the ranks' process group of `accelerate launch` once every rank is done (run_training
-    ends on a barrier). Returns whether this process was one of those ranks."""
+    ends on a barrier). Returns whether this process was one of several ranks (a group of one,
+    as in a test's own process, is closed and the process goes on)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-        return True
-    return False
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    ranks = dist.get_world_size()
+    dist.destroy_process_group()
+    return ranks > 1
 
 
-def _end_rank(code: int) -> None:
+def _end_rank(code: int) -> NoReturn:
     """End a rank of `accelerate launch` without the interpreter's teardown, its outputs written.
 
     DeepSpeed keeps references to its process groups past destroy_process_group (the engines,
@@ -309,7 +312,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         system2_root=args.system2_root,
         shards=args.shards,
     )
-    args.ends_rank = _close_process_group()
+    args.ends_rank = _close_process_group()  # main ends such a rank once all is written
     curve = summary.pop("history")
     if args.metrics:
         write_json(args.metrics, summary)
