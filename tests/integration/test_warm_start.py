@@ -96,6 +96,8 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
         "keyframe_hit_rate",
         "keyframe_hits_per_answer",
         "box_iou",
+        "answers_with_hit",
+        "box_iou_on_hits",
         "format_rate",
     }
     report = (out / "study.md").read_text()

@@ -121,6 +121,22 @@ def test_intervals_separate_a_steady_gain_from_noise():
     assert paired_intervals({"0": old}) is None
 
 
+def test_box_iou_splits_into_answers_with_a_hit_and_their_box_iou():
+    """box IoU = (share of answers with a visible keyframe) x (box IoU of those answers): a
+    policy that finds the target in more answers, on frames System 2 boxes no better, gains
+    on the first figure only."""
+
+    def answered(n: int, iou_each: float) -> dict:
+        return sums(2.0, 4, n, iou_each * n) | {"answers_with_hit": float(n)}
+
+    before = [answered(1, 0.3) for _ in range(10)]
+    after = [answered(2, 0.3) for _ in range(10)]
+    intervals = paired_intervals({"0": run(before, after)})
+    assert intervals["answers_with_hit"]["0"] == pytest.approx([0.5, 0.5])  # 1/2 -> 2/2
+    assert intervals["box_iou_on_hits"]["0"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert intervals["box_iou"]["0"] == pytest.approx([0.15, 0.15])
+
+
 def test_the_study_table_gives_each_seeds_change_with_its_interval():
     before = [sums(2.0, 4, 1, 0.1) for _ in range(10)]
     after = [sums(3.0, 4, 2, 0.3) for _ in range(10)]

@@ -112,9 +112,18 @@ def test_assessment_counts_keyframe_hits_and_malformed_answers():
     assert result.keyframe_hits_per_answer == pytest.approx(1.0)  # 2 hits over 2 answers
     assert result.reward == pytest.approx(0.5)  # format only: 1 and 0
     assert result.box_iou == 0.0
+    assert result.answers_with_hit == 0.5  # the malformed answer has no keyframe
+    assert result.box_iou_on_hits == 0.0  # no System 2 here: no boxes
     # the sample's sums, which the study's intervals resample
     assert result.per_sample == [
-        {"completions": 2.0, "reward": 1.0, "keyframes": 3.0, "hits": 2.0, "box_iou": 0.0}
+        {
+            "completions": 2.0,
+            "reward": 1.0,
+            "keyframes": 3.0,
+            "hits": 2.0,
+            "box_iou": 0.0,
+            "answers_with_hit": 1.0,
+        }
     ]
 
 

@@ -6,8 +6,10 @@ rewards summed) and each reward's mean, the rate of well-formed answers, keyfram
 the keyframe hit rate (keyframes on which the target is visible / keyframes) and those hits per
 answer (the rate alone falls when a policy adds keyframes, as the frame term pays up to four,
 on clips where the target is visible on fewer frames), the box IoU
-(the video accuracy reward's matched box IoU; 0 for an answer without keyframes) and the mean of
-every reward component over the answers where it was computed.
+(the video accuracy reward's matched box IoU; 0 for an answer without keyframes), split into
+the share of answers with a keyframe on which the target is visible and the box IoU of those
+answers (System 2's boxes on the frames System 1 chose), and the mean of every reward
+component over the answers where it was computed.
 
 The ignore-the-video baseline answers every sample with the same frames (those on which targets
 were most often visible in the training set) and the expression itself as the description.
@@ -37,6 +39,8 @@ class Assessment:
     keyframe_hit_rate: float
     keyframe_hits_per_answer: float
     box_iou: float
+    answers_with_hit: float  # share of answers with a keyframe on which the target is visible
+    box_iou_on_hits: float  # box IoU of those answers: box_iou = answers_with_hit * this
     components: dict[str, float] = field(default_factory=dict)
     # per sample, in order: the sums its figures are made of (SAMPLE_SUMS), for intervals
     # that resample the samples (omnir1.rl.study.paired_intervals)
@@ -47,18 +51,20 @@ class Assessment:
 
 
 # A sample's sums: a figure over any set of samples is a ratio of their totals (HEADLINE_RATIOS).
-SAMPLE_SUMS = ("completions", "reward", "keyframes", "hits", "box_iou")
+SAMPLE_SUMS = ("completions", "reward", "keyframes", "hits", "box_iou", "answers_with_hit")
 # figure -> (numerator, denominator) among SAMPLE_SUMS, as `assess` computes it
 HEADLINE_RATIOS = {
     "reward": ("reward", "completions"),
     "keyframe_hit_rate": ("hits", "keyframes"),
     "box_iou": ("box_iou", "completions"),
+    "answers_with_hit": ("answers_with_hit", "completions"),
+    "box_iou_on_hits": ("box_iou", "answers_with_hit"),
 }
 
 
 def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> Assessment:
     """Score `completions[i]` (any number per sample) against `contexts[i]`."""
-    totals, formats, keyframes, hits, ious = [], [], 0, 0, []
+    totals, formats, keyframes, hits, ious, answers_with_hit = [], [], 0, 0, [], 0
     per_sample: list[dict[str, float]] = []
     per_reward: dict[str, list[float]] = {name: [] for name in engine.rewards}
     components: dict[str, list[float]] = {}
@@ -82,7 +88,8 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
                         components.setdefault(f"{name}.{key}", []).append(value)
                 iou = r.components.get("box_iou", iou)
             ious.append(iou or 0.0)
-            answer = (1, totals[-1], len(parsed.keyframes), answer_hits, ious[-1])
+            answers_with_hit += answer_hits > 0
+            answer = (1, totals[-1], len(parsed.keyframes), answer_hits, ious[-1], answer_hits > 0)
             for key, value in zip(SAMPLE_SUMS, answer, strict=True):
                 sums[key] += float(value)
         per_sample.append(sums)
@@ -102,6 +109,8 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
         keyframe_hit_rate=hits / keyframes if keyframes else 0.0,
         keyframe_hits_per_answer=hits / n if n else 0.0,
         box_iou=mean(ious),
+        answers_with_hit=answers_with_hit / n if n else 0.0,
+        box_iou_on_hits=sum(ious) / answers_with_hit if answers_with_hit else 0.0,
         components={k: mean(v) for k, v in sorted(components.items())},
         per_sample=per_sample,
     )

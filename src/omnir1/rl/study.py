@@ -35,7 +35,15 @@ from omnir1.fsutil import atomic_path, read_json, write_json
 if TYPE_CHECKING:
     from omnir1.data.records import Sample
 
-HEADLINE = ("reward", "keyframe_hit_rate", "keyframe_hits_per_answer", "box_iou", "format_rate")
+HEADLINE = (
+    "reward",
+    "keyframe_hit_rate",
+    "keyframe_hits_per_answer",
+    "box_iou",
+    "answers_with_hit",
+    "box_iou_on_hits",
+    "format_rate",
+)
 
 
 def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
@@ -473,6 +481,8 @@ def paired_intervals(
     tail = (1 - level) / 2 * 100
     out = {}
     for key, (num, den) in HEADLINE_RATIOS.items():
+        if any(k not in side for pair in sides.values() for side in pair for k in (num, den)):
+            continue  # a sum an older version's stage lacks
         changes = {
             name: figure(after, num, den) - figure(before, num, den)
             for name, (before, after) in sides.items()
@@ -490,7 +500,9 @@ def summarize(results: dict) -> dict:
     intervals of `paired_intervals` where the seeds' assessments keep their per-sample sums."""
     summary = {}
     runs = results["seeds"].values()
-    for key in HEADLINE:
+    blind = (results["baseline_ignore_video"], results["baseline_read_words"])
+    sides = [*blind, *(r[side] for r in runs for side in ("before", "after"))]
+    for key in (k for k in HEADLINE if all(k in side for side in sides)):  # older stages lack some
         before = [r["before"][key] for r in runs]
         after = [r["after"][key] for r in runs]
         delta = [a - b for a, b in zip(after, before, strict=True)]
@@ -516,6 +528,8 @@ NAMES = {
     "keyframe_hit_rate": "keyframe hit rate",
     "keyframe_hits_per_answer": "keyframe hits per answer",
     "box_iou": "box IoU",
+    "answers_with_hit": "answers with a visible keyframe",
+    "box_iou_on_hits": "box IoU of those answers",
     "format_rate": "well-formed answers",
 }
 
@@ -533,6 +547,8 @@ def table(results: dict) -> str:
         "|---|---|---|" + "---|" * len(seeds) + "---|",
     ]
     for key, label in NAMES.items():
+        if key not in results["summary"]:
+            continue
         cells = [
             f"{results['seeds'][s]['before'][key]:.3f} → {results['seeds'][s]['after'][key]:.3f}"
             for s in seeds
@@ -550,7 +566,7 @@ def table(results: dict) -> str:
 def interval_lines(results: dict) -> list[str]:
     """The table of each seed's change with its interval (`paired_intervals`), when known."""
     summary = results["summary"]
-    keys = [key for key in HEADLINE if "seed_intervals" in summary[key]]
+    keys = [key for key in HEADLINE if "seed_intervals" in summary.get(key, {})]
     if not keys:
         return []
     seeds = list(results["seeds"])
