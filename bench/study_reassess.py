@@ -21,7 +21,15 @@ import argparse
 import json
 from pathlib import Path
 
-FIGURES = ("reward", "keyframe_hit_rate", "box_iou", "format_rate", "keyframes_per_answer")
+FIGURES = (
+    "reward",
+    "keyframe_hit_rate",
+    "box_iou",
+    "answers_with_hit",
+    "box_iou_on_hits",
+    "format_rate",
+    "keyframes_per_answer",
+)
 
 
 def main() -> None:
@@ -73,10 +81,13 @@ def main() -> None:
     }
     intervals = paired_intervals(runs) or {}
     seeds = list(runs)
+    # seeds assessed by an older version lack the figures added since
+    sides = [side for run in runs.values() for side in run.values()]
+    figures = [f for f in FIGURES if all(f in side for side in sides)]
     print(f"\n{a.per_sample} sampled answers per held-out expression; 95 % intervals:\n")
     print("| metric | " + " | ".join(f"seed {s} before → after [Δ interval]" for s in seeds) + " |")
     print("|---|" + "---|" * len(seeds))
-    for key in ("reward", "keyframe_hit_rate", "box_iou", "format_rate"):
+    for key in (f for f in figures if f in NAMES):
         cells = []
         for s in seeds:
             before, after = runs[s]["before"][key], runs[s]["after"][key]
@@ -91,7 +102,7 @@ def main() -> None:
         print(f"mean over seeds, {NAMES[key]}: [{low:+.3f}, {high:+.3f}]")
     summary = {
         "per_sample": a.per_sample,
-        "seeds": {s: {w: {f: r[w][f] for f in FIGURES} for w in r} for s, r in runs.items()},
+        "seeds": {s: {w: {f: r[w][f] for f in figures} for w in r} for s, r in runs.items()},
         "intervals": intervals,
     }
     write_json(study / f"reassess_{a.per_sample}.json", summary)

@@ -35,15 +35,17 @@ from omnir1.fsutil import atomic_path, read_json, write_json
 if TYPE_CHECKING:
     from omnir1.data.records import Sample
 
-HEADLINE = (
-    "reward",
-    "keyframe_hit_rate",
-    "keyframe_hits_per_answer",
-    "box_iou",
-    "answers_with_hit",
-    "box_iou_on_hits",
-    "format_rate",
-)
+# the study's figures (Assessment fields), in the order its tables give them, and their labels
+NAMES = {
+    "reward": "mean total reward",
+    "keyframe_hit_rate": "keyframe hit rate",
+    "keyframe_hits_per_answer": "keyframe hits per answer",
+    "box_iou": "box IoU",
+    "answers_with_hit": "answers with a visible keyframe",
+    "box_iou_on_hits": "box IoU of those answers",
+    "format_rate": "well-formed answers",
+}
+HEADLINE = tuple(NAMES)
 
 
 def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
@@ -521,17 +523,6 @@ def summarize(results: dict) -> dict:
         summary[key]["seed_intervals"] = by_run
         summary[key]["seeds_above_zero"] = sum(low > 0 for low, _ in by_run.values())
     return summary
-
-
-NAMES = {
-    "reward": "mean total reward",
-    "keyframe_hit_rate": "keyframe hit rate",
-    "keyframe_hits_per_answer": "keyframe hits per answer",
-    "box_iou": "box IoU",
-    "answers_with_hit": "answers with a visible keyframe",
-    "box_iou_on_hits": "box IoU of those answers",
-    "format_rate": "well-formed answers",
-}
 
 
 def table(results: dict) -> str:
