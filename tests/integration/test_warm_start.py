@@ -102,6 +102,11 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     }
     report = (out / "study.md").read_text()
     assert "| ignore the video | read the words |" in report
+    # System 2 alone, on each held-out target's visible frames with its true description
+    truth = study["grounder_on_truth"]
+    assert truth["samples"] <= 2 and truth["frames"] >= truth["samples"]
+    assert 0.0 <= truth["box_iou"] <= 1.0 and len(truth["box_iou_by_area_quartile"]) == 4
+    assert "System 2 alone: the frozen grounder given each target's true description" in report
     assert len(run["before"]["per_sample"]) == 2  # each held-out expression's sums
     low, high = study["summary"]["reward"]["delta_interval"]
     assert low <= study["summary"]["reward"]["delta"] <= high

@@ -12,6 +12,7 @@ from omnir1.rl.study import (
     interval_lines,
     paired_intervals,
     summarize,
+    system2_lines,
 )
 from omnir1.rl.train import data_digest
 
@@ -162,3 +163,21 @@ def test_the_study_table_gives_each_seeds_change_with_its_interval():
     del results["seeds"]["1"]["before"]["per_sample"]
     results["summary"] = summarize(results)
     assert "delta_interval" not in results["summary"]["reward"] and not interval_lines(results)
+
+
+def test_the_study_report_says_what_system2_alone_reaches():
+    truth = {
+        "samples": 3,
+        "frames": 12,
+        "box_iou": 0.5,
+        "box_iou_per_sample": 0.5,
+        "zero_share": 0.25,
+        "box_iou_by_area_quartile": [0.0, 0.5, 0.6, 0.9],
+    }
+    (line, blank) = system2_lines({"grounder_on_truth": truth})
+    assert "(12 frames of 3 held-out expressions) scores box IoU 0.500" in line
+    assert "(0.000 / 0.500 / 0.600 / 0.900 by quartile of the target's area; 0 on 25%" in line
+    assert blank == ""
+    # a study saved before the check, or held-out targets never visible: no line
+    assert system2_lines({}) == []
+    assert system2_lines({"grounder_on_truth": {"samples": 0, "frames": 0}}) == []

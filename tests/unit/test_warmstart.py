@@ -10,6 +10,7 @@ import pytest
 from omnir1.rl.assess import (
     assess,
     expression_template,
+    grounder_on_truth,
     ignore_video_completions,
     prior_frames,
     read_words_completions,
@@ -126,6 +127,39 @@ def test_assessment_counts_keyframe_hits_and_malformed_answers():
         }
     ]
 
+
+def test_system2_alone_boxes_each_visible_frame_given_the_true_description():
+    """The grounder check asks System 2 about every frame where the target is visible, with
+    the true description, and reports its box IoU by the target's area on the frame."""
+    from omnir1.systems.system2 import KeyframeResult, System2Result
+
+    areas = [[0], [400], [100], [300], [200], [0]]  # frames 1-4 visible
+    truth = [[[0.0, 0.0, 10.0, 10.0]] if a[0] else [] for a in areas]
+    target = RewardTarget(6, areas, [a[0] for a in areas], truth)
+    asked = []
+
+    def grounder(models, video, requests, on_frame, **kwargs):
+        """Boxes the target exactly on large views (area >= 300), half of it otherwise."""
+        results = []
+        for r in requests:
+            (k,) = r.keyframes
+            asked.append((k.frame, k.description))
+            box = [0.0, 0.0, 10.0, 10.0] if areas[k.frame][0] >= 300 else [0.0, 0.0, 5.0, 10.0]
+            results.append(System2Result(r.id, [KeyframeResult(k.frame, k.description, [box])]))
+        return results
+
+    ctx = GroupContext("v/0", None, 1.0, list(range(6)), target, [])
+    unseen = GroupContext("v/1", None, 1.0, list(range(6)), target_visible_on(set(), 6), [])
+    engine = RewardEngine(["format", "video_accuracy"], None, system2=grounder)
+    result = grounder_on_truth(engine, [ctx, unseen], ["the red circle", "the blue star"])
+    assert sorted(asked) == [(f, "the red circle") for f in (1, 2, 3, 4)]
+    assert result["samples"] == 1 and result["frames"] == 4  # the unseen target: no frame
+    assert result["box_iou"] == pytest.approx(0.75)  # 1, 0.5, 1, 0.5
+    assert result["box_iou_per_sample"] == pytest.approx(0.75)
+    assert result["zero_share"] == 0.0
+    # areas 100, 200, 300, 400: the small views are the half boxes
+    assert result["box_iou_by_area_quartile"] == pytest.approx([0.5, 0.5, 1.0, 1.0])
+    assert grounder_on_truth(engine, [unseen], ["the blue star"]) == {"samples": 0, "frames": 0}
 
 def test_the_ignore_the_video_baseline_answers_the_prior_frames_with_the_expression():
     targets = [target_visible_on({5, 6}), target_visible_on({6})]

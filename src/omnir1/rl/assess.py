@@ -62,6 +62,15 @@ HEADLINE_RATIOS = {
 }
 
 
+def answer_box_iou(rewards: dict) -> float:
+    """An answer's box IoU: the `box_iou` component of its rewards (name -> RewardResult); 0
+    where none computed one (no keyframe, no box)."""
+    for r in rewards.values():
+        if r.components.get("box_iou") is not None:
+            return r.components["box_iou"]
+    return 0.0
+
+
 def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> Assessment:
     """Score `completions[i]` (any number per sample) against `contexts[i]`."""
     totals, formats, keyframes, hits, ious, answers_with_hit = [], [], 0, 0, [], 0
@@ -80,14 +89,12 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
             answer_hits = sum(ctx.target.union_areas[k] > 0 for k in parsed.keyframes)
             keyframes += len(parsed.keyframes)
             hits += answer_hits
-            iou = None
             for name, r in rewards.items():
                 per_reward[name].append(r.total)
                 for key, value in r.components.items():
                     if value is not None:
                         components.setdefault(f"{name}.{key}", []).append(value)
-                iou = r.components.get("box_iou", iou)
-            ious.append(iou or 0.0)
+            ious.append(answer_box_iou(rewards))
             answers_with_hit += answer_hits > 0
             answer = (1, totals[-1], len(parsed.keyframes), answer_hits, ious[-1], answer_hits > 0)
             for key, value in zip(SAMPLE_SUMS, answer, strict=True):
@@ -114,6 +121,43 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
         components={k: mean(v) for k, v in sorted(components.items())},
         per_sample=per_sample,
     )
+
+
+def grounder_on_truth(engine, contexts: Sequence, descriptions: Sequence[str]) -> dict:
+    """System 2 alone, as System 1 cannot see it: for every frame on which a sample's target is
+    visible, a one-moment answer on that frame with the target's true description
+    (`descriptions[i]`), scored by `engine` (box IoU as the reward computes it). What box IoU
+    an answer with a visible keyframe can reach; a grounder that scores low here caps every
+    System 1 (a warm start stopped partway, docs/training.md). By quartile of the target's
+    pixel area on the frame: partial views are the hard ones."""
+    from omnir1.rl.warmstart import system1_answer
+
+    ious: list[float] = []
+    areas: list[float] = []
+    per_sample: list[float] = []
+    for ctx, text in zip(contexts, descriptions, strict=True):
+        visible = [f for f, area in enumerate(ctx.target.union_areas) if area > 0]
+        if not visible:
+            continue
+        scores = engine.score_group(ctx, [system1_answer([f], text, 1) for f in visible])
+        frame_ious = [answer_box_iou(rewards) for rewards in scores.rewards]
+        ious += frame_ious
+        areas += [float(ctx.target.union_areas[f]) for f in visible]
+        per_sample.append(sum(frame_ious) / len(frame_ious))
+    if not ious:
+        return {"samples": 0, "frames": 0}
+    order = sorted(range(len(ious)), key=areas.__getitem__)
+    quarters = [order[q * len(order) // 4 : (q + 1) * len(order) // 4] for q in range(4)]
+    return {
+        "samples": len(per_sample),
+        "frames": len(ious),
+        "box_iou": sum(ious) / len(ious),
+        "box_iou_per_sample": sum(per_sample) / len(per_sample),
+        "zero_share": sum(iou == 0 for iou in ious) / len(ious),
+        "box_iou_by_area_quartile": [
+            sum(ious[i] for i in q) / len(q) if q else 0.0 for q in quarters
+        ],
+    }
 
 
 def policy_completions(
