@@ -161,6 +161,7 @@ def test_system2_alone_boxes_each_visible_frame_given_the_true_description():
     assert result["box_iou_by_area_quartile"] == pytest.approx([0.5, 0.5, 1.0, 1.0])
     assert grounder_on_truth(engine, [unseen], ["the blue star"]) == {"samples": 0, "frames": 0}
 
+
 def test_the_ignore_the_video_baseline_answers_the_prior_frames_with_the_expression():
     targets = [target_visible_on({5, 6}), target_visible_on({6})]
     (answer,), (other,) = ignore_video_completions(
