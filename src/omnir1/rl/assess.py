@@ -126,9 +126,9 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
 def grounder_on_truth(engine, contexts: Sequence, descriptions: Sequence[str]) -> dict:
     """System 2 alone, as System 1 cannot see it: for every frame on which a sample's target is
     visible, a one-moment answer on that frame with the target's true description
-    (`descriptions[i]`), scored by `engine` (box IoU as the reward computes it). What box IoU
-    an answer with a visible keyframe can reach; a grounder that scores low here caps every
-    System 1 (a warm start stopped partway, docs/training.md). By quartile of the target's
+    (`descriptions[i]`), scored by `engine` (box IoU as the reward computes it): about what a
+    visible keyframe earns, so a grounder that scores low here caps every System 1's box IoU
+    (its warm start stopped partway, docs/training.md). By quartile of the target's
     pixel area on the frame: partial views are the hard ones."""
     from omnir1.rl.warmstart import system1_answer
 
