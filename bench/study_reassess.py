@@ -21,23 +21,15 @@ import argparse
 import json
 from pathlib import Path
 
-FIGURES = (
-    "reward",
-    "keyframe_hit_rate",
-    "box_iou",
-    "answers_with_hit",
-    "box_iou_on_hits",
-    "format_rate",
-    "keyframes_per_answer",
-)
-
 
 def main() -> None:
     import torch
 
     from omnir1.config import load_params
     from omnir1.fsutil import read_json, write_json
-    from omnir1.rl.study import NAMES, _assess_folder, _split_inputs, paired_intervals
+    from omnir1.rl.study import HEADLINE, NAMES, _assess_folder, _split_inputs, paired_intervals
+
+    every_figure = (*HEADLINE, "keyframes_per_answer")  # the study's figures, and one more
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--study", required=True, help="an `omnir1 study --out` folder")
@@ -71,7 +63,7 @@ def main() -> None:
                 params, models_dir, *heldout, per_sample=a.per_sample, seed=5000 + seed
             )
             run[when] = assessment.to_dict()
-            figures = {f: round(run[when][f], 3) for f in FIGURES}
+            figures = {f: round(run[when][f], 3) for f in every_figure}
             print(f"seed {seed} {when}", json.dumps(figures), flush=True)
         write_json(folder / f"seed_{seed}.json", run)
 
@@ -83,7 +75,7 @@ def main() -> None:
     seeds = list(runs)
     # seeds assessed by an older version lack the figures added since
     sides = [side for run in runs.values() for side in run.values()]
-    figures = [f for f in FIGURES if all(f in side for side in sides)]
+    figures = [f for f in every_figure if all(f in side for side in sides)]
     print(f"\n{a.per_sample} sampled answers per held-out expression; 95 % intervals:\n")
     print("| metric | " + " | ".join(f"seed {s} before → after [Δ interval]" for s in seeds) + " |")
     print("|---|" + "---|" * len(seeds))
