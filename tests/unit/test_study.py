@@ -7,6 +7,7 @@ import pytest
 
 from omnir1.config import System1StageParams, load_params
 from omnir1.rl.study import (
+    before_grpo,
     fingerprint,
     grounder_only,
     interval_lines,
@@ -45,6 +46,45 @@ def test_fingerprint_follows_params_data_and_settings(tmp_path):
     meta.write_text('{"a": 1}')
     (data / "Videos" / "b.mp4").write_bytes(b"")  # a file added
     assert key() != first
+
+
+def test_warm_starts_are_keyed_without_grpos_own_settings(tmp_path):
+    """The grounder's and the seeds' warm-start stages do not change with GRPO's own settings or
+    its logging, so a study run again with another GRPO recipe reuses them; they do change with
+    the seed, the expressions chosen and everything a warm start or an assessment reads."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "meta_expressions.json").write_text("{}")
+    params = load_params("params.yaml")
+
+    def key(p):
+        return fingerprint(before_grpo(p), data_digest(data), per_sample=2)
+
+    first = key(params)
+    grpo = params.model_copy(deep=True)
+    grpo.train.learning_rate *= 2
+    grpo.train.max_steps += 1
+    grpo.train.beta = 0.0
+    grpo.tracking.enabled = not params.tracking.enabled
+    grpo.evaluate.videos_per_split = 7
+    assert key(grpo) == first
+    assert fingerprint(grpo, data_digest(data), per_sample=2) != fingerprint(
+        params, data_digest(data), per_sample=2
+    )  # the GRPO stage itself runs again
+    for change in (
+        lambda p: setattr(p.train, "seed", 1),
+        lambda p: setattr(p.train, "words", ["red"]),
+        lambda p: setattr(p.train, "kinds", ["appearance"]),
+        lambda p: setattr(p.warm_start.system1, "steps", 7),
+        lambda p: setattr(p.system1, "temperature", 0.5),
+        lambda p: setattr(p.grounder, "max_boxes", 3),
+        lambda p: setattr(p.rewards.weights, "a_k", 2.0),  # the assessment's reward
+        lambda p: setattr(p.models.tiny, "seed", 3),
+    ):
+        other = params.model_copy(deep=True)
+        change(other)
+        assert key(other) != first
+    assert params.train.max_steps == load_params("params.yaml").train.max_steps  # untouched
 
 
 def test_the_shared_grounder_stage_trains_no_system1_stage():

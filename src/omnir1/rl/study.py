@@ -13,17 +13,21 @@ training split only; the held-out videos are never seen before assessment.
 Writes OUT/study.json (every figure), OUT/study.md (the table), OUT/reward_curves.png and, per
 seed, OUT/seed_N/{base,warm,grpo}.
 
-A study takes tens of minutes, so each finished stage (the grounder, then every seed) is saved
+A study takes tens of minutes, so each finished stage (the grounder; every seed's System 1
+warm start with its assessment before GRPO; every seed's GRPO with its assessment after) is saved
 with a fingerprint of what it depends on (params, the data set's digest, held-out settings,
 package version); run again with the same --out, a stopped study goes on from the first unfinished
 stage and a finished one only rewrites its report. Anything else in the fingerprint changed:
-the stage runs again.
+the stage runs again. The grounder and the warm starts do not depend on GRPO's own settings
+(`before_grpo`), so a study run again with another GRPO recipe trains only GRPO and assesses
+after it: the ~10 minutes of the GRPO part, not the ~45 of the whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -80,6 +84,25 @@ def fingerprint(params, data_digest: str, **settings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# the training section's own GRPO settings: everything in it but the seed and the expressions
+# chosen (which the warm starts' assessment before GRPO also reads)
+TRAIN_KEPT = ("seed", "kinds", "words")
+
+
+def before_grpo(params):
+    """`params` without what only GRPO and its logging read (`train` but TRAIN_KEPT, `tracking`,
+    and the sections a study never reads): what the grounder, a seed's System 1 warm start and
+    its assessment before GRPO depend on, and so their fingerprints."""
+    from omnir1.config import Params, TrainParams
+
+    defaults = Params()
+    shared = params.model_copy(deep=True)
+    shared.train = TrainParams(**{k: getattr(params.train, k) for k in TRAIN_KEPT})
+    for section in ("tracking", "evaluate", "probe", "registry", "remote"):
+        setattr(shared, section, getattr(defaults, section))
+    return shared
+
+
 def grounder_only(params):
     """`params` with a warm start that trains the grounder alone: the study's environment, which
     every seed shares, while each seed warm-starts its own System 1."""
@@ -89,14 +112,17 @@ def grounder_only(params):
     return shared
 
 
-def _saved_stage(path: Path, key: str, compute: Callable[[], dict], log, reused: list[str]) -> dict:
+def _saved_stage(
+    path: Path, key: str, compute: Callable[[], dict], log, reused: list[str], name: str = ""
+) -> dict:
     """`compute()`'s result, saved at `path` under `key`; an earlier run's result when `path`
-    holds one with the same key (its name is then added to `reused`)."""
+    holds one with the same key (its `name`, by default its folder's, is then added to
+    `reused`)."""
     if path.is_file():
         saved = read_json(path)
         if saved.get("fingerprint") == key:
             log(f"reusing {path} (the same params, data and settings)")
-            reused.append(path.parent.name)
+            reused.append(name or path.parent.name)
             return saved["result"]
         log(f"{path} is from other params, data or settings: running it again")
     result = compute()
@@ -183,7 +209,6 @@ def _seeds_in_processes(params, *, data, fmt, out: Path, seeds, jobs: int, heldo
     with its share of the cores (small models compute faster in one thread per process than in
     several threads of one); a seed's output goes to OUT/seed_N/study.log. The params travel as
     JSON (OUT/study_params.json), so every process computes the same fingerprints."""
-    import os
     import subprocess
     import sys
 
@@ -313,13 +338,15 @@ def run_study(
         init_tiny(env_base, seed=seeds[0], sizes=sizes)
     env = out / "environment" / "models"
     no_system1 = grounder_only(params)
-    # the grounder does not depend on the held-out settings; the seeds' assessments do
+    # the grounder depends neither on the held-out settings nor on GRPO's; the seeds' warm
+    # starts (with their assessment before GRPO) on the first, their GRPO stages on both
     digest = data_digest(data)
-    grounder_key = fingerprint(params, digest, fmt=fmt)
+    grounder_key = fingerprint(before_grpo(params), digest, fmt=fmt)
     settings = {"split": heldout_split, "limit": heldout_limit, "per_sample": per_sample}
     if heldout_data is not None:
         settings["heldout_data"] = data_digest(heldout_from)
     key = fingerprint(params, digest, fmt=fmt, **settings)
+    warm_key = fingerprint(before_grpo(params), digest, fmt=fmt, **settings)
     reused: list[str] = []  # stages taken from an earlier run (their time is not in `seconds`)
 
     def warm_grounder() -> dict:
@@ -383,7 +410,8 @@ def run_study(
     no_grounder = params.model_copy(deep=True)
     no_grounder.warm_start.grounder.steps = 0
 
-    def one_seed(seed: int, folder: Path) -> dict:
+    def warm_and_before(seed: int, folder: Path) -> dict:
+        """The seed's System 1 warm start and its assessment on the held-out split."""
         seeded = no_grounder.model_copy(deep=True)
         seeded.train.seed = seed
         base = folder / "base"
@@ -391,7 +419,7 @@ def run_study(
             init_tiny(base, seed=seed, sizes=sizes)
         steps = sum(stage.finetune.steps for stage in params.warm_start.system1_curriculum())
         log(f"seed {seed}: System 1 warm start ({steps} steps)")
-        seconds: dict[str, float] = {}  # this seed's own, kept in its stage (and with --jobs)
+        seconds: dict[str, float] = {}
         warm = timed(
             "system1_warm_start",
             run_warm_start,
@@ -403,7 +431,7 @@ def run_study(
             grounder_from=env,
             into=seconds,
         )
-        before, before_example = timed(
+        before, example = timed(
             "assess",
             _assess_folder,
             seeded,
@@ -413,7 +441,28 @@ def run_study(
             seed=1000 + seed,
             into=seconds,
         )
-        log(f"seed {seed}: before GRPO reward {before.reward:.3f}; GRPO")
+        return {
+            "warm_start": warm,
+            "before": before.to_dict(),
+            "seconds": seconds,
+            "example": example[:600],
+        }
+
+    def one_seed(seed: int, folder: Path) -> dict:
+        seeded = no_grounder.model_copy(deep=True)
+        seeded.train.seed = seed
+        reused_before = len(reused)
+        warm = _saved_stage(
+            folder / "warm_stage.json",
+            f"{warm_key}:seed{seed}",
+            lambda: warm_and_before(seed, folder),
+            log,
+            reused,
+            name=f"seed_{seed} warm start",
+        )
+        log(f"seed {seed}: before GRPO reward {warm['before']['reward']:.3f}; GRPO")
+        seconds = dict(warm["seconds"])  # the warm start's and its assessment's, when they ran
+        grpo_started = time.time()
         train = timed(
             "grpo",
             run_training,
@@ -425,6 +474,7 @@ def run_study(
             resume="auto",  # a study stopped mid-GRPO goes on from its last checkpoint
             into=seconds,
         )
+        grpo_ended = time.time()
         after, after_example = timed(
             "assess",
             _assess_folder,
@@ -437,13 +487,15 @@ def run_study(
         )
         log(f"seed {seed}: after GRPO reward {after.reward:.3f}")
         return {
-            "warm_start": warm,
-            "before": before.to_dict(),
+            "warm_start": warm["warm_start"],
+            "warm_start_reused": len(reused) > reused_before,
+            "before": warm["before"],
             "after": after.to_dict(),
             "grpo": {k: v for k, v in train.items() if k != "history"},
+            "grpo_window": [grpo_started, grpo_ended],  # wall clock: the seeds' GRPO span
             "history": train.get("history", []),
             "seconds": seconds,
-            "examples": {"before": before_example[:600], "after": after_example[:600]},
+            "examples": {"before": warm["example"], "after": after_example[:600]},
         }
 
     for seed in seeds:
@@ -461,6 +513,7 @@ def run_study(
     results["seeds_in_processes"] = in_processes
     results["summary"] = summarize(results)
     results["seconds"] = {**timings, "total": time.perf_counter() - start}
+    results["cpus"] = os.cpu_count()
     write_json(out / "study.json", results)
     with atomic_path(out / "study.md") as tmp:
         tmp.write_text(table(results), encoding="utf-8")
@@ -642,6 +695,20 @@ def time_lines(results: dict) -> list[str]:
             + (", ".join(results.get("reused_stages", [])) or "none")
             + "."
         )
+    # GRPO's own span: its seeds side by side, from the first start to the last end (seeds
+    # reused whole ran at other times)
+    reused = set(results.get("reused_stages", []))
+    windows = [
+        run["grpo_window"]
+        for seed, run in results["seeds"].items()
+        if run.get("grpo_window") and f"seed_{seed}" not in reused
+    ]
+    if windows:
+        span = max(end for _, end in windows) - min(start for start, _ in windows)
+        lines.append(
+            f"GRPO of {len(windows)} seed{'s' if len(windows) > 1 else ''}: {span / 60:.1f} min "
+            f"from the first start to the last end, on {results.get('cpus', '?')} cores."
+        )
     parts = {"system1_warm_start": "System 1 warm start", "assess": "assessments", "grpo": "GRPO"}
     for seed, run in results["seeds"].items():
         if run.get("seconds"):
@@ -650,7 +717,13 @@ def time_lines(results: dict) -> list[str]:
                 + ", ".join(
                     f"{label} {run['seconds'].get(k, 0.0) / 60:.1f}" for k, label in parts.items()
                 )
-                + " min."
+                + " min"
+                + (
+                    " (its warm start and first assessment reused)"
+                    if run.get("warm_start_reused")
+                    else ""
+                )
+                + "."
             )
     return lines
 
