@@ -118,31 +118,39 @@ def test_study_writes_before_after_figures_a_table_and_reward_curves(synth_sets,
     # run again into the same folder: every finished stage is reused, the report is the same
     capsys.readouterr()
     assert main(args) == 0
-    assert capsys.readouterr().out.count("reusing") == 2  # the grounder and seed 0
+    assert capsys.readouterr().out.count("reusing") == 3  # the grounder, baselines, seed 0
     again = json.loads((out / "study.json").read_text())
     assert again["seeds"] == study["seeds"] and again["grounder"] == study["grounder"]
     assert again["baseline_ignore_video"] == study["baseline_ignore_video"]
-    assert study["reused_stages"] == [] and again["reused_stages"] == ["environment", "seed_0"]
+    assert study["reused_stages"] == []
+    assert again["reused_stages"] == ["environment", "baselines", "seed_0"]
     assert "GRPO of 1 seed: " in report and "GRPO of" not in (out / "study.md").read_text()
 
-    # another GRPO recipe: the grounder and the seed's warm start with its first assessment are
-    # reused, GRPO and the assessment after it run again
-    params.write_text(study_params(steps=1))
+    # another GRPO setting (here only how often it checkpoints): the grounder and the seed's
+    # warm start with its first assessment are reused; GRPO and the assessment after it run
+    # again from them and, as nothing they compute changed, give the same figures
+    params.write_text(study_params(steps=2).replace("save_steps: 2", "save_steps: 1"))
     capsys.readouterr()
     assert main(args) == 0
     regrpo = json.loads((out / "study.json").read_text())
-    assert regrpo["reused_stages"] == ["environment", "seed_0 warm start"]
+    assert regrpo["reused_stages"] == ["environment", "baselines", "seed_0 warm start"]
+    assert regrpo["baseline_read_words"] == study["baseline_read_words"]
     rerun = regrpo["seeds"]["0"]
     assert rerun["warm_start_reused"] and not run["warm_start_reused"]
     assert rerun["before"] == run["before"] and rerun["warm_start"] == run["warm_start"]
-    assert rerun["grpo"]["steps"] == 1 and rerun["after"]["completions"] == 2
+    assert rerun["after"] == run["after"]
+
+    def computed(history):  # a step's figures, not its timings
+        return [{k: v for k, v in row.items() if "time" not in k} for row in history]
+
+    assert computed(rerun["history"]) == computed(run["history"])
+    assert (out / "seed_0" / "grpo" / "checkpoints" / "checkpoint-1").is_dir()
     start, end = rerun["grpo_window"]
     assert run["grpo_window"][1] <= start < end
     regrpo_report = (out / "study.md").read_text()
     assert "GRPO of 1 seed: " in regrpo_report
     assert "Seed 0: System 1 warm start " in regrpo_report
     assert "(its warm start and first assessment reused)." in regrpo_report
-    params.write_text(study_params(steps=2))
 
     # the held-out split from another folder: drawn alike, or refused naming the field
     import shutil

@@ -385,12 +385,33 @@ def run_study(
             in_processes = [f"seed_{s}" for s in todo]
     results: dict = {"grounder": grounder_summary, "seeds": {}}
     if not seeds_only:
-        system2_models = load_models(env)
-        ignore, read_words = blind_baselines(
-            params, _engine(params, system2_models), data, heldout, train_samples, train_targets
-        )
-        system2 = timed(
-            "grounder_on_truth", system2_alone, params, system2_models, heldout_from, heldout
+
+        def baselines() -> dict:
+            """The blind baselines and System 2 alone: what the frozen grounder and the
+            held-out split decide, so saved with the warm starts' fingerprint."""
+            system2_models = load_models(env)
+            engine = _engine(params, system2_models)
+            ignore, read_words = timed(
+                "baselines",
+                blind_baselines,
+                params,
+                engine,
+                data,
+                heldout,
+                train_samples,
+                train_targets,
+            )
+            system2 = timed(
+                "grounder_on_truth", system2_alone, params, system2_models, heldout_from, heldout
+            )
+            return {
+                "grounder_on_truth": system2,
+                "baseline_ignore_video": ignore.to_dict(),
+                "baseline_read_words": read_words.to_dict(),
+            }
+
+        blind = _saved_stage(
+            out / "baselines.json", warm_key, baselines, log, reused, name="baselines"
         )
         results = {
             "data": {
@@ -402,9 +423,7 @@ def run_study(
             "heldout_samples": len(heldout[0]),
             "completions_per_sample": per_sample,
             "grounder": grounder_summary,
-            "grounder_on_truth": system2,
-            "baseline_ignore_video": ignore.to_dict(),
-            "baseline_read_words": read_words.to_dict(),
+            **blind,
             "seeds": {},
         }
     no_grounder = params.model_copy(deep=True)
@@ -510,6 +529,10 @@ def run_study(
     if seeds_only:
         return results
     results["reused_stages"] = [stage for stage in reused if stage not in in_processes]
+    for seed, run in results["seeds"].items():  # reused in the seed's own process
+        stage = f"seed_{seed} warm start"
+        if run.get("warm_start_reused") and f"seed_{seed}" in in_processes:
+            results["reused_stages"].append(stage)
     results["seeds_in_processes"] = in_processes
     results["summary"] = summarize(results)
     results["seconds"] = {**timings, "total": time.perf_counter() - start}
