@@ -14,13 +14,14 @@ Writes OUT/study.json (every figure), OUT/study.md (the table), OUT/reward_curve
 seed, OUT/seed_N/{base,warm,grpo}.
 
 A study takes tens of minutes, so each finished stage (the grounder; every seed's System 1
-warm start with its assessment before GRPO; every seed's GRPO with its assessment after) is saved
-with a fingerprint of what it depends on (params, the data set's digest, held-out settings,
-package version); run again with the same --out, a stopped study goes on from the first unfinished
-stage and a finished one only rewrites its report. Anything else in the fingerprint changed:
-the stage runs again. The grounder and the warm starts do not depend on GRPO's own settings
-(`before_grpo`), so a study run again with another GRPO recipe trains only GRPO and assesses
-after it: the ~10 minutes of the GRPO part, not the ~45 of the whole.
+warm start with its assessment before GRPO; the blind baselines with System 2 alone; every
+seed's GRPO with its assessment after) is saved with a fingerprint of what it depends on
+(params, the data set's digest, held-out settings, package version); run again with the same
+--out, a stopped study goes on from the first unfinished stage and a finished one only rewrites
+its report. Anything else in the fingerprint changed: the stage runs again. Only the GRPO stages
+depend on GRPO's own settings (`before_grpo`), so a study run again with another GRPO recipe
+trains GRPO and assesses after it, and nothing else: ~15 of the red study's 45-50 minutes
+(docs/training.md).
 """
 
 from __future__ import annotations
