@@ -430,10 +430,14 @@ def run_study(
     no_grounder = params.model_copy(deep=True)
     no_grounder.warm_start.grounder.steps = 0
 
-    def warm_and_before(seed: int, folder: Path) -> dict:
-        """The seed's System 1 warm start and its assessment on the held-out split."""
+    def seeded_params(seed: int):
         seeded = no_grounder.model_copy(deep=True)
         seeded.train.seed = seed
+        return seeded
+
+    def warm_and_before(seed: int, folder: Path) -> dict:
+        """The seed's System 1 warm start and its assessment on the held-out split."""
+        seeded = seeded_params(seed)
         base = folder / "base"
         if not (base / "models.json").is_file():
             init_tiny(base, seed=seed, sizes=sizes)
@@ -469,16 +473,15 @@ def run_study(
         }
 
     def one_seed(seed: int, folder: Path) -> dict:
-        seeded = no_grounder.model_copy(deep=True)
-        seeded.train.seed = seed
-        reused_before = len(reused)
+        seeded = seeded_params(seed)
+        warm_stage = f"seed_{seed} warm start"
         warm = _saved_stage(
             folder / "warm_stage.json",
             f"{warm_key}:seed{seed}",
             lambda: warm_and_before(seed, folder),
             log,
             reused,
-            name=f"seed_{seed} warm start",
+            name=warm_stage,
         )
         log(f"seed {seed}: before GRPO reward {warm['before']['reward']:.3f}; GRPO")
         seconds = dict(warm["seconds"])  # the warm start's and its assessment's, when they ran
@@ -508,7 +511,7 @@ def run_study(
         log(f"seed {seed}: after GRPO reward {after.reward:.3f}")
         return {
             "warm_start": warm["warm_start"],
-            "warm_start_reused": len(reused) > reused_before,
+            "warm_start_reused": warm_stage in reused,
             "before": warm["before"],
             "after": after.to_dict(),
             "grpo": {k: v for k, v in train.items() if k != "history"},
