@@ -526,6 +526,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         run_name=args.run_name,
         namespace=args.namespace,
+        service_account=args.service_account,
     )
     _print_json({"pipeline": args.pipeline, "run_id": run_id, "host": args.host})
     return 0

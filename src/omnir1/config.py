@@ -443,6 +443,11 @@ class RegisterParams(_Section):
         "probe.trained.cmm.hr",
         "eval.trained.refavs.null.S",
     ]
+    # every gate is also checked against the model training started from: its figures sit under
+    # this label where the challenger's sit under `challenger_label` (eval.untrained.revos.JF
+    # beside eval.trained.revos.JF); null: compare with the champion only
+    start_label: str | None = Field("untrained", pattern=r"^[\w-]+$")
+    challenger_label: str = Field("trained", pattern=r"^[\w-]+$")
 
     @model_validator(mode="after")
     def _consistent(self) -> RegisterParams:

@@ -16,6 +16,10 @@ worse at all. No champion yet: the first version is promoted. A gated metric mis
 challenger refuses promotion (a champion without it would switch that gate off for every later
 version); one missing from the champion is ignored, and the report says so.
 
+Every gate is also checked against the model the challenger was trained from (params.yaml
+`register.start_label`: the evaluate and probe stages' `untrained` figures), champion or not: a
+nightly run whose model is worse than its own starting point is never promoted.
+
 The decision and a reason per gated metric go to OUT (JSON, atomic) and OUT with .md beside it.
 Tracking URI: MLFLOW_TRACKING_URI, else params.yaml `tracking.uri`. An unreachable server fails
 within seconds (HTTP retries and timeouts bounded for this call) with a message naming the URI.
@@ -68,12 +72,13 @@ class Check:
     target: float | None
     hallucination: bool
     challenger: float | None
-    champion: float | None
-    delta: float | None  # challenger - champion
+    champion: float | None  # the reference's value: the champion's, or the starting model's
+    delta: float | None  # challenger - reference
     worse_by: float | None  # how much worse in the gate's direction (negative: better)
     tolerance: float
     result: Literal["pass", "fail", "ignored"]
     note: str
+    against: Literal["champion", "start"] = "champion"
 
 
 def worse_by(gate: Gate, challenger: float, champion: float) -> float:
@@ -90,8 +95,14 @@ def _value(metrics: Mapping[str, float] | None, name: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def check(gate: Gate, challenger: Mapping[str, float], champion: Mapping[str, float] | None):
-    """One gate: `champion` None means there is no champion yet."""
+def check(
+    gate: Gate,
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    against: Literal["champion", "start"] = "champion",
+):
+    """One gate against a reference: the champion's metrics (None: there is no champion yet) or
+    the starting model's (`against="start"`, keyed by the gated names; see `start_figures`)."""
     new, old = _value(challenger, gate.metric), _value(champion, gate.metric)
     fields = dict(
         metric=gate.metric,
@@ -101,6 +112,7 @@ def check(gate: Gate, challenger: Mapping[str, float], champion: Mapping[str, fl
         challenger=new,
         champion=old,
         tolerance=gate.tolerance,
+        against=against,
     )
     if new is None:
         return Check(
@@ -109,15 +121,16 @@ def check(gate: Gate, challenger: Mapping[str, float], champion: Mapping[str, fl
     if champion is None:
         return Check(**fields, delta=None, worse_by=None, result="pass", note="no champion yet")
     if old is None:
-        return Check(
-            **fields, delta=None, worse_by=None, result="ignored", note="missing on the champion"
-        )
+        missing = "missing on the champion" if against == "champion" else "no starting figure"
+        return Check(**fields, delta=None, worse_by=None, result="ignored", note=missing)
     worse = worse_by(gate, new, old)
     passed = worse <= gate.tolerance + EPS
     if passed:
         note = "not worse" if worse <= EPS else "worse, within tolerance"
     else:
         note = "hallucination metric worse" if gate.hallucination else "worse beyond tolerance"
+    if against == "start":
+        note += " than its starting model"
     return Check(
         **fields,
         delta=new - old,
@@ -127,24 +140,68 @@ def check(gate: Gate, challenger: Mapping[str, float], champion: Mapping[str, fl
     )
 
 
+def start_metric(metric: str, trained: str, start: str) -> str | None:
+    """The starting model's name for a gated metric: the challenger's figures sit under the
+    label `trained` (`eval.trained.revos.JF`), its starting model's under `start`
+    (`eval.untrained.revos.JF`, the evaluate stage's `--model untrained=...`); None when the
+    metric has no `trained` segment."""
+    parts = metric.split(".")
+    if trained not in parts:
+        return None
+    parts[parts.index(trained)] = start
+    return ".".join(parts)
+
+
+def start_figures(
+    gates: Sequence[Gate], metrics: Mapping[str, float], trained: str, start: str
+) -> dict[str, float | None]:
+    """The starting model's figure of each gated metric that has one by name, keyed by the
+    gated (challenger's) name, None where the metrics lack it: what `decide` compares the
+    challenger with besides the champion."""
+    out: dict[str, float | None] = {}
+    for gate in gates:
+        name = start_metric(gate.metric, trained, start)
+        if name is not None:
+            out[gate.metric] = metrics.get(name)
+    return out
+
+
 def decide(
-    gates: Sequence[Gate], challenger: Mapping[str, float], champion: Mapping[str, float] | None
+    gates: Sequence[Gate],
+    challenger: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    start: Mapping[str, float | None] | None = None,
 ) -> tuple[bool, list[Check]]:
-    """(promote?, one check per gate): promoted when no check fails."""
+    """(promote?, one check per gate and reference): promoted when no check fails. `start`
+    (the starting model's figures, `start_figures`) adds a check per gate it names against the
+    model the challenger was trained from, which holds whether or not a champion exists."""
     checks = [check(g, challenger, champion) for g in gates]
+    if start:
+        checks += [check(g, challenger, start, against="start") for g in gates if g.metric in start]
     return all(c.result != "fail" for c in checks), checks
 
 
 def summary_line(promoted: bool, checks: Sequence[Check], first: bool) -> str:
     failed = [c for c in checks if c.result == "fail"]
     if promoted:
-        return "promoted: first version" if first else "promoted: no gated metric got worse"
+        start = any(c.against == "start" for c in checks)
+        if first:
+            return "promoted: first version" + (
+                ", not worse than its starting model" if start else ""
+            )
+        return "promoted: no gated metric got worse" + (
+            " than the champion's or its starting model's" if start else ""
+        )
     parts = []
     for c in failed:
         if c.challenger is None:
-            parts.append(f"{c.metric} missing on the challenger")
+            if f"{c.metric} missing on the challenger" not in parts:
+                parts.append(f"{c.metric} missing on the challenger")
         else:
-            parts.append(f"{c.metric} worse by {c.worse_by:.4g} (tolerance {c.tolerance:g})")
+            than = " than its starting model" if c.against == "start" else ""
+            parts.append(
+                f"{c.metric} worse{than} by {c.worse_by:.4g} (tolerance {c.tolerance:g})"
+            )
     return "not promoted: " + "; ".join(parts)
 
 
@@ -414,7 +471,12 @@ def register_model(
         try:
             ensure_registered_model(client, cfg.model_name)
             previous, old_metrics, champion_note = champion_metrics(client, cfg.model_name)
-            promoted, checks = decide(gates, challenger, old_metrics)
+            start = (
+                start_figures(gates, challenger, cfg.challenger_label, cfg.start_label)
+                if cfg.start_label
+                else None
+            )
+            promoted, checks = decide(gates, challenger, old_metrics, start)
             run_id = log_run(
                 client,
                 params.tracking.experiment,
@@ -535,14 +597,16 @@ def markdown(decision: dict) -> str:
         f"- run {d['run_id']} on {d['tracking_uri']}",
         *(f"- {note}" for note in d["notes"]),
         "",
-        "| metric | better | challenger | champion | delta | worse by | tolerance | result |",
-        "|---|---|---|---|---|---|---|---|",
+        "| metric | against | better | challenger | reference | delta | worse by | tolerance "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in d["reasons"]:
         better = {"higher": "higher", "lower": "lower"}.get(r["direction"], f"near {r['target']}")
         name = r["metric"] + (" (hallucination)" if r["hallucination"] else "")
         lines.append(
-            f"| {name} | {better} | {_num(r['challenger'])} | {_num(r['champion'])} | "
+            f"| {name} | {r.get('against', 'champion')} | {better} | {_num(r['challenger'])} | "
+            f"{_num(r['champion'])} | "
             f"{_num(r['delta'])} | {_num(r['worse_by'])} | {r['tolerance']:g} | "
             f"{r['result']}: {r['note']} |"
         )

@@ -80,10 +80,30 @@ def _labels(stage: Mapping | None) -> tuple[str, str] | None:
     return (models[0], models[1]) if len(models) == 2 else None
 
 
+GATE_HEADER = ["gate", "against", "result", "challenger", "reference", "note"]
+
+
+def gate_rows(decision: Mapping) -> list[list]:
+    """The registry's decision per gate and reference (the champion, the starting model)."""
+    return [
+        [
+            r.get("metric", ""),
+            r.get("against", "champion"),
+            r.get("result", ""),
+            r.get("challenger"),
+            r.get("champion"),
+            r.get("note", ""),
+        ]
+        for r in decision.get("reasons", [])
+    ]
+
+
 def headline_rows(train, curve, evaluation, probe, decision) -> list[list]:
     rows: list[list] = []
     if train:
-        rows.append(["GRPO steps", "", train.get("steps"), ""])
+        # a finished run resumed (`dvc repro -f` on the same inputs) trained no step this time
+        reused = "a finished run's, reused" if train.get("reused_finished_run") else ""
+        rows.append(["GRPO steps", "", train.get("steps"), reused])
     rewards = [c["reward"] for c in curve if "reward" in c]
     if rewards:
         k = max(1, len(rewards) // 5)  # mean of the first and the last fifth of the steps
@@ -224,8 +244,15 @@ def _headline(outputs: Mapping) -> tuple[list[str], list[list]]:
 
 
 def summary_table(metrics: str | Path, reports: str | Path) -> str:
-    """The headline table alone (Markdown), from what the stages wrote."""
-    return _markdown(*_headline(_stage_outputs(Path(metrics), Path(reports))))
+    """The headline table (Markdown), from what the stages wrote, and the registry's decision
+    per gate when the register stage has run."""
+    outputs = _stage_outputs(Path(metrics), Path(reports))
+    text = _markdown(*_headline(outputs))
+    decision = outputs["decision"]
+    if decision and decision.get("reasons"):
+        text += f"\n\nregistry: {decision.get('summary', '')}\n"
+        text += _markdown(GATE_HEADER, gate_rows(decision))
+    return text
 
 
 def build_report(metrics: str | Path, reports: str | Path, out: str | Path) -> str:
@@ -274,18 +301,8 @@ def build_report(metrics: str | Path, reports: str | Path, out: str | Path) -> s
         parts.append("<p>The probe stage has not run.</p>")
     parts.append("<h2>Registry</h2>")
     if decision:
-        reasons = [
-            [
-                r.get("metric", ""),
-                r.get("result", ""),
-                r.get("challenger"),
-                r.get("champion"),
-                r.get("note", ""),
-            ]
-            for r in decision.get("reasons", [])
-        ]
         parts.append(f"<p>{html.escape(str(decision.get('summary', '')))}</p>")
-        parts.append(_table(["metric", "result", "challenger", "champion", "note"], reasons))
+        parts.append(_table(GATE_HEADER, gate_rows(decision)))
     else:
         parts.append("<p>The register stage has not run.</p>")
     parts.append("<h2>Best and worst cases (trained model)</h2>")

@@ -94,6 +94,23 @@ def test_submit_creates_an_experiment_and_a_run_with_the_arguments():
     assert "kubernetes" in spec["platform_spec"]["platforms"]  # GPU pool, Secrets, PVC
 
 
+def test_the_service_account_given_reaches_the_run():
+    server, calls = kubeflow_api()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        out = subprocess.run(
+            [OMNIR1, "pipeline", "submit", "--host", host, "--service-account", "team-runner"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        server.shutdown()
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run,) = [c for c in calls if c["method"] == "POST" and c["path"] == "/apis/v2beta1/runs"]
+    assert run["body"]["service_account"] == "team-runner"
+
+
 def test_an_unreachable_endpoint_is_a_clear_error():
     host = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(

@@ -17,7 +17,8 @@ import torch
 
 from omnir1.rl.train import CHECKPOINT_DONE, latest_checkpoint
 
-# 4 prompts of one video, 2 per step: 2 steps per epoch, so the resumed process starts epoch 1
+# 4 prompts of one video, 2 per step: 2 steps per epoch, so the resumed process starts epoch 1;
+# 3 steps: the finished run ends inside an epoch (where transformers would run a step more)
 PARAMS = """
 train:
   num_generations: 2
@@ -25,7 +26,7 @@ train:
   max_completion_length: 12
   learning_rate: 1.0e-3
   save_steps: 1
-  max_steps: 4
+  max_steps: 3
 """
 
 
@@ -57,7 +58,7 @@ def _finish(proc: subprocess.Popen, log: Path) -> None:
 
 def _steps(out: Path) -> dict[int, dict]:
     """Per-step logs of the final checkpoint, without wall-clock times."""
-    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    state = json.loads((out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
     return {
         e["step"]: {k: v for k, v in e.items() if "time" not in k}
         for e in state["log_history"]
@@ -98,11 +99,12 @@ def test_resume_after_sigkill_gives_the_uninterrupted_steps(tiny_models, four_pr
 
     _finish(_train([*base, "--out", str(b), "--resume"], log), log)
     summary = json.loads((b / "train.json").read_text())
-    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 4
+    assert summary["resumed_from"] == "checkpoint-2" and summary["steps"] == 3
+    assert not summary["reused_finished_run"]
 
-    # steps 3-4: same data, completions, rewards, KL, loss, gradients; then the same weights
+    # step 3: same data, completions, rewards, KL, loss, gradients; then the same weights
     steps_a, steps_b = _steps(a), _steps(b)
-    assert sorted(steps_a) == sorted(steps_b) == [1, 2, 3, 4]
+    assert sorted(steps_a) == sorted(steps_b) == [1, 2, 3]
     assert steps_a == steps_b
     client = mlflow.MlflowClient(tracking_uri=tracking)
     runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
@@ -115,8 +117,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_steps(tiny_models, four_pr
         )
         return json.loads(Path(path).read_text())
 
-    for step in (3, 4):
-        assert table(run_a, step) == table(run_b, step)
+    assert table(run_a, 3) == table(run_b, 3)
 
     weights_a = safetensors.torch.load_file(a / "model" / "system1" / "model.safetensors")
     weights_b = safetensors.torch.load_file(b / "model" / "system1" / "model.safetensors")
@@ -125,6 +126,19 @@ def test_resume_after_sigkill_gives_the_uninterrupted_steps(tiny_models, four_pr
     # and training did move them
     base_weights = safetensors.torch.load_file(tiny_models / "system1" / "model.safetensors")
     assert any(not torch.equal(base_weights[k], weights_a[k]) for k in weights_a)
+
+    # the finished run resumed (what `dvc repro -f` does): no further step, the same model
+    c = tmp_path / "c"
+    resume_a = ["--checkpoints", str(a / "checkpoints"), "--resume"]
+    _finish(_train([*base, "--out", str(c), *resume_a], log), log)
+    summary = json.loads((c / "train.json").read_text())
+    assert summary["steps"] == 3 and summary["resumed_from"] == "checkpoint-3"
+    assert summary["reused_finished_run"]
+    assert latest_checkpoint(a / "checkpoints").name == "checkpoint-3"  # no checkpoint-4
+    assert [row["step"] for row in json.loads((c / "train_curve.json").read_text())] == [1, 2, 3]
+    weights_c = safetensors.torch.load_file(c / "model" / "system1" / "model.safetensors")
+    assert all(torch.equal(weights_a[k], weights_c[k]) for k in weights_a)
+    assert "no step trained" in log.read_text()
 
 
 def test_only_checkpoints_written_to_the_end_are_resumed(tmp_path):

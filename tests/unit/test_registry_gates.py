@@ -13,6 +13,8 @@ from omnir1.registry import (
     load_metrics,
     parse_metrics_arg,
     public_uri,
+    start_figures,
+    start_metric,
     summary_line,
 )
 
@@ -132,3 +134,71 @@ def test_params_map_to_gates_with_hallucination_metrics_at_tolerance_zero():
     ]
     with pytest.raises(ValueError, match="take no tolerance"):
         RegisterParams(lower_is_better=["hr"], hallucination=["hr"], tolerances={"hr": 0.1})
+
+
+TRAINED_JF = Gate("eval.trained.revos.JF", "higher", 0.01)
+TRAINED_HR = Gate("probe.trained.cmm.hr", "higher", 0.0, hallucination=True)
+STARTED = {
+    "eval.untrained.revos.JF": 0.29,
+    "eval.trained.revos.JF": 0.30,
+    "probe.untrained.cmm.hr": 0.75,
+    "probe.trained.cmm.hr": 0.75,
+}
+
+
+def test_the_starting_models_figures_are_read_under_its_label():
+    assert start_metric("eval.trained.revos.JF", "trained", "untrained") == (
+        "eval.untrained.revos.JF"
+    )
+    assert start_metric("eval.JF", "trained", "untrained") is None
+    gates = [TRAINED_JF, TRAINED_HR, JF]
+    assert start_figures(gates, STARTED, "trained", "untrained") == {
+        "eval.trained.revos.JF": 0.29,
+        "probe.trained.cmm.hr": 0.75,
+    }
+    assert start_figures(gates, {}, "trained", "untrained") == {
+        "eval.trained.revos.JF": None,
+        "probe.trained.cmm.hr": None,
+    }
+
+
+def test_a_challenger_worse_than_its_starting_model_is_not_promoted_even_without_a_champion():
+    gates = [TRAINED_JF, TRAINED_HR]
+    worse = {**STARTED, "eval.trained.revos.JF": 0.015}
+    start = start_figures(gates, worse, "trained", "untrained")
+    promoted, checks = decide(gates, worse, None, start)
+    assert not promoted
+    failed = [c for c in checks if c.result == "fail"]
+    assert [(c.metric, c.against) for c in failed] == [("eval.trained.revos.JF", "start")]
+    assert failed[0].worse_by == pytest.approx(0.275)
+    assert failed[0].note == "worse beyond tolerance than its starting model"
+    line = summary_line(promoted, checks, first=True)
+    assert line == (
+        "not promoted: eval.trained.revos.JF worse than its starting model by 0.275 "
+        "(tolerance 0.01)"
+    )
+    # against a champion too: each reference has its own check per gate
+    promoted, checks = decide(gates, worse, dict(worse), start)
+    assert not promoted and [c.against for c in checks] == ["champion"] * 2 + ["start"] * 2
+
+
+def test_a_challenger_as_good_as_its_start_is_promoted_and_missing_start_figures_are_ignored():
+    gates = [TRAINED_JF, TRAINED_HR, JF]
+    start = start_figures(gates, {**STARTED, "eval.JF": 0.5}, "trained", "untrained")
+    promoted, checks = decide(gates, {**STARTED, "eval.JF": 0.5}, None, start)
+    assert promoted
+    by = {(c.metric, c.against): c for c in checks}
+    assert by[("eval.trained.revos.JF", "start")].note == "not worse than its starting model"
+    assert ("eval.JF", "start") not in by  # no starting model's name: the champion only
+    metrics = {"eval.trained.revos.JF": 0.3, "probe.trained.cmm.hr": 0.7}
+    promoted, checks = decide(gates[:2], metrics, None, start_figures(gates, metrics, "trained", "untrained"))
+    assert promoted
+    assert {c.note for c in checks if c.against == "start"} == {"no starting figure"}
+    assert summary_line(promoted, checks, first=True) == (
+        "promoted: first version, not worse than its starting model"
+    )
+    # a hallucination gate allows no loss against the start either
+    promoted, checks = decide(
+        gates, {**STARTED, "eval.JF": 0.5, "probe.trained.cmm.hr": 0.74}, None, start
+    )
+    assert not promoted

@@ -163,6 +163,11 @@ def training_curve(log_history: list[dict]) -> list[dict]:
     return rows
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The global step a checkpoint-N folder was saved at."""
+    return int(folder.name.split("-")[-1])
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """Newest checkpoint-N folder written to the end: TRL writes into checkpoint-N directly, so a
     process killed while saving leaves a partial one, without CHECKPOINT_DONE."""
@@ -171,7 +176,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
         for p in folder.glob("checkpoint-*")
         if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_DONE).is_file()
     ]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return max(done, key=checkpoint_step, default=None)
 
 
 def run_training(
@@ -262,6 +267,13 @@ def run_training(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - start
+    # a finished run's last checkpoint resumed: its model, no further step (VideoGRPOTrainer)
+    reused = resume_from is not None and trainer.state.global_step == checkpoint_step(resume_from)
+    if reused:
+        log.warning(
+            f"{resume_from} is the end of a finished run of the same inputs: its model is "
+            "reused, no step trained (remove the checkpoints to train again)"
+        )
 
     acc = trainer.accelerator
     # every process takes part: under DeepSpeed ZeRO-3 this gathers the partitioned weights
@@ -277,6 +289,7 @@ def run_training(
     summary = {
         "steps": trainer.state.global_step,
         "resumed_from": resume_from.name if resume_from else None,
+        "reused_finished_run": reused,
         "seconds": seconds,
         "samples": len(samples),
         "last": {k: v for k, v in (curve[-1] if curve else {}).items() if k.startswith("reward")},

@@ -76,6 +76,15 @@ class VideoGRPOTrainer(GRPOTrainer):
             s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed
         )
 
+    def _run_epoch(self, *args, **kwargs):
+        # transformers 5 checks the step budget only after a step: a run resumed from its last
+        # checkpoint (global_step == max_steps, inside the first epoch) trained one step more
+        # than an uninterrupted run. A finished run resumed trains nothing.
+        if self.state.global_step >= self.state.max_steps > 0:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _save(self, output_dir=None, state_dict=None):
         # transformers 5's save_pretrained writes the Hub key layout (`audio_tower.*` for the
         # thinker's `model.audio_tower.*`) but Trainer._load_from_checkpoint reads it back with a
