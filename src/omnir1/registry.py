@@ -199,9 +199,7 @@ def summary_line(promoted: bool, checks: Sequence[Check], first: bool) -> str:
                 parts.append(f"{c.metric} missing on the challenger")
         else:
             than = " than its starting model" if c.against == "start" else ""
-            parts.append(
-                f"{c.metric} worse{than} by {c.worse_by:.4g} (tolerance {c.tolerance:g})"
-            )
+            parts.append(f"{c.metric} worse{than} by {c.worse_by:.4g} (tolerance {c.tolerance:g})")
     return "not promoted: " + "; ".join(parts)
 
 

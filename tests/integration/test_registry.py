@@ -115,7 +115,8 @@ def test_first_version_is_champion_and_a_better_one_takes_over(registry, mlflow_
     assert json.loads((folder / "models.json").read_text())["name"] == "tiny-grpo"
     assert (folder / "system1" / "model.safetensors").stat().st_size == 512 * 1024
     md = (tmp_path / "register1.md").read_text()
-    assert "promoted" in md and "| eval.summary.overall.JF | champion | higher | 0.6000 | 0.5000 |" in md
+    assert "promoted" in md
+    assert "| eval.summary.overall.JF | champion | higher | 0.6000 | 0.5000 |" in md
 
 
 def test_worse_beyond_tolerance_stays_challenger(registry, mlflow_server):

@@ -191,7 +191,8 @@ def test_a_challenger_as_good_as_its_start_is_promoted_and_missing_start_figures
     assert by[("eval.trained.revos.JF", "start")].note == "not worse than its starting model"
     assert ("eval.JF", "start") not in by  # no starting model's name: the champion only
     metrics = {"eval.trained.revos.JF": 0.3, "probe.trained.cmm.hr": 0.7}
-    promoted, checks = decide(gates[:2], metrics, None, start_figures(gates, metrics, "trained", "untrained"))
+    start = start_figures(gates, metrics, "trained", "untrained")
+    promoted, checks = decide(gates[:2], metrics, None, start)
     assert promoted
     assert {c.note for c in checks if c.against == "start"} == {"no starting figure"}
     assert summary_line(promoted, checks, first=True) == (
