@@ -10,8 +10,9 @@ OMNIR1 := $(VENV)/bin/omnir1
 setup:
 	@bash scripts/setup.sh
 
+# ARGS go to dvc repro: `make demo ARGS=-f` reruns every stage, GRPO from scratch
 demo: setup
-	@bash scripts/demo.sh
+	@bash scripts/demo.sh $(ARGS)
 
 # Two test workers on two cores, one torch thread each: two processes with two threads apiece
 # slow each other down several-fold (oversubscription).

@@ -343,7 +343,7 @@ def cmd_warm_start(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
-    from omnir1.rl.study import run_study
+    from omnir1.experimental.study import run_study
 
     params = load_params(args.params, args.recipe)
     results = run_study(

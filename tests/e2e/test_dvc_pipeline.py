@@ -63,7 +63,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     probe = json.loads((work / "metrics" / "probe.json").read_text())
     assert probe["trained"]["avh"]["n"] > 0 and probe["trained"]["cmm"]["n"] > 0
     decision = json.loads((work / "reports" / "register.json").read_text())
-    assert decision["version"] == "1" and decision["promoted"]  # no champion yet
+    assert decision["version"] == "1" and decision["previous_champion"] is None
+    # no champion yet, but the challenger is also gated against the model it started from
+    against = {r["against"] for r in decision["reasons"]}
+    assert against == {"champion", "start"}
+    assert decision["promoted"] == all(r["result"] != "fail" for r in decision["reasons"])
+    assert f"registry: {decision['summary']}" in demo and "| gate | against |" in demo
     page = (work / "reports" / "index.html").read_text()
     assert "Hallucination probes" in page and "data:image/png;base64," in page
     # the end of the demo: the headline table, the wall time per stage, where the report is
@@ -77,6 +82,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     again = run("bash", str(ROOT / "scripts" / "demo.sh"))
     assert "nothing to do" in again and "| revos JF |" in again
 
+    a_k, seed = params["rewards"]["weights"]["a_k"], params["data"]["synth"]["seed"]
     params["rewards"]["weights"]["a_k"] = 0.5  # a reward weight: training and what follows
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     # stale now: train; evaluate, probe, register and report rerun once its outputs change
@@ -84,6 +90,21 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     params["data"]["synth"]["seed"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert "data@revos" in run("dvc", "status")
+
+    # back to the run's own params: a forced train stage reuses the finished run of the same
+    # inputs (no step, the same model, and says so); a forced demo clears it and retrains
+    params["rewards"]["weights"]["a_k"], params["data"]["synth"]["seed"] = a_k, seed
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    weights = (work / "runs/train/model/system1/model.safetensors").read_bytes()
+    run("dvc", "repro", "-f", "train")
+    train = json.loads((work / "metrics" / "train.json").read_text())
+    assert train["reused_finished_run"] and train["steps"] == 2
+    assert train["resumed_from"] == "checkpoint-2"
+    assert (work / "runs/train/model/system1/model.safetensors").read_bytes() == weights
+    run("bash", str(ROOT / "scripts" / "demo.sh"), "-f", "train")
+    train = json.loads((work / "metrics" / "train.json").read_text())
+    assert not train["reused_finished_run"] and train["resumed_from"] is None
+    assert train["steps"] == 2
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def test_training_expressions_chosen_by_word(synth_sets):
     on top of the kinds; a word no expression has is refused, naming the field."""
     from omnir1.config import load_params, names_any
     from omnir1.errors import DataError
-    from omnir1.rl.study import _split_inputs
+    from omnir1.experimental.study import _split_inputs
     from omnir1.rl.train import trainable_samples
 
     data = synth_sets["revos"]

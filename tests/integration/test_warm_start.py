@@ -337,7 +337,7 @@ def test_system1_stages_train_one_after_another_on_their_own_expressions(
     on rendered ones chosen alike."""
     from omnir1.config import load_params
     from omnir1.data.synth.expressions import expression_kind
-    from omnir1.rl.study import _split_inputs
+    from omnir1.experimental.study import _split_inputs
 
     data = synth_sets["revos"]
     params = tmp_path / "params.yaml"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from omnir1.rl.assess import (
+from omnir1.experimental.assess import (
     assess,
     expression_template,
     grounder_on_truth,

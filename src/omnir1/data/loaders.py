@@ -1,4 +1,4 @@
-"""Loaders of the official RefAVS, ReVOS and MeViS layouts into Sample records (DESIGN.md §3).
+"""Loaders of the official RefAVS, ReVOS and MeViS layouts into Sample records (docs/design.md §3).
 
 Loaders read the annotation files once and yield samples lazily; masks stay encoded on disk
 until a consumer asks for a frame. Ids read from annotation files are treated as untrusted:

@@ -1,5 +1,5 @@
 """Preprocessing: decode each video once into the inputs both systems need, as the shards of
-`omnir1.data.shards` that training and evaluation read instead of decoding (DESIGN.md §2, §5).
+`omnir1.data.shards` that training and evaluation read instead of decoding (docs/design.md §2, §5).
 
     omnir1 data preprocess --format revos data/sets/revos --out shards/revos --workers 2
 

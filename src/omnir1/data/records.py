@@ -1,4 +1,4 @@
-"""The unified sample record every stage passes on (DESIGN.md §3).
+"""The unified sample record every stage passes on (docs/design.md §3).
 
 A Sample describes one (video, expression) pair. Masks are not held: `Sample.masks` decodes
 them frame by frame from the data set's own files, so iterating a data set stays cheap.

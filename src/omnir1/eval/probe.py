@@ -5,7 +5,7 @@ every model (the trained System 1 and the one it started from), side by side.
                  --model untrained=models/warm --model trained=runs/train/model
                  --evaluation metrics/evaluate.json --out reports/probe --metrics metrics/probe.json
 
-Families (DESIGN.md §4), on the evaluated splits' videos:
+Families (docs/design.md §4), on the evaluated splits' videos:
 - AVHBench-style yes/no questions System 1 answers in text, from the video and its audio:
   `audio_to_video` "Is the object making the {sound} visible in the video?" (yes: a visible
   object plays it; no: a sound of the data set that this video does not play),

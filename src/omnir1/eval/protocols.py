@@ -1,4 +1,4 @@
-"""The RefAVS, ReVOS and MeViS evaluation protocols (DESIGN.md §4).
+"""The RefAVS, ReVOS and MeViS evaluation protocols (docs/design.md §4).
 
 `evaluate` scores every expression of the evaluated splits (in one process, or spread over
 worker processes by video) and `summarize` aggregates the scores as each benchmark's official

@@ -1,6 +1,6 @@
 """Scores of one expression: every frame of its video, ground truth vs prediction.
 
-Per frame (DESIGN.md §4): J and F at native resolution with the objects of the expression
+Per frame (docs/design.md §4): J and F at native resolution with the objects of the expression
 unioned, pixel accuracy A, and for ReVOS the robustness term max(1 - FP / |FG|, 0) with FG all
 annotated objects of the video (the official script divides by |FG| + 1e-6). For RefAVS also
 the statistics its official protocol needs at 256x256 (see `omnir1.eval.protocols`), so that

@@ -116,7 +116,7 @@ def load_models(
 
 
 def freeze_towers(model, *, vision: bool = False) -> None:
-    """Train the language model only: the vision and audio towers stay as they are (DESIGN.md
+    """Train the language model only: the vision and audio towers stay as they are (docs/design.md
     §2), which also spares their backward pass. `vision` trains the vision tower too (the
     supervised warm starts of tiny random models may; GRPO never does)."""
     model.requires_grad_(True)

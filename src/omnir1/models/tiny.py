@@ -7,8 +7,8 @@
                                (random weights; byte-level BPE tokenizer trained here)
     OUT/sam2/sam2.1_tiny.pt    SAM2.1 hiera-t video predictor weights ({"model": state_dict})
 
-The System-2 grounder is a frozen copy of the base model (DESIGN.md §2), so the manifest points
-it at the same folder. Sizes follow the prototype of DESIGN.md §7 (1.4 M parameters): big enough
+The System-2 grounder is a frozen copy of the base model (docs/design.md §2), so the manifest points
+it at the same folder. Sizes follow the prototype of docs/design.md §7 (1.4 M parameters): big enough
 to exercise every code path (video + audio interleaving, mrope, generation), small enough for a
 CPU test.
 """
@@ -49,7 +49,7 @@ SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
 @dataclass(frozen=True)
 class TinySizes:
-    """Dimensions of the tiny System-1 model (DESIGN.md §7)."""
+    """Dimensions of the tiny System-1 model (docs/design.md §7)."""
 
     vocab: int = 2048
     hidden: int = 128

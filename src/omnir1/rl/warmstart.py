@@ -2,7 +2,7 @@
 
 GRPO needs a policy whose completions sometimes earn rewards: a randomly initialised model
 writes no valid answer, every completion of a group scores the same and the advantages are
-zero (DESIGN.md §7). On the embedded default both systems therefore get a short supervised
+zero (docs/design.md §7). On the embedded default both systems therefore get a short supervised
 start, with the loss on the answer tokens only:
 - the grounder (System 2): (frame at the grounder's resolution, "the red circle") ->
   `[{"bbox_2d": box of the object's GT mask in the shown image's pixels, "label": ...}]`;

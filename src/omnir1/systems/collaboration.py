@@ -1,4 +1,4 @@
-"""The two systems together on one video (DESIGN.md §2): what `omnir1 infer` runs.
+"""The two systems together on one video (docs/design.md §2): what `omnir1 infer` runs.
 
 System 1 answers keyframes and descriptions; System 2 grounds each description on its keyframe
 at high resolution, and SAM2 tracks every box through the whole video. The masks of all boxes

@@ -1,6 +1,6 @@
 """System 2, first half: the grounder turns (keyframe, description) into boxes.
 
-The grounder is a frozen copy of the base model (DESIGN.md §2). It sees the keyframe at high
+The grounder is a frozen copy of the base model (docs/design.md §2). It sees the keyframe at high
 resolution (up to 900 x 28 x 28 pixels, resized to multiples of 28 with the Qwen rule) and
 answers `[{"bbox_2d": [x1, y1, x2, y2], ...}]` in the pixels of the image it saw; boxes are
 scaled back to the frame's native pixels. Answers are parsed by the total `parse_boxes`: a

@@ -1,4 +1,4 @@
-"""Prompts of the two systems (DESIGN.md §2).
+"""Prompts of the two systems (docs/design.md §2).
 
 System 1 gets the video (frames at 2 fps, the audio track interleaved), the expression and the
 instructions: think, then answer about four moments where the target is clear as JSON objects

@@ -1,7 +1,7 @@
 """System 1, the Global Reasoning System: a Qwen2.5-Omni thinker that watches the video (2 fps,
 low resolution), hears its audio, and answers keyframes with single-frame descriptions.
 
-`load_clip` decodes what System 1 sees; `GlobalReasoner` builds the prompt (DESIGN.md §2),
+`load_clip` decodes what System 1 sees; `GlobalReasoner` builds the prompt (docs/design.md §2),
 generates, and parses each completion with the total parser of `omnir1.systems.parsing`.
 The same prompt builder serves training (the GRPO trainer's prompts) and inference.
 """
@@ -37,7 +37,7 @@ class System1Config:
     # "video": the frames as one video with the audio interleaved (Qwen2.5-Omni's own way, whose
     # time-aligned rotary codes a pretrained model reads); "images": each frame an image after
     # its time in text, the audio after them (a tiny model can copy the time next to the frame
-    # that shows the target, where it cannot read times from rotary codes: DESIGN.md §7)
+    # that shows the target, where it cannot read times from rotary codes: docs/design.md §7)
     frames: str = "video"
     # with frames "images": the audio before the frames. Its ~25 tokens a second between the
     # frames and the answer kept a tiny thinker from learning to use the frames in a

@@ -141,7 +141,7 @@ VISIBILITY_MODES = {"stay": 0.4, "enter": 0.35, "leave": 0.25}
 
 # "free": 3-5 objects, each with its own visibility mode, often several in view at once.
 # "turns": 2-3 objects that take turns on screen, at most one in view at any time (the shape of
-# DESIGN.md §7's prototype: a target visible for a while, a distractor at other times), so that
+# docs/design.md §7's prototype: a target visible for a while, a distractor at other times), so that
 # finding the target means finding *when* it is in view, and boxing it means finding *where*.
 LAYOUTS = ("free", "turns")
 

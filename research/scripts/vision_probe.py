@@ -3,7 +3,7 @@ standardised features) from each System-1 frame's token to the colour and shape 
 view (or none), trained on 4/5 of a synthetic ReVOS set's videos and scored on the other fifth,
 against the same probe on the frame's raw pixels and the majority class.
 
-    OMP_NUM_THREADS=2 python bench/vision_probe.py --data DIR [--seed 0] [--frames images]
+    OMP_NUM_THREADS=2 python research/scripts/vision_probe.py --data DIR [--seed 0] [--frames images]
 
 For the `turns` layout (at most one object in view), where the label of a frame is unambiguous.
 Models are the embedded default's tiny ones (params.yaml), built under /tmp/system1_frames/.

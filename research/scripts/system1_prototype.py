@@ -1,13 +1,13 @@
-"""DESIGN.md §7's prototype task through the project's own System 1 path, to bisect why the
+"""docs/design.md §7's prototype task through the project's own System 1 path, to bisect why the
 synthetic sets' warm starts do not jump: 8 frames of 28x28 px at 2 fps, a target square in a
 contiguous run of 2-5 frames and a distractor of another colour elsewhere; every example freshly
 drawn. The same tiny thinker, processor, prompt, answer format and warm-start loop as
 `omnir1 warm-start`; held-out hit rate of the greedy answer every N steps.
 
-    OMP_NUM_THREADS=1 python bench/system1_prototype.py [--colours red] [--audio]
+    OMP_NUM_THREADS=1 python research/scripts/system1_prototype.py [--colours red] [--audio]
         [--query-first] [--audio-first] [--native 180 320] [--run-lengths 2 5]
         [--examples 4000] [--steps 800] [--every 100] [--seed 0]
-        [--results bench/system1_results.jsonl]
+        [--results research/results/system1_results.jsonl]
 
 --colours: the target's possible colours, named in the expression ("the red square"); one
 colour needs no binding of words to what is seen. --audio: 4 s of faint noise as the audio track
@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--audio-first", action="store_true")
     ap.add_argument("--native", type=int, nargs=2, metavar=("H", "W"), help="e.g. 180 320")
     ap.add_argument("--run-lengths", type=int, nargs=2, default=[2, 5], metavar=("MIN", "MAX"))
-    ap.add_argument("--results", default="bench/system1_results.jsonl")
+    ap.add_argument("--results", default="research/results/system1_results.jsonl")
     ap.add_argument("--tag", default="prototype")
     a = ap.parse_args()
     torch.set_num_threads(1)

@@ -43,7 +43,7 @@ class Assessment:
     box_iou_on_hits: float  # box IoU of those answers: box_iou = answers_with_hit * this
     components: dict[str, float] = field(default_factory=dict)
     # per sample, in order: the sums its figures are made of (SAMPLE_SUMS), for intervals
-    # that resample the samples (omnir1.rl.study.paired_intervals)
+    # that resample the samples (omnir1.experimental.study.paired_intervals)
     per_sample: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:

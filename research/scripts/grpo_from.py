@@ -1,16 +1,16 @@
 """Does GRPO improve a System 1 that already uses the frames? GRPO from a given model folder's
-System 1 (e.g. the end of a curriculum: bench/system1_frames.py --save, or `omnir1 warm-start`
-with configs/params/study_curriculum.yaml) against a given warm-started grounder, with the
+System 1 (e.g. the end of a curriculum: research/scripts/system1_frames.py --save, or `omnir1 warm-start`
+with research/recipes/study_curriculum.yaml) against a given warm-started grounder, with the
 study's held-out assessment before and after and its two blind baselines.
 
-    OMP_NUM_THREADS=1 python bench/grpo_from.py --system1 MODELS --grounder MODELS --data DIR
-        --out DIR [--recipe configs/params/study_turns.yaml ...] [--kinds appearance]
+    OMP_NUM_THREADS=1 python research/scripts/grpo_from.py --system1 MODELS --grounder MODELS --data DIR
+        --out DIR [--recipe research/recipes/study_turns.yaml ...] [--kinds appearance]
         [--steps 60] [--lr 2e-4] [--prompts-per-step 1] [--limit 160] [--split valid]
         [--per-sample 4] [--seed 0]
 
 Held-out: the first `--limit` expressions of the `--split` split of `--kinds` (`--split train`:
 the expressions GRPO trains on, to see whether it improves on its own prompts); the baselines'
-answers come from the training split's targets of the same kinds (omnir1.rl.assess). Writes
+answers come from the training split's targets of the same kinds (omnir1.experimental.assess). Writes
 OUT/result.json and prints one line per assessment.
 """
 
@@ -31,7 +31,7 @@ def main() -> None:
     from omnir1.config import load_params
     from omnir1.fsutil import write_json
     from omnir1.models.loading import Manifest, link_tree, load_models, write_model_folder
-    from omnir1.rl.study import _assess_folder, _engine, _split_inputs, blind_baselines
+    from omnir1.experimental.study import _assess_folder, _engine, _split_inputs, blind_baselines
     from omnir1.rl.train import run_training
 
     ap = argparse.ArgumentParser()

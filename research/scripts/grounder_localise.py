@@ -1,9 +1,9 @@
 """Does the tiny grounder (System 2) localise? Warm start on the train split, box IoU on
 frames of the held-out videos, against always answering the training set's mean box.
 
-    OMP_NUM_THREADS=1 python bench/grounder_localise.py --data DIR [--steps 300] [--lr 2e-3]
+    OMP_NUM_THREADS=1 python research/scripts/grounder_localise.py --data DIR [--steps 300] [--lr 2e-3]
         [--max-pixels 6272] [--theta 1e6] [--mrope 4 6 6] [--digits] [--train-vision]
-        [--results bench/grounder_results.jsonl] [--tag NAME]
+        [--results research/results/grounder_results.jsonl] [--tag NAME]
 
 Uses the warm start's own code (omnir1.rl.warmstart.grounder_examples / finetune) and the
 Grounder that GRPO's rewards call. Held-out frames: every 5th frame of each `valid` sample
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=None, help="rendered frames: objects kept")
     ap.add_argument("--rendered-only", action="store_true", help="no video frames in training")
     ap.add_argument("--models-root", default="/tmp/i5b_data/models")
-    ap.add_argument("--results", default="bench/grounder_results.jsonl")
+    ap.add_argument("--results", default="research/results/grounder_results.jsonl")
     ap.add_argument("--tag", default="")
     ap.add_argument("--eval-every", type=int, default=0, help="held-out IoU every N steps")
     ap.add_argument(

@@ -55,7 +55,7 @@ HEADLINE = tuple(NAMES)
 
 def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
     from omnir1.models.loading import load_models
-    from omnir1.rl.assess import assess, policy_completions
+    from omnir1.experimental.assess import assess, policy_completions
     from omnir1.systems.reasoning import GlobalReasoner
 
     models = load_models(models_dir)
@@ -134,7 +134,7 @@ def _saved_stage(
 def blind_baselines(params, engine, data: Path, heldout, train_samples, train_targets):
     """The two baselines that never look at the video (ignore it; read the words), assessed on
     the held-out (samples, clips, contexts) by `engine`'s System 2: (Assessment, Assessment)."""
-    from omnir1.rl.assess import assess, ignore_video_completions, read_words_completions
+    from omnir1.experimental.assess import assess, ignore_video_completions, read_words_completions
     from omnir1.rl.warmstart import object_words
 
     samples, _, contexts = heldout
@@ -152,11 +152,11 @@ def blind_baselines(params, engine, data: Path, heldout, train_samples, train_ta
 
 
 def system2_alone(params, models, heldout_data: Path, heldout) -> dict:
-    """`omnir1.rl.assess.grounder_on_truth` on the held-out (samples, clips, contexts): how well
+    """`omnir1.experimental.assess.grounder_on_truth` on the held-out (samples, clips, contexts): how well
     the frozen grounder boxes each target given its true description (a synthetic set's object
     descriptions; the expression where the set has none). Boxes only: SAM2 would track every
     visible frame's request through the video for a figure the check does not report."""
-    from omnir1.rl.assess import grounder_on_truth
+    from omnir1.experimental.assess import grounder_on_truth
     from omnir1.rl.engine import engine_from_params
     from omnir1.rl.warmstart import object_descriptions, target_description
 
@@ -559,7 +559,7 @@ def paired_intervals(
     which answers were sampled. None when a run lacks the sums (a stage of an older version)."""
     import numpy as np
 
-    from omnir1.rl.assess import HEADLINE_RATIOS
+    from omnir1.experimental.assess import HEADLINE_RATIOS
 
     sides = {}
     for name, run in runs.items():

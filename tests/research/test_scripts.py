@@ -1,5 +1,5 @@
-"""The research benches' own logic: the linear probe of bench/vision_probe.py and the expression
-filter of bench/system1_frames.py (their figures are in docs/training.md)."""
+"""The research scripts' own logic: the linear probe of research/scripts/vision_probe.py and the
+expression filter of research/scripts/system1_frames.py (their figures: research/LOG.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "research" / "scripts"
 
 
 def _load(name: str):

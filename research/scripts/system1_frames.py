@@ -1,14 +1,14 @@
 """Does the tiny System 1 learn to use the frames? Its supervised warm start (the warm start's
 own code and examples), with the held-out keyframe hit rate every N steps, against the
 ignore-the-video answer (the four frames most often showing the target in training) and the
-read-the-words answer (the same, per expression template: omnir1.rl.assess).
+read-the-words answer (the same, per expression template: omnir1.experimental.assess).
 
-    OMP_NUM_THREADS=1 python bench/system1_frames.py --data DIR [--steps 1200] [--every 200]
+    OMP_NUM_THREADS=1 python research/scripts/system1_frames.py --data DIR [--steps 1200] [--every 200]
         [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--audio-first] [--appearance-only]
         [--word red [blue ...]] [--rendered N] [--moments K] [--hidden 256 --layers 6]
         [--init MODELS] [--save MODELS]
-        [--results bench/system1_results.jsonl]
+        [--results research/results/system1_results.jsonl]
 
 Held-out: the first `--limit` expressions of the `valid` split, 2 sampled answers each (as
 `omnir1 study` assesses); hit rate = keyframes on which the target is visible / keyframes.
@@ -61,13 +61,13 @@ def main() -> None:
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
-    from omnir1.rl.assess import (
+    from omnir1.experimental.assess import (
         ignore_video_completions,
         policy_completions,
         prior_frames,
         read_words_completions,
     )
-    from omnir1.rl.study import _split_inputs
+    from omnir1.experimental.study import _split_inputs
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.reasoning import GlobalReasoner
 
@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, help="the thinker's layers")
     ap.add_argument("--init", help="start from this model folder (e.g. an earlier --save)")
     ap.add_argument("--save", help="write the trained models here as a model folder")
-    ap.add_argument("--results", default="bench/system1_results.jsonl")
+    ap.add_argument("--results", default="research/results/system1_results.jsonl")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     torch.set_num_threads(1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from omnir1.config import System1StageParams, load_params
-from omnir1.rl.study import (
+from omnir1.experimental.study import (
     before_grpo,
     fingerprint,
     grounder_only,

@@ -5,13 +5,13 @@ Two answers per expression (the study's default) misread a sampling policy by a 
 hit rate; this gives the steadier reading of docs/training.md's 8-sample tables without
 training anything again.
 
-    OMP_NUM_THREADS=1 python bench/study_reassess.py --study REPORTS/study \
-        --recipe configs/params/study_turns.yaml [--seeds 0 1 2] [--per-sample 8]
+    OMP_NUM_THREADS=1 python research/scripts/study_reassess.py --study REPORTS/study \
+        --recipe research/recipes/study_turns.yaml [--seeds 0 1 2] [--per-sample 8]
 
 Each seed's two assessments go to STUDY/reassess_<per-sample>/seed_N.json (a seed whose file
 exists is not assessed again, so seeds can run as separate processes, one per core, and a last
 call with every seed only reports). Then every seed found there is reported: its figures and
-each change with the study's 95 % interval (omnir1.rl.study.paired_intervals), in a table on
+each change with the study's 95 % interval (omnir1.experimental.study.paired_intervals), in a table on
 stdout and in STUDY/reassess_<per-sample>.json.
 """
 
@@ -27,7 +27,7 @@ def main() -> None:
 
     from omnir1.config import load_params
     from omnir1.fsutil import read_json, write_json
-    from omnir1.rl.study import HEADLINE, NAMES, _assess_folder, _split_inputs, paired_intervals
+    from omnir1.experimental.study import HEADLINE, NAMES, _assess_folder, _split_inputs, paired_intervals
 
     every_figure = (*HEADLINE, "keyframes_per_answer")  # the study's figures, and one more
 
