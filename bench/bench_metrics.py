@@ -22,7 +22,8 @@ from omnir1.eval.metrics import boundary_f, jaccard
 from omnir1.eval.reference import boundary_f_reference, boundary_f_toolkit, jaccard_reference
 
 SIZES = {"480p": (480, 854), "1080p": (1080, 1920)}
-DAVIS_PUBLISHED_MS = {"480p": {"J": 0.8, "F": 3.3}, "1080p": {"F": 34.0}}  # docs/design.md §4 anchor
+# the official toolkit's published anchor (docs/design.md §4)
+DAVIS_PUBLISHED_MS = {"480p": {"J": 0.8, "F": 3.3}, "1080p": {"F": 34.0}}
 
 
 def object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

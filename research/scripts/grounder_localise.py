@@ -1,8 +1,8 @@
 """Does the tiny grounder (System 2) localise? Warm start on the train split, box IoU on
 frames of the held-out videos, against always answering the training set's mean box.
 
-    OMP_NUM_THREADS=1 python research/scripts/grounder_localise.py --data DIR [--steps 300] [--lr 2e-3]
-        [--max-pixels 6272] [--theta 1e6] [--mrope 4 6 6] [--digits] [--train-vision]
+    OMP_NUM_THREADS=1 python research/scripts/grounder_localise.py --data DIR [--steps 300]
+        [--lr 2e-3] [--max-pixels 6272] [--theta 1e6] [--mrope 4 6 6] [--digits] [--train-vision]
         [--results research/results/grounder_results.jsonl] [--tag NAME]
 
 Uses the warm start's own code (omnir1.rl.warmstart.grounder_examples / finetune) and the
@@ -65,6 +65,8 @@ def score(grounder, items):
 def main() -> None:
     import torch
 
+    from omnir1.config import FinetuneParams
+    from omnir1.experimental import warmstart as rendered
     from omnir1.models.loading import Manifest, freeze_towers, load_thinker
     from omnir1.models.tiny import TinySizes, init_tiny
     from omnir1.rl import warmstart as ws
@@ -127,7 +129,7 @@ def main() -> None:
     if not a.rendered_only:
         examples = ws.grounder_examples(grounder, train, descriptions, frame_stride=a.stride)
     if a.rendered:
-        examples += ws.rendered_grounder_examples(
+        examples += rendered.rendered_grounder_examples(
             grounder, a.data, a.rendered, seed=a.seed, objects=a.objects
         )
     shown = grounder._shown_size(np.zeros((180, 320, 3), np.uint8))
@@ -139,7 +141,7 @@ def main() -> None:
     curve = []
     probe = held[:80]
     if a.rendered_only:  # the curve on fresh rendered frames (another seed than training's)
-        fresh = ws.rendered_frames(a.data, 80, seed=a.seed + 2000, objects=a.objects)
+        fresh = rendered.rendered_frames(a.data, 80, seed=a.seed + 2000, objects=a.objects)
         probe = [(_Frame(i, img), 0, text, b) for i, (img, text, b) in enumerate(fresh)]
     if a.eval_every:  # score the first 80 held-out items every N optimizer steps
         original = torch.optim.AdamW.step
@@ -160,22 +162,24 @@ def main() -> None:
         torch.optim.AdamW.step = step
     t0 = time.perf_counter()
     if a.curriculum:
-        first = ws.rendered_grounder_examples(grounder, a.data, 3000, seed=a.seed + 3000, objects=1)
+        first = rendered.rendered_grounder_examples(
+            grounder, a.data, 3000, seed=a.seed + 3000, objects=1
+        )
         ws.finetune(
             model,
             first,
-            ws.WarmStartConfig(
-                steps=a.curriculum, batch_size=a.bs, learning_rate=a.lr, seed=a.seed
-            ),
+            FinetuneParams(steps=a.curriculum, batch_size=a.bs, learning_rate=a.lr),
             processor.tokenizer.pad_token_id,
+            seed=a.seed,
             desc="grounder: single objects",
         )
         model.train()
     losses = ws.finetune(
         model,
         examples,
-        ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed),
+        FinetuneParams(steps=a.steps, batch_size=a.bs, learning_rate=a.lr),
         processor.tokenizer.pad_token_id,
+        seed=a.seed,
         desc="grounder",
     )
     train_s = time.perf_counter() - t0
@@ -187,7 +191,7 @@ def main() -> None:
         train_iou, _, _ = score(grounder, [train_items[i] for i in pick])
         rendered_iou = rendered_mean = None
         if a.rendered:  # fresh rendered frames of another seed than training's
-            fresh = ws.rendered_frames(a.data, 150, seed=a.seed + 1000, objects=a.objects)
+            fresh = rendered.rendered_frames(a.data, 150, seed=a.seed + 1000, objects=a.objects)
             fresh_items = [(_Frame(i, img), 0, text, b) for i, (img, text, b) in enumerate(fresh)]
             rendered_iou = round(score(grounder, fresh_items)[0], 4)
             rendered_mean = round(

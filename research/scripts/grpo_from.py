@@ -1,17 +1,18 @@
 """Does GRPO improve a System 1 that already uses the frames? GRPO from a given model folder's
-System 1 (e.g. the end of a curriculum: research/scripts/system1_frames.py --save, or `omnir1 warm-start`
-with research/recipes/study_curriculum.yaml) against a given warm-started grounder, with the
-study's held-out assessment before and after and its two blind baselines.
+System 1 (e.g. the end of a curriculum: research/scripts/system1_frames.py --save, or the
+warm start of `omnir1 study` with research/recipes/study_curriculum.yaml) against a given
+warm-started grounder, with the study's held-out assessment before and after and its two blind
+baselines.
 
-    OMP_NUM_THREADS=1 python research/scripts/grpo_from.py --system1 MODELS --grounder MODELS --data DIR
-        --out DIR [--recipe research/recipes/study_turns.yaml ...] [--kinds appearance]
+    OMP_NUM_THREADS=1 python research/scripts/grpo_from.py --system1 MODELS --grounder MODELS
+        --data DIR --out DIR [--recipe research/recipes/study_turns.yaml ...] [--kinds appearance]
         [--steps 60] [--lr 2e-4] [--prompts-per-step 1] [--limit 160] [--split valid]
         [--per-sample 4] [--seed 0]
 
 Held-out: the first `--limit` expressions of the `--split` split of `--kinds` (`--split train`:
 the expressions GRPO trains on, to see whether it improves on its own prompts); the baselines'
-answers come from the training split's targets of the same kinds (omnir1.experimental.assess). Writes
-OUT/result.json and prints one line per assessment.
+answers come from the training split's targets of the same kinds (omnir1.experimental.assess).
+Writes OUT/result.json and prints one line per assessment.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ FIGURES = ("reward", "keyframe_hit_rate", "box_iou", "format_rate")
 def main() -> None:
     import torch
 
-    from omnir1.config import load_params
+    from omnir1.experimental.params import load_study_params
+    from omnir1.experimental.study import _assess_folder, _engine, _split_inputs, blind_baselines
     from omnir1.fsutil import write_json
     from omnir1.models.loading import Manifest, link_tree, load_models, write_model_folder
-    from omnir1.experimental.study import _assess_folder, _engine, _split_inputs, blind_baselines
     from omnir1.rl.train import run_training
 
     ap = argparse.ArgumentParser()
@@ -51,7 +52,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    params = load_params("params.yaml", a.recipe)
+    params = load_study_params("params.yaml", a.recipe)
     params.train.kinds = a.kinds
     params.train.max_steps, params.train.learning_rate = a.steps, a.lr
     params.train.prompts_per_step, params.train.seed = a.prompts_per_step, a.seed
@@ -74,7 +75,13 @@ def main() -> None:
     result["before"] = before.to_dict()
     t0 = time.perf_counter()
     train = run_training(
-        params, data=data, fmt="revos", models_dir=start, out=out / "grpo", resume="auto"
+        params,
+        data=data,
+        fmt="revos",
+        models_dir=start,
+        out=out / "grpo",
+        resume="auto",
+        samples=train_samples,  # of --kinds
     )
     result["grpo_seconds"] = time.perf_counter() - t0
     result["history"] = train.get("history", [])

@@ -2,7 +2,7 @@
 GRPO (seed_N/warm) and after (seed_N/grpo/model), assessed on the study's held-out split with
 `--per-sample` answers per expression and sampling seeds 5000 + seed (never the study's own).
 Two answers per expression (the study's default) misread a sampling policy by a few points of
-hit rate; this gives the steadier reading of docs/training.md's 8-sample tables without
+hit rate; this gives the steadier reading of research/LOG.md's 8-sample tables without
 training anything again.
 
     OMP_NUM_THREADS=1 python research/scripts/study_reassess.py --study REPORTS/study \
@@ -11,8 +11,8 @@ training anything again.
 Each seed's two assessments go to STUDY/reassess_<per-sample>/seed_N.json (a seed whose file
 exists is not assessed again, so seeds can run as separate processes, one per core, and a last
 call with every seed only reports). Then every seed found there is reported: its figures and
-each change with the study's 95 % interval (omnir1.experimental.study.paired_intervals), in a table on
-stdout and in STUDY/reassess_<per-sample>.json.
+each change with the study's 95 % interval (omnir1.experimental.study.paired_intervals), in a
+table on stdout and in STUDY/reassess_<per-sample>.json.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ from pathlib import Path
 def main() -> None:
     import torch
 
-    from omnir1.config import load_params
+    from omnir1.experimental.params import load_study_params
+    from omnir1.experimental.study import (
+        HEADLINE,
+        NAMES,
+        _assess_folder,
+        _split_inputs,
+        paired_intervals,
+    )
     from omnir1.fsutil import read_json, write_json
-    from omnir1.experimental.study import HEADLINE, NAMES, _assess_folder, _split_inputs, paired_intervals
 
     every_figure = (*HEADLINE, "keyframes_per_answer")  # the study's figures, and one more
 
@@ -45,7 +51,7 @@ def main() -> None:
     todo = [seed for seed in a.seeds if not (folder / f"seed_{seed}.json").is_file()]
     if todo:
         report = read_json(study / "study.json")
-        params = load_params(a.params, a.recipe)
+        params = load_study_params(a.params, a.recipe)
         data = report["data"]
         heldout = _split_inputs(
             params,

@@ -3,8 +3,9 @@ own code and examples), with the held-out keyframe hit rate every N steps, again
 ignore-the-video answer (the four frames most often showing the target in training) and the
 read-the-words answer (the same, per expression template: omnir1.experimental.assess).
 
-    OMP_NUM_THREADS=1 python research/scripts/system1_frames.py --data DIR [--steps 1200] [--every 200]
-        [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N] [--frames images]
+    OMP_NUM_THREADS=1 python research/scripts/system1_frames.py --data DIR [--steps 1200]
+        [--every 200] [--lr 1e-3] [--bs 8] [--seed 0] [--limit 24] [--max-frames N]
+        [--frames images]
         [--prompt compact] [--train-vision] [--no-audio] [--audio-first] [--appearance-only]
         [--word red [blue ...]] [--rendered N] [--moments K] [--hidden 256 --layers 6]
         [--init MODELS] [--save MODELS]
@@ -56,18 +57,20 @@ def measure_every(model, every: int, measure) -> list[list[float]]:
 def main() -> None:
     import torch
 
-    from omnir1.config import load_params
+    from omnir1.config import FinetuneParams
     from omnir1.data.synth.expressions import expression_kind
-    from omnir1.models.loading import freeze_towers, load_models
-    from omnir1.models.tiny import init_tiny
-    from omnir1.rl import warmstart as ws
+    from omnir1.experimental import warmstart as rendered
     from omnir1.experimental.assess import (
         ignore_video_completions,
         policy_completions,
         prior_frames,
         read_words_completions,
     )
+    from omnir1.experimental.params import load_study_params
     from omnir1.experimental.study import _split_inputs
+    from omnir1.models.loading import freeze_towers, load_models
+    from omnir1.models.tiny import init_tiny
+    from omnir1.rl import warmstart as ws
     from omnir1.systems.parsing import parse_answer
     from omnir1.systems.reasoning import GlobalReasoner
 
@@ -111,7 +114,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    params = load_params("params.yaml")
+    params = load_study_params("params.yaml")
     if a.max_frames:
         params.system1.max_frames = a.max_frames
     if a.frames:
@@ -152,7 +155,7 @@ def main() -> None:
     examples = ws.system1_examples(reasoner, samples, clips, targets, descriptions, seed=a.seed)
     if a.rendered:
         kinds = {"appearance"} if a.appearance_only else None
-        fresh = ws.rendered_clips(
+        fresh = rendered.rendered_clips(
             a.data,
             a.rendered,
             s1,
@@ -160,7 +163,7 @@ def main() -> None:
             kinds=kinds,
             words=a.word or (),
         )
-        examples += ws.examples_of_rendered(reasoner, fresh, seed=a.seed)
+        examples += rendered.examples_of_rendered(reasoner, fresh, seed=a.seed)
     prior = prior_frames(targets, s1.moments)
 
     def visible(ctx, frame: int) -> bool:
@@ -181,7 +184,7 @@ def main() -> None:
             [s.expression for s in samples],
             expressions,
             moments=s1.moments,
-            object_words=ws.object_words(a.data),
+            object_words=rendered.object_words(a.data),
         )
     )
     print(
@@ -204,8 +207,9 @@ def main() -> None:
     curve = measure_every(models.system1, a.every, hit_rate)
     freeze_towers(models.system1, vision=a.train_vision)
     start = time.perf_counter()
-    cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
-    ws.finetune(models.system1, examples, cfg, models.system1_processor.tokenizer.pad_token_id)
+    cfg = FinetuneParams(steps=a.steps, batch_size=a.bs, learning_rate=a.lr)
+    pad_id = models.system1_processor.tokenizer.pad_token_id
+    ws.finetune(models.system1, examples, cfg, pad_id, seed=a.seed)
     if a.save:
         from omnir1.models.loading import part_saver, write_model_folder
 

@@ -97,7 +97,8 @@ def main() -> None:
     import torch
     from system1_frames import measure_every  # bench/ is the script's own folder
 
-    from omnir1.config import load_params
+    from omnir1.config import FinetuneParams
+    from omnir1.experimental.params import load_study_params
     from omnir1.models.loading import freeze_towers, load_models
     from omnir1.models.tiny import init_tiny
     from omnir1.rl import warmstart as ws
@@ -123,7 +124,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
 
-    params = load_params("params.yaml")
+    params = load_study_params("params.yaml")
     params.system1.frames, params.system1.prompt = "images", "compact"
     sizes = params.models.tiny.sizes()
     base = Path(f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
@@ -168,8 +169,8 @@ def main() -> None:
 
     curve = measure_every(models.system1, a.every, hit_rate)
     freeze_towers(models.system1, vision=False)
-    cfg = ws.WarmStartConfig(steps=a.steps, batch_size=a.bs, learning_rate=a.lr, seed=a.seed)
-    losses = ws.finetune(models.system1, examples, cfg, tok.pad_token_id)
+    cfg = FinetuneParams(steps=a.steps, batch_size=a.bs, learning_rate=a.lr)
+    losses = ws.finetune(models.system1, examples, cfg, tok.pad_token_id, seed=a.seed)
     result = {
         "tag": a.tag,
         **{k: v for k, v in vars(a).items() if k not in ("results", "tag")},

@@ -3,7 +3,8 @@ standardised features) from each System-1 frame's token to the colour and shape 
 view (or none), trained on 4/5 of a synthetic ReVOS set's videos and scored on the other fifth,
 against the same probe on the frame's raw pixels and the majority class.
 
-    OMP_NUM_THREADS=2 python research/scripts/vision_probe.py --data DIR [--seed 0] [--frames images]
+    OMP_NUM_THREADS=2 python research/scripts/vision_probe.py --data DIR [--seed 0]
+        [--frames images]
 
 For the `turns` layout (at most one object in view), where the label of a frame is unambiguous.
 Models are the embedded default's tiny ones (params.yaml), built under /tmp/system1_frames/.
@@ -65,9 +66,9 @@ def probe_accuracy(x: np.ndarray, y: list[str], train: np.ndarray, steps: int = 
 def main() -> None:
     import torch
 
-    from omnir1.config import load_params
     from omnir1.data.shards import clips_for
     from omnir1.data.synth.generate import OBJECTS_FILE
+    from omnir1.experimental.params import load_study_params
     from omnir1.fsutil import read_json
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
@@ -80,7 +81,7 @@ def main() -> None:
     a = ap.parse_args()
     data = Path(a.data)
 
-    params = load_params("params.yaml")
+    params = load_study_params("params.yaml")
     params.system1.frames = a.frames
     s1 = params.system1.to_config()
     sizes = params.models.tiny.sizes()

@@ -342,10 +342,10 @@ def cmd_warm_start(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from omnir1.config import load_params
+    from omnir1.experimental.params import load_study_params
     from omnir1.experimental.study import run_study
 
-    params = load_params(args.params, args.recipe)
+    params = load_study_params(args.params, args.recipe)
     results = run_study(
         params,
         data=args.data,
@@ -357,10 +357,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         heldout_data=args.heldout_data,
         per_sample=args.per_sample,
         jobs=args.jobs,
-        seeds_only=args.seeds_only,
     )
-    if args.seeds_only:
-        return 0
     print((Path(args.out) / "study.md").read_text(encoding="utf-8"))
     print(f"seconds: {results['seconds']['total']:.0f}")
     return 0
@@ -878,7 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_warm_start)
 
     p = groups.add_parser(
-        "study", help="does GRPO learn? warm start, GRPO, held-out before/after over seeds"
+        "study",
+        help="experimental (research/README.md): does GRPO learn? warm start, GRPO, held-out "
+        "before/after over seeds",
     )
     p.add_argument("--data", required=True, help="data set folder (train and held-out splits)")
     p.add_argument("--format", choices=FORMATS, required=True)
@@ -893,7 +892,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at a time")
-    p.add_argument("--seeds-only", action="store_true", help=argparse.SUPPRESS)  # --jobs' own
     p.set_defaults(func=cmd_study)
 
     pipe = groups.add_parser("pipeline", help="the Kubeflow pipelines of pipelines/")

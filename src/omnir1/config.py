@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -47,10 +46,6 @@ def _no_credentials(url: str) -> str:
             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), from a Kubernetes Secret in the cluster"
         )
     return url
-
-
-ExpressionKind = Literal["appearance", "audio", "temporal", "multi"]
-EXPRESSION_KINDS: tuple[ExpressionKind, ...] = ("appearance", "audio", "temporal", "multi")
 
 
 class SynthParams(_Section):
@@ -120,20 +115,11 @@ class PreprocessParams(_Section):
 class TinyParams(_Section):
     seed: int = 0
     sam2_size: int = Field(256, ge=64, multiple_of=16)
-    # rotary codes and tokenizer of the tiny thinkers (omnir1.models.tiny.TinySizes)
-    rope_theta: float = Field(1e6, gt=0)
-    mrope_section: tuple[int, int, int] | None = None  # None: production proportions
-    digit_tokens: bool = False
 
     def sizes(self):
         from omnir1.models.tiny import TinySizes
 
-        return TinySizes(
-            sam2_image_size=self.sam2_size,
-            rope_theta=self.rope_theta,
-            mrope_section=self.mrope_section,
-            digit_tokens=self.digit_tokens,
-        )
+        return TinySizes(sam2_image_size=self.sam2_size)
 
 
 class ModelParams(_Section):
@@ -153,18 +139,8 @@ class System1Params(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     # "compact": the task in few words, no example answer (prompts.SYSTEM1_TASK_COMPACT)
     prompt: Literal["release", "compact"] = "release"
-    # "images": each frame an image after its time in text (System1Config.frames)
-    frames: Literal["video", "images"] = "video"
-    # with frames "images": the audio before the frames instead of after them
-    audio_first: bool = False
-    # false: System 1 gets the frames only (System1Config.audio)
+    # false: System 1 gets the frames only (System1Config.audio); real ReVOS / MeViS have none
     audio: bool = True
-
-    @model_validator(mode="after")
-    def _audio_order_needs_images(self):
-        if self.audio_first and self.frames != "images":
-            raise ValueError("audio_first needs frames: images (a video interleaves its audio)")
-        return self
 
     def to_config(self):
         from omnir1.systems.reasoning import System1Config
@@ -231,10 +207,6 @@ class TrainParams(_Section):
     bf16: bool = True
     save_steps: int = Field(50, ge=1)
     seed: int = 0
-    # the kinds of a synthetic set's expressions GRPO trains on and `omnir1 study` assesses
-    kinds: list[ExpressionKind] = Field(list(EXPRESSION_KINDS), min_length=1)
-    # and of those, only expressions with one of these words ("red"); empty: any
-    words: list[str] = []
 
     def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
         """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
@@ -285,60 +257,10 @@ class FinetuneParams(_Section):
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)
+    # linear decay to this fraction of the lr: a constant lr can unlearn (docs/design.md §7)
     final_lr_ratio: float = Field(0.05, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
     train_vision: bool = False  # the vision tower too (GRPO keeps it frozen)
-
-    def to_config(self, seed: int = 0):
-        from omnir1.rl.warmstart import WarmStartConfig
-
-        return WarmStartConfig(**self.model_dump(), seed=seed)
-
-
-class System1StageParams(_Section):
-    """One stage of System 1's warm-start curriculum: what it changes over `warm_start`'s
-    System-1 settings. `kinds` and `words` choose the expressions it trains on, the set's own
-    and the rendered ones alike (kinds of a synthetic set's expressions:
-    omnir1.data.synth.expressions.expression_kind)."""
-
-    steps: int | None = Field(None, ge=0)
-    batch_size: int | None = Field(None, ge=1)
-    learning_rate: float | None = Field(None, gt=0)
-    warmup_steps: int | None = Field(None, ge=0)
-    final_lr_ratio: float | None = Field(None, ge=0, le=1)
-    train_vision: bool | None = None
-    rendered: int | None = Field(None, ge=0)
-    kinds: list[ExpressionKind] = []
-    # only expressions with one of these words ("red", "circle"); empty: any
-    words: list[str] = []
-
-
-@dataclass(frozen=True)
-class System1Stage:
-    """A warm-start stage of System 1 with every setting filled in."""
-
-    finetune: FinetuneParams
-    rendered: int
-    kinds: Sequence[str]
-    words: Sequence[str] = ()
-    filter_set: bool = False  # kinds and words choose the set's own expressions too
-
-    @property
-    def all_kinds(self) -> bool:
-        return set(self.kinds) >= set(EXPRESSION_KINDS)
-
-    def wants(self, expression: str, kind: str | None) -> bool:
-        """Whether this stage trains on an expression of `kind` (None: unknown, a real data
-        set's, which only a stage of every kind takes)."""
-        if not (self.all_kinds if kind is None else kind in self.kinds):
-            return False
-        return names_any(expression, self.words)
-
-
-def names_any(expression: str, words: Sequence[str]) -> bool:
-    """Whether the expression has one of `words` as a word of its own (any case; no words:
-    every expression does)."""
-    wanted = {w.lower() for w in words}
-    return not wanted or bool(wanted & set(expression.lower().split()))
 
 
 class WarmStartParams(_Section):
@@ -347,37 +269,8 @@ class WarmStartParams(_Section):
     start from pretrained weights and skip them (steps 0)."""
 
     grounder: FinetuneParams = FinetuneParams()
-    grounder_frame_stride: int = Field(3, ge=1)
-    # freshly drawn synthetic frames added to the grounder's examples (rendered_grounder_examples)
-    grounder_rendered: int = Field(0, ge=0)
+    grounder_frame_stride: int = Field(3, ge=1)  # every Nth frame of a video gives an example
     system1: FinetuneParams = FinetuneParams()
-    # expressions on freshly rendered synthetic clips added to System 1's examples
-    # (rendered_system1_examples), of these kinds (all: the generator's own mix)
-    system1_rendered: int = Field(0, ge=0)
-    system1_rendered_kinds: list[ExpressionKind] = Field(list(EXPRESSION_KINDS), min_length=1)
-    # a curriculum: stages trained one after the other, each from the last one's weights
-    # (empty: one stage, the settings above). A stage names what it changes; the rest comes
-    # from `system1`, `system1_rendered` and `system1_rendered_kinds`.
-    system1_stages: list[System1StageParams] = []
-
-    def system1_curriculum(self) -> list[System1Stage]:
-        """System 1's warm-start stages, every setting filled in (one stage without
-        `system1_stages`; then the set's own expressions of every kind)."""
-        if not self.system1_stages:
-            return [System1Stage(self.system1, self.system1_rendered, self.system1_rendered_kinds)]
-        stages = []
-        for stage in self.system1_stages:
-            given = stage.model_dump(exclude_none=True, exclude={"rendered", "kinds", "words"})
-            stages.append(
-                System1Stage(
-                    self.system1.model_copy(update=given),
-                    self.system1_rendered if stage.rendered is None else stage.rendered,
-                    stage.kinds or self.system1_rendered_kinds,
-                    stage.words,
-                    filter_set=True,
-                )
-            )
-        return stages
 
 
 class EvaluateParams(_Section):
@@ -545,9 +438,14 @@ def _merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def load_params(path: str | Path = "params.yaml", recipes: Sequence[str | Path] = ()) -> Params:
+def load_params(
+    path: str | Path = "params.yaml",
+    recipes: Sequence[str | Path] = (),
+    schema: type[Params] | None = None,
+):
     """params.yaml, with each recipe file (e.g. configs/params/refavs.yaml) merged over it key
-    by key; errors name the file whose value is wrong."""
+    by key; errors name the file whose value is wrong. `schema`: a subclass of Params that
+    adds keys (research's StudyParams); by default the product's own."""
     path = Path(path)
     raw = _read_yaml(path)
     source = path
@@ -555,7 +453,7 @@ def load_params(path: str | Path = "params.yaml", recipes: Sequence[str | Path] 
         raw = _merge(raw, _read_yaml(recipe))
         source = recipe
     try:
-        params = Params.model_validate(raw)
+        params = (schema or Params).model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])

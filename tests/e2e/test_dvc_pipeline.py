@@ -115,7 +115,7 @@ def test_a_killed_train_stage_resumes_on_the_next_repro(tmp_path):
     import safetensors.torch
     import torch
 
-    from omnir1.rl.train import CHECKPOINT_DONE
+    from omnir1.rl.checkpoints import CHECKPOINT_DONE
 
     params = end_to_end_params()
     params["data"]["formats"] = ["revos"]

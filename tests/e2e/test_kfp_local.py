@@ -124,7 +124,7 @@ def test_a_killed_local_run_resumes_training_when_run_again(tmp_path):
     import torch
 
     from omnir1.data.synth import SynthConfig, synthesize
-    from omnir1.rl.train import CHECKPOINT_DONE
+    from omnir1.rl.checkpoints import CHECKPOINT_DONE
 
     # a data set folder (fetch copies it byte for byte): synthesising again may encode the
     # same frames into other mp4 bytes, and other data is another run

@@ -100,8 +100,8 @@ def test_sampled_answers_of_a_clips_expressions_come_together_and_in_order(
     from dataclasses import replace
 
     from omnir1.data.shards import clips_for
-    from omnir1.models.loading import load_models
     from omnir1.experimental.assess import policy_completions
+    from omnir1.models.loading import load_models
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.reasoning import GlobalReasoner
 

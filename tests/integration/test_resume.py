@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnir1.rl.train import CHECKPOINT_DONE, latest_checkpoint
+from omnir1.rl.checkpoints import CHECKPOINT_DONE, latest_checkpoint
 
 # 4 prompts of one video, 2 per step: 2 steps per epoch, so the resumed process starts epoch 1;
 # 3 steps: the finished run ends inside an epoch (where transformers would run a step more)
@@ -181,7 +181,7 @@ def test_each_epoch_has_its_own_order_whatever_the_process_saw_before():
 
 def test_auto_resume_continues_only_a_run_of_the_same_inputs(tmp_path):
     from omnir1.config import load_params
-    from omnir1.rl.train import FINGERPRINT_FILE, claim_checkpoints, run_fingerprint
+    from omnir1.rl.checkpoints import FINGERPRINT_FILE, claim_checkpoints, run_fingerprint
 
     data, models, checkpoints = tmp_path / "data", tmp_path / "models", tmp_path / "checkpoints"
     (data / "Videos").mkdir(parents=True)

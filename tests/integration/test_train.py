@@ -86,28 +86,3 @@ def test_training_needs_expressions_with_a_referent(synth_sets):
     assert all(not s.is_null for s in trainable_samples("revos", synth_sets["revos"]))
     with pytest.raises(DataError, match="no 'test' expressions with a referent"):
         trainable_samples("revos", synth_sets["revos"], split="test")
-
-
-def test_training_expressions_chosen_by_word(synth_sets):
-    """train.words: only expressions with one of the words as a word of their own (any case),
-    on top of the kinds; a word no expression has is refused, naming the field."""
-    from omnir1.config import load_params, names_any
-    from omnir1.errors import DataError
-    from omnir1.experimental.study import _split_inputs
-    from omnir1.rl.train import trainable_samples
-
-    data = synth_sets["revos"]
-    every = trainable_samples("revos", data)
-    red = trainable_samples("revos", data, words=["Red"])
-    assert red and all("red" in s.expression.lower().split() for s in red)
-    assert len(red) == sum("red" in s.expression.lower().split() for s in every)
-    appearance_red = trainable_samples("revos", data, kinds=["appearance"], words=["red"])
-    assert {s.expression for s in appearance_red} <= {s.expression for s in red}
-    assert not names_any("the reddish circle", ["red"]) and names_any("a circle", [])
-    with pytest.raises(DataError, match=r"naming mauve \(train\.words\)"):
-        trainable_samples("revos", data, words=["mauve"])
-    # the study chooses its held-out expressions (and so its baselines) by the same words
-    params = load_params(ROOT / "params.yaml")
-    params.train.words = ["red"]
-    chosen, _, _ = _split_inputs(params, "revos", data, "train")
-    assert [s.expression for s in chosen] == [s.expression for s in red]

@@ -2,22 +2,22 @@
 
 from pathlib import Path
 
-from omnir1.config import load_params
+from omnir1.experimental.params import load_study_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _study_params(*names: str):
     """params.yaml with research/recipes/study_<name>.yaml merged over it, in order."""
-    return load_params(
+    return load_study_params(
         ROOT / "params.yaml", [ROOT / "research" / "recipes" / f"study_{n}.yaml" for n in names]
     )
 
 
 def test_the_learning_study_recipe_changes_only_what_it_says():
-    """research/recipes/study_turns.yaml (docs/training.md's study) over params.yaml: the data's
+    """research/recipes/study_turns.yaml (research/LOG.md's study) over params.yaml: the data's
     drawing, the prompt, reward clipping and the warm-start / GRPO lengths; models unchanged."""
-    embedded = load_params(ROOT / "params.yaml")
+    embedded = load_study_params(ROOT / "params.yaml")
     study = _study_params("turns")
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
     assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0

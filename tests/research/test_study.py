@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from omnir1.config import System1StageParams, load_params
+from omnir1.experimental.params import System1StageParams
+from omnir1.experimental.params import load_study_params as load_params
 from omnir1.experimental.study import (
     before_grpo,
     fingerprint,
@@ -15,7 +16,7 @@ from omnir1.experimental.study import (
     summarize,
     system2_lines,
 )
-from omnir1.rl.train import data_digest
+from omnir1.rl.checkpoints import data_digest
 
 
 def test_fingerprint_follows_params_data_and_settings(tmp_path):

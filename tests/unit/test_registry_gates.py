@@ -199,6 +199,7 @@ def test_a_challenger_as_good_as_its_start_is_promoted_and_missing_start_figures
         "promoted: first version, not worse than its starting model"
     )
     # a hallucination gate allows no loss against the start either
+    start = start_figures(gates, STARTED, "trained", "untrained")
     promoted, checks = decide(
         gates, {**STARTED, "eval.JF": 0.5, "probe.trained.cmm.hr": 0.74}, None, start
     )

@@ -31,13 +31,9 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -477,124 +473,31 @@ def _remove_leftovers(shards: Path) -> None:
 def _run_in_workers(
     jobs: list[VideoJob], shards: Path, settings: dict, workers: int
 ) -> Iterator[dict]:
-    """Results from `workers` worker processes, each fed the next job when it finishes one.
+    """Results from `workers` worker processes (omnir1.workers: JSON lines), each fed the next
+    video when it finishes one. The first error stops the hand-out; videos in flight finish
+    (their shards are complete and reused by the next run), then the error is raised."""
+    from omnir1.workers import run_pool
 
-    The first error stops the hand-out; videos in flight finish (their shards are complete and
-    reused by the next run), then the error is raised as the kind the worker met."""
-    import queue
-
-    pending = deque(jobs)
-    events: queue.Queue = queue.Queue()
-    with contextlib.ExitStack() as stack:
-        procs: list[tuple[subprocess.Popen, object]] = []
-        current: list[VideoJob | None] = []
-        for w in range(min(workers, len(jobs))):
-            log = stack.enter_context(tempfile.TemporaryFile(mode="w+"))
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "omnir1.data.preprocess"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,  # a file, not a pipe: a chatty worker can never block on it
-                text=True,
-            )
-            stack.callback(_stop, proc)
-            procs.append((proc, log))
-            current.append(None)
-            _send(proc, {"shards": str(shards), "settings": settings})
-            threading.Thread(target=_pump, args=(w, proc, events), daemon=True).start()
-
-        def feed(w: int) -> None:
-            proc = procs[w][0]
-            current[w] = pending.popleft() if pending and error is None else None
-            if current[w] is None:
-                proc.stdin.close()
-            else:
-                _send(proc, asdict(current[w]))
-
-        error: dict | None = None
-        error_log = None
-        for w in range(len(procs)):
-            feed(w)
-        running = len(procs)
-        while running:
-            w, line = events.get()
-            if line is None:  # the worker's stdout closed
-                running -= 1
-                proc, log = procs[w]
-                if proc.wait() != 0 and error is None:
-                    log.seek(0)
-                    job = current[w]
-                    what = f"video {job.video_id!r} ({job.source})" if job else "no video"
-                    raise RuntimeError(
-                        f"preprocess worker failed (exit {proc.returncode}) on {what}:\n"
-                        + log.read()[-2000:]
-                    )
-                continue
-            message = json.loads(line)
-            if "error" in message and error is None:
-                error, error_log = message["error"], procs[w][1]
-                pending.clear()
-            elif "result" in message:
-                yield message["result"]
-            feed(w)
-        if error is not None:
-            kinds = {"DataError": DataError, "MediaError": MediaError, "ConfigError": ConfigError}
-            if error["kind"] in kinds:
-                raise kinds[error["kind"]](error["path"], error["message"], error.get("field"))
-            if error["kind"] == "OmniR1Error":
-                raise InputError(error["path"], error["message"], error.get("field"))
-            error_log.seek(0)  # a bug, not bad input: show the worker's traceback
-            raise RuntimeError(error["message"] + "\n" + error_log.read()[-2000:])
+    return run_pool(
+        "omnir1.data.preprocess",
+        [asdict(job) for job in jobs],
+        workers=workers,
+        setup={"shards": str(shards), "settings": settings},
+        describe=lambda job: f"video {job['video_id']!r} ({job['source']})",
+    )
 
 
-def _send(proc: subprocess.Popen, obj: dict) -> None:
-    with contextlib.suppress(BrokenPipeError):  # a dead worker is reported by its exit status
-        proc.stdin.write(json.dumps(obj) + "\n")
-        proc.stdin.flush()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
-
-
-def _pump(w: int, proc: subprocess.Popen, events) -> None:
-    for line in proc.stdout:
-        events.put((w, line))
-    events.put((w, None))
-
-
-def _worker() -> int:
-    # the protocol gets its own copy of stdout; anything a library prints goes to stderr
-    out = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    task = json.loads(sys.stdin.readline())
-    for line in sys.stdin:
-        job = VideoJob(**json.loads(line))
-        try:
-            message = {"result": build_shard(job, task["shards"], task["settings"])}
-        except InputError as err:
-            message = {
-                "error": {
-                    "kind": type(err).__name__,
-                    "path": err.path,
-                    "field": err.field,
-                    "message": err.message,
-                }
-            }
-        except OmniR1Error as err:
-            message = {"error": {"kind": "OmniR1Error", "path": job.source, "message": str(err)}}
-        except Exception as exc:  # a bug, not bad input: name the video, keep the traceback
-            import traceback
-
-            text = f"video {job.video_id!r} ({job.source}): {exc.__class__.__name__}: {exc}"
-            print(traceback.format_exc(), file=sys.stderr)
-            message = {"error": {"kind": "bug", "path": job.source, "message": text}}
-        out.write(json.dumps(message) + "\n")
-        out.flush()
-    return 0
+def _build_job(setup: dict, job: dict) -> dict:
+    """A worker's job: one video's shard."""
+    try:
+        return build_shard(VideoJob(**job), setup["shards"], setup["settings"])
+    except OmniR1Error as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(job["source"], str(err)) from None
 
 
 if __name__ == "__main__":
-    sys.exit(_worker())
+    from omnir1.workers import serve
+
+    sys.exit(serve(_build_job))

@@ -361,8 +361,6 @@ def evaluate(
 ) -> Evaluation:
     """Score every expression of the evaluated splits of `data` against the masks in `pred`
     (of the first `videos_per_split` videos of each split, when given)."""
-    from omnir1.eval.parallel import score_in_workers
-
     data, pred = Path(data), Path(pred)
     if not pred.is_dir():
         raise DataError(pred, "prediction folder not found")
@@ -380,7 +378,18 @@ def evaluate(
             "splits": chosen,
             "videos_per_split": videos_per_split,
         }
-        scores = list(_with_progress(score_in_workers(task, shards), total, progress))
+        from omnir1.workers import run_pool
+
+        scored = run_pool(
+            "omnir1.eval.parallel",  # its score_shard, one shard of videos per worker
+            [{"videos": list(videos)} for videos in shards],
+            workers=len(shards),
+            setup=task,
+            describe=lambda job: f"{len(job['videos'])} videos of {data}",
+        )
+        scores = list(
+            _with_progress((ExpressionScore.from_dict(s) for s in scored), total, progress)
+        )
     scores.sort(key=lambda s: s.index)
     counts, extra = prediction_counts(samples, scores, pred, all_samples)
     return Evaluation(benchmark, chosen, scores, counts, extra, samples)

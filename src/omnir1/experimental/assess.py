@@ -128,7 +128,7 @@ def grounder_on_truth(engine, contexts: Sequence, descriptions: Sequence[str]) -
     visible, a one-moment answer on that frame with the target's true description
     (`descriptions[i]`), scored by `engine` (box IoU as the reward computes it): about what a
     visible keyframe earns, so a grounder that scores low here caps every System 1's box IoU
-    (its warm start stopped partway, docs/training.md). By quartile of the target's
+    (its warm start stopped partway, research/LOG.md). By quartile of the target's
     pixel area on the frame: partial views are the hard ones."""
     from omnir1.rl.warmstart import system1_answer
 

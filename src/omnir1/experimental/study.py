@@ -21,7 +21,7 @@ seed's GRPO with its assessment after) is saved with a fingerprint of what it de
 its report. Anything else in the fingerprint changed: the stage runs again. Only the GRPO stages
 depend on GRPO's own settings (`before_grpo`), so a study run again with another GRPO recipe
 trains GRPO and assesses after it, and nothing else: ~15 of the red study's 45-50 minutes
-(docs/training.md).
+(research/LOG.md).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from omnir1.errors import OmniR1Error
 from omnir1.fsutil import atomic_path, read_json, write_json
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ HEADLINE = tuple(NAMES)
 
 
 def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sample: int, seed):
-    from omnir1.models.loading import load_models
     from omnir1.experimental.assess import assess, policy_completions
+    from omnir1.models.loading import load_models
     from omnir1.systems.reasoning import GlobalReasoner
 
     models = load_models(models_dir)
@@ -76,7 +77,7 @@ def _engine(params, models):
 
 def fingerprint(params, data_digest: str, **settings) -> str:
     """What a study's results depend on: the merged params, the data set
-    (`omnir1.rl.train.data_digest`), the assessment settings and the package version."""
+    (`omnir1.rl.checkpoints.data_digest`), the assessment settings and the package version."""
     from omnir1 import __version__
 
     blob = json.dumps(
@@ -94,11 +95,11 @@ def before_grpo(params):
     """`params` without what only GRPO and its logging read (`train` but TRAIN_KEPT, `tracking`,
     and the sections a study never reads): what the grounder, a seed's System 1 warm start and
     its assessment before GRPO depend on, and so their fingerprints."""
-    from omnir1.config import Params, TrainParams
+    from omnir1.experimental.params import StudyParams, StudyTrainParams
 
-    defaults = Params()
+    defaults = StudyParams()
     shared = params.model_copy(deep=True)
-    shared.train = TrainParams(**{k: getattr(params.train, k) for k in TRAIN_KEPT})
+    shared.train = StudyTrainParams(**{k: getattr(params.train, k) for k in TRAIN_KEPT})
     for section in ("tracking", "evaluate", "probe", "registry", "remote"):
         setattr(shared, section, getattr(defaults, section))
     return shared
@@ -135,7 +136,7 @@ def blind_baselines(params, engine, data: Path, heldout, train_samples, train_ta
     """The two baselines that never look at the video (ignore it; read the words), assessed on
     the held-out (samples, clips, contexts) by `engine`'s System 2: (Assessment, Assessment)."""
     from omnir1.experimental.assess import assess, ignore_video_completions, read_words_completions
-    from omnir1.rl.warmstart import object_words
+    from omnir1.experimental.warmstart import object_words
 
     samples, _, contexts = heldout
     expressions = [s.expression for s in samples]
@@ -152,10 +153,11 @@ def blind_baselines(params, engine, data: Path, heldout, train_samples, train_ta
 
 
 def system2_alone(params, models, heldout_data: Path, heldout) -> dict:
-    """`omnir1.experimental.assess.grounder_on_truth` on the held-out (samples, clips, contexts): how well
-    the frozen grounder boxes each target given its true description (a synthetic set's object
-    descriptions; the expression where the set has none). Boxes only: SAM2 would track every
-    visible frame's request through the video for a figure the check does not report."""
+    """`omnir1.experimental.assess.grounder_on_truth` on the held-out (samples, clips,
+    contexts): how well the frozen grounder boxes each target given its true description (a
+    synthetic set's object descriptions; the expression where the set has none). Boxes only:
+    SAM2 would track every visible frame's request through the video for a figure the check
+    does not report."""
     from omnir1.experimental.assess import grounder_on_truth
     from omnir1.rl.engine import engine_from_params
     from omnir1.rl.warmstart import object_descriptions, target_description
@@ -206,53 +208,83 @@ def _stage_done(path: Path, key: str) -> bool:
 
 
 def _seeds_in_processes(params, *, data, fmt, out: Path, seeds, jobs: int, heldout, log) -> None:
-    """Each of `seeds` as its own `omnir1 study --seeds-only` process, `jobs` at a time, each
+    """Each of `seeds` in a worker process (omnir1.workers: JSON lines), `jobs` at a time, each
     with its share of the cores (small models compute faster in one thread per process than in
     several threads of one); a seed's output goes to OUT/seed_N/study.log. The params travel as
     JSON (OUT/study_params.json), so every process computes the same fingerprints."""
-    import subprocess
-    import sys
+    from omnir1.workers import run_pool
 
     split, limit, per_sample, heldout_data = heldout
     params_file = out / "study_params.json"
     write_json(params_file, params.model_dump(mode="json", by_alias=True))
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    running: dict[int, tuple[subprocess.Popen, Path]] = {}
-    failed: dict[int, Path] = {}
-    queue = list(seeds)
-    while queue or running:
-        while queue and len(running) < jobs:
-            seed = queue.pop(0)
-            folder = out / f"seed_{seed}"
-            folder.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "omnir1.cli", "study", "--data", str(data)]
-            command += ["--format", fmt, "--out", str(out), "--params", str(params_file)]
-            command += ["--seeds", str(seed), "--heldout-split", split, "--seeds-only"]
-            command += ["--per-sample", str(per_sample)]
-            if limit is not None:
-                command += ["--heldout-limit", str(limit)]
-            if heldout_data is not None:
-                command += ["--heldout-data", str(heldout_data)]
-            with (folder / "study.log").open("wb") as sink:
-                proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-            running[seed] = (proc, folder / "study.log")
-            log(f"seed {seed}: started in its own process ({threads} threads; {folder}/study.log)")
-        time.sleep(1.0)
-        for seed, (proc, log_file) in list(running.items()):
-            if proc.poll() is not None:
-                del running[seed]
-                if proc.returncode:
-                    failed[seed] = log_file
-                log(f"seed {seed}: process finished (exit {proc.returncode})")
-    if failed:
-        from omnir1.errors import OmniR1Error
-
-        tails = {seed: path.read_text(errors="replace")[-800:] for seed, path in failed.items()}
-        raise OmniR1Error(
-            "study seeds failed in their processes: "
-            + "; ".join(f"seed {seed} (log {failed[seed]}): ...{tails[seed]}" for seed in failed)
+    setup = {
+        "params": str(params_file),
+        "data": str(data),
+        "format": fmt,
+        "out": str(out),
+        "heldout": [split, limit, per_sample, None if heldout_data is None else str(heldout_data)],
+    }
+    for seed in seeds:
+        log(
+            f"seed {seed}: in a process of its own ({threads} threads; {out}/seed_{seed}/study.log)"
         )
+    for done in run_pool(
+        "omnir1.experimental.study",
+        [{"seed": seed} for seed in seeds],
+        workers=jobs,
+        setup=setup,
+        env=env,
+        describe=lambda job: f"seed {job['seed']} (log {out}/seed_{job['seed']}/study.log)",
+    ):
+        log(f"seed {done['seed']}: process finished")
+
+
+def _seed_worker(setup: dict, job: dict) -> dict:
+    """A worker's job: one seed's stages (`run_study(seeds_only=True)`), logged to its folder."""
+    import contextlib
+
+    from omnir1.experimental.params import StudyParams
+
+    seed, out = job["seed"], Path(setup["out"])
+    params = StudyParams.model_validate(read_json(Path(setup["params"])))
+    folder = out / f"seed_{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    log_file = folder / "study.log"
+    with (
+        log_file.open("w", encoding="utf-8") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        try:
+            _run_seed(params, setup, seed, out)
+        except Exception as exc:  # the parent names the seed and its log
+            import traceback
+
+            traceback.print_exc()
+            raise OmniR1Error(
+                f"study seed {seed} failed (log {log_file}): {type(exc).__name__}: {exc}"
+            ) from None
+    return {"seed": seed}
+
+
+def _run_seed(params, setup: dict, seed: int, out: Path) -> None:
+    """One seed's stages, as the parent's `run_study` would run them."""
+    split, limit, per_sample, heldout_data = setup["heldout"]
+    run_study(
+        params,
+        data=setup["data"],
+        fmt=setup["format"],
+        out=out,
+        seeds=[seed],
+        heldout_split=split,
+        heldout_limit=limit,
+        heldout_data=heldout_data,
+        per_sample=per_sample,
+        seeds_only=True,
+        log=lambda line: print(line, flush=True),
+    )
 
 
 def _split_inputs(
@@ -266,13 +298,11 @@ def _split_inputs(
     """(samples, System 1's clips, contexts) of a split's first `limit` trainable expressions
     that `keep` accepts; clips are decoded only for those."""
     from omnir1.data.shards import clips_for
+    from omnir1.experimental.warmstart import study_samples
     from omnir1.rl.engine import context_from_sample
-    from omnir1.rl.train import trainable_samples
 
     s1 = params.system1.to_config()
-    samples = trainable_samples(
-        fmt, data, split, kinds=params.train.kinds, words=params.train.words
-    )
+    samples = study_samples(fmt, data, split, kinds=params.train.kinds, words=params.train.words)
     samples = [s for s in samples if keep is None or keep(s)][:limit]
     clips = clips_for(samples, s1)
     contexts = [context_from_sample(s, s1, c) for s, c in zip(samples, clips, strict=True)]
@@ -297,13 +327,14 @@ def run_study(
     """The study (module docstring). `heldout_data`: the held-out split comes from this data
     set (of the same format, drawn alike: e.g. more held-out videos than `data` holds) instead
     of `data`. `jobs` > 1: the seeds not yet done run in that many processes at a time
-    (`omnir1 study --seeds-only`, one per seed, each with its share of the cores), then this
+    (worker processes of this module, one seed each, each with its share of the cores), then this
     one writes the report. `seeds_only`: the grounder and the seeds' stages only, no baselines
     and no report (what those processes run)."""
+    from omnir1.experimental.warmstart import run_study_warm_start
     from omnir1.models.loading import load_models
     from omnir1.models.tiny import init_tiny
-    from omnir1.rl.train import data_digest, run_training
-    from omnir1.rl.warmstart import run_warm_start
+    from omnir1.rl.checkpoints import data_digest
+    from omnir1.rl.train import run_training
 
     if jobs < 1:
         from omnir1.errors import ConfigError
@@ -354,7 +385,7 @@ def run_study(
         log(f"grounder warm start ({params.warm_start.grounder.steps} steps)")
         return timed(
             "grounder_warm_start",
-            run_warm_start,
+            run_study_warm_start,
             no_system1,
             data=data,
             fmt=fmt,
@@ -367,7 +398,7 @@ def run_study(
     )
 
     seed_key = {seed: f"{key}:seed{seed}" for seed in seeds}
-    in_processes: list[str] = []  # seeds' stages written by `omnir1 study --seeds-only`
+    in_processes: list[str] = []  # seeds' stages written by worker processes
     if jobs > 1 and not seeds_only:
         todo = [s for s in seeds if not _stage_done(out / f"seed_{s}" / "stage.json", seed_key[s])]
         if len(todo) > 1:
@@ -446,7 +477,7 @@ def run_study(
         seconds: dict[str, float] = {}
         warm = timed(
             "system1_warm_start",
-            run_warm_start,
+            run_study_warm_start,
             seeded,
             data=data,
             fmt=fmt,
@@ -495,6 +526,7 @@ def run_study(
             models_dir=folder / "warm",
             out=folder / "grpo",
             resume="auto",  # a study stopped mid-GRPO goes on from its last checkpoint
+            samples=train_samples,  # of train.kinds, naming train.words
             into=seconds,
         )
         grpo_ended = time.time()
@@ -784,3 +816,11 @@ def plot_curves(results: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from omnir1.workers import serve
+
+    sys.exit(serve(_seed_worker))

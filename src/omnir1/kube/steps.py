@@ -195,7 +195,7 @@ def train(
     the task) the checkpoints live in a folder named after the run's fingerprint (training
     params, data, models): a retried task, or a pipeline resubmitted with the same inputs,
     continues from the last checkpoint; a run of other inputs never does."""
-    from omnir1.rl.train import fingerprint_key, run_fingerprint
+    from omnir1.rl.checkpoints import fingerprint_key, run_fingerprint
 
     settings = _params(params)
     fmt = settings.data.train_format

@@ -7,10 +7,10 @@
                                (random weights; byte-level BPE tokenizer trained here)
     OUT/sam2/sam2.1_tiny.pt    SAM2.1 hiera-t video predictor weights ({"model": state_dict})
 
-The System-2 grounder is a frozen copy of the base model (docs/design.md §2), so the manifest points
-it at the same folder. Sizes follow the prototype of docs/design.md §7 (1.4 M parameters): big enough
-to exercise every code path (video + audio interleaving, mrope, generation), small enough for a
-CPU test.
+The System-2 grounder is a frozen copy of the base model (docs/design.md §2), so the manifest
+points it at the same folder. Sizes follow the prototype of docs/design.md §7 (1.4 M parameters):
+big enough to exercise every code path (video + audio interleaving, mrope, generation), small
+enough for a CPU test.
 """
 
 from __future__ import annotations

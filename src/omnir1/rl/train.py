@@ -18,128 +18,38 @@ continuing another run's training.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 from omnir1.errors import DataError
-from omnir1.fsutil import read_json, write_json
+from omnir1.fsutil import write_json
+from omnir1.rl.checkpoints import (
+    checkpoint_step,
+    claim_checkpoints,
+    latest_checkpoint,
+    run_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
 
-def trainable_samples(
-    fmt: str, data: Path, split: str = "train", kinds=None, words: Sequence[str] = ()
-) -> list:
-    """The split's expressions that have a referent (null and excluded ones give no reward
-    signal for keyframes and boxes), of `kinds` only (a synthetic set's: `train.kinds`) and
-    with one of `words` (`train.words`; none: any)."""
-    from omnir1.config import EXPRESSION_KINDS, names_any
+def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
+    """The split's expressions that have a referent: null and excluded ones give no reward
+    signal for keyframes and boxes."""
     from omnir1.data.loaders import load
-    from omnir1.rl.warmstart import set_kinds
 
     samples = [
         s
         for s in load(fmt, data)
-        if s.split == split
-        and not s.is_null
-        and s.expression_type != "excluded"
-        and names_any(s.expression, words)
+        if s.split == split and not s.is_null and s.expression_type != "excluded"
     ]
-    if kinds is not None and not set(kinds) >= set(EXPRESSION_KINDS):
-        known = set_kinds(data, samples)
-        if samples and known[0] is None:
-            raise DataError(
-                data, "train.kinds: expression kinds are known only for synthetic data sets"
-            )
-        samples = [s for s, kind in zip(samples, known, strict=True) if kind in kinds]
     if not samples:
-        chosen = f" naming {', '.join(words)} (train.words)" if words else ""
-        raise DataError(data, f"no {split!r} expressions with a referent{chosen} to train on")
+        raise DataError(data, f"no {split!r} expressions with a referent to train on")
     return samples
-
-
-# written into checkpoint-N after every other file of it is on disk (VideoGRPOTrainer)
-CHECKPOINT_DONE = "omnir1_checkpoint.json"
-
-
-# the params that decide what training does: the DVC train stage's, and how the shards that
-# System 1's frames come from were decoded
-TRAINING_PARAMS = {
-    "system1": True,
-    "grounder": True,
-    "rewards": True,
-    "train": True,
-    "preprocess": {"prefer"},
-}
-FINGERPRINT_FILE = "run_fingerprint.json"  # in the checkpoints folder
-ANNOTATION_SUFFIXES = {".json", ".csv", ".yaml", ".yml", ".txt"}
-
-
-def _tree_digest(root: Path, read: Callable[[Path], bool]) -> str:
-    """sha256 over every file's relative path and either its bytes (`read`) or its size."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        if read(path):
-            with path.open("rb") as fh:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        else:
-            digest.update(str(path.stat().st_size).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def data_digest(data: str | Path) -> str:
-    """A data set's digest: annotations read in full, media files by path and size."""
-    return _tree_digest(Path(data), lambda p: p.suffix.lower() in ANNOTATION_SUFFIXES)
-
-
-def run_fingerprint(params, *, data: Path, fmt: str, models_dir: Path) -> dict[str, str]:
-    """What a run's checkpoints depend on. The model files and the annotations are read in
-    full; media files count by path and size (reading every video would cost more than it
-    protects against). Shards are not read: they are decoded from the data as the params say
-    (and their indexes hold file times)."""
-    sections = params.model_dump(mode="json", include=TRAINING_PARAMS)
-    return {
-        "params": hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest(),
-        "format": fmt,
-        "data": data_digest(data),
-        "models": _tree_digest(Path(models_dir), lambda p: True),
-    }
-
-
-def fingerprint_key(fingerprint: dict) -> str:
-    """A short folder name for a fingerprint."""
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def claim_checkpoints(checkpoints: Path, fingerprint: dict) -> Path | None:
-    """`--resume auto`: the newest complete checkpoint when `checkpoints` was written by a run
-    with this fingerprint; otherwise clear the checkpoints there (with a note of what differs)
-    and mark the folder as this run's."""
-    marker = checkpoints / FINGERPRINT_FILE
-    previous = read_json(marker) if marker.is_file() else None
-    if previous == fingerprint:
-        return latest_checkpoint(checkpoints)
-    stale = sorted(checkpoints.glob("checkpoint-*")) if checkpoints.is_dir() else []
-    if stale:
-        changed = sorted(k for k in fingerprint if (previous or {}).get(k) != fingerprint[k])
-        log.warning(
-            f"{checkpoints}: {len(stale)} checkpoint(s) of another run ({', '.join(changed)} "
-            "differ); starting afresh"
-        )
-        for folder in stale:
-            shutil.rmtree(folder)
-    write_json(marker, fingerprint)
-    return None
 
 
 STEP_TIMES = ("time/generation_s", "time/system2_s", "time/reward_s", "time/update_s")
@@ -163,22 +73,6 @@ def training_curve(log_history: list[dict]) -> list[dict]:
     return rows
 
 
-def checkpoint_step(folder: Path) -> int:
-    """The global step a checkpoint-N folder was saved at."""
-    return int(folder.name.split("-")[-1])
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """Newest checkpoint-N folder written to the end: TRL writes into checkpoint-N directly, so a
-    process killed while saving leaves a partial one, without CHECKPOINT_DONE."""
-    done = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_DONE).is_file()
-    ]
-    return max(done, key=checkpoint_step, default=None)
-
-
 def run_training(
     params,
     *,
@@ -193,10 +87,12 @@ def run_training(
     system2_url: str | None = None,
     system2_root: str | Path | None = None,
     shards: str | Path | None = None,
+    samples: Sequence | None = None,
 ) -> dict:
     """GRPO of System 1 (see the module docstring). System 2 runs in this process, or in the
     System-2 service at `system2_url` (then only System 1 is loaded here). System 1's clips
-    come from the preprocessed `shards` when given, else are decoded once per video."""
+    come from the preprocessed `shards` when given, else are decoded once per video.
+    `samples`: the expressions to train on (default: `trainable_samples` of the train split)."""
     from datasets import Dataset
 
     from omnir1.data.shards import views_for
@@ -211,7 +107,8 @@ def run_training(
     models = load_models(models_dir, device=device, system2=system2_url is None)
     freeze_towers(models.system1)
     s1 = params.system1.to_config()
-    samples = trainable_samples(fmt, data, kinds=params.train.kinds, words=params.train.words)
+    if samples is None:
+        samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     clips, frames = views_for(samples, s1, shards)
     prompt_inputs = prepare_prompts(

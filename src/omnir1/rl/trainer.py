@@ -28,8 +28,8 @@ from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
 from omnir1.fsutil import write_json
+from omnir1.rl.checkpoints import CHECKPOINT_DONE
 from omnir1.rl.engine import GroupContext, RewardEngine
-from omnir1.rl.train import CHECKPOINT_DONE
 
 # the processor's outputs for System 1's frames, by its `frames` setting
 VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")

@@ -18,31 +18,19 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from omnir1.config import FinetuneParams
 from omnir1.data.synth.generate import OBJECTS_FILE
-from omnir1.errors import DataError
 from omnir1.fsutil import read_json
 from omnir1.systems.parsing import FPS
 from omnir1.systems.prompts import format_time
 
 END_OF_TURN = "<|im_end|>"
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    steps: int = 300
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    warmup_steps: int = 20
-    final_lr_ratio: float = 0.05  # linear decay to this fraction: a constant lr can unlearn
-    max_grad_norm: float = 1.0
-    train_vision: bool = False  # run_warm_start: train the vision tower too
-    seed: int = 0
 
 
 @dataclass
@@ -98,16 +86,23 @@ def answer_loss(model, batch: dict):
 
 
 def finetune(
-    model, examples: Sequence[Example], cfg: WarmStartConfig, pad_id: int, *, desc: str = "sft"
+    model,
+    examples: Sequence[Example],
+    cfg: FinetuneParams,
+    pad_id: int,
+    *,
+    seed: int = 0,
+    desc: str = "sft",
 ) -> list[float]:
-    """Train `model` on `examples` (AdamW, warm-up then linear decay); the loss of every step."""
+    """Train `model` on `examples` as `cfg` (params.yaml `warm_start.grounder` / `system1`)
+    says: AdamW, warm-up then linear decay; the loss of every step."""
     import torch
     from tqdm import tqdm
 
     if not examples:
         raise ValueError("no examples to train on")
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen towers stay as they are
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
@@ -155,30 +150,6 @@ def object_descriptions(data: str | Path) -> dict[tuple[str, str], str]:
         for vid, objects in _synth_objects(data).items()
         for oid, o in objects.items()
     }
-
-
-def object_words(data: str | Path) -> set[str]:
-    """Every word that names an object of the data set (colour, shape, size, sound; empty
-    without `synth_objects.json`, when read-the-words keys on whole expressions)."""
-    fields = ("color", "shape", "size", "sound")
-    return {
-        word
-        for objects in _synth_objects(data).values()
-        for o in objects.values()
-        for key in fields
-        for word in str(o.get(key) or "").lower().split()
-    }
-
-
-def set_kinds(data: str | Path, samples) -> list[str | None]:
-    """The kind of each of a data set's expressions (omnir1.data.synth.expressions
-    .expression_kind; "null" without a referent): known only for a synthetic set's own (with
-    `synth_objects.json`), None otherwise."""
-    from omnir1.data.synth.expressions import expression_kind
-
-    if not (Path(data) / OBJECTS_FILE).is_file():
-        return [None] * len(samples)
-    return ["null" if s.is_null else expression_kind(s.expression) for s in samples]
 
 
 def target_description(sample, descriptions: dict[tuple[str, str], str]) -> str:
@@ -290,200 +261,6 @@ def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3)
     ]
 
 
-def _synth_config(data: str | Path):
-    """The generator settings of a synthetic data set (its `synth_summary.json`)."""
-    from omnir1.data.synth.generate import SUMMARY_FILE, SynthConfig
-
-    path = Path(data) / SUMMARY_FILE
-    if not path.is_file():
-        raise DataError(
-            path, "not found: warm_start.*_rendered draws scenes like a synthetic data set's"
-        )
-    summary = read_json(path)
-    return SynthConfig(
-        width=summary["width"],
-        height=summary["height"],
-        background=summary.get("background", "gradient"),
-        object_scale=summary.get("object_scale", 1.0),
-        layout=summary.get("layout", "free"),
-        duration_s=summary.get("duration_s", 10.0),
-        fps=summary.get("fps"),
-        sample_rate=summary.get("sample_rate", 16_000),
-    )
-
-
-def rendered_frames(data: str | Path, n: int, *, seed: int = 0, objects: int | None = None):
-    """`n` (frame (H, W, 3) uint8, "the red circle", [box]) drawn from new synthetic scenes like
-    the data set's own (its `synth_summary.json`: background, object sizes, frame size), one
-    random time of each; `objects` keeps only the first that many objects of a scene. Targets
-    smaller than a quarter of a small shape's area are not asked about."""
-    from omnir1.data.masks import mask_box
-    from omnir1.data.synth.generate import _sample_scene
-    from omnir1.data.synth.scene import SIZES, render_frame
-
-    cfg = _synth_config(data)
-    radius = SIZES["small"] * cfg.object_scale * min(cfg.width, cfg.height)
-    min_area = 0.25 * np.pi * radius**2
-    out = []
-    draw = 0
-    while len(out) < n:
-        rng = np.random.default_rng([seed, draw, 7])
-        draw += 1
-        scene = _sample_scene(cfg, "train", rng)
-        if objects is not None:
-            scene.objects = scene.objects[:objects]
-        img, masks = render_frame(scene, float(rng.uniform(0, scene.duration_s)))
-        visible = [i for i, m in masks.items() if m.sum() >= min_area]
-        if not visible:
-            continue
-        target = visible[int(rng.integers(len(visible)))]
-        obj = next(o for o in scene.objects if o.obj_id == target)
-        out.append((img, f"the {obj.color} {obj.shape}", [mask_box(masks[target])]))
-    return out
-
-
-@dataclass
-class RenderedExpression:
-    """An expression on a freshly rendered clip, with what System 1's answer is derived from."""
-
-    clip: object  # omnir1.systems.reasoning.VideoClip
-    expression: str
-    kind: str  # appearance | audio | temporal | multi (omnir1.data.synth.expressions)
-    description: str  # "the red circle" (" and "-joined for several objects)
-    visible: list[int]  # System-1 frames on which a referent is visible
-
-
-def scene_expressions(cfg, scene, rng: np.random.Generator, s1cfg, *, split: str = "train"):
-    """System 1's view of a synthetic scene and its expressions with referents (null ones
-    dropped): the clip `load_clip` would read from the scene's video in a data set made with
-    `cfg` (frames at `s1cfg.fps` under its pixel budget, the 16 kHz soundtrack), `rng` drawn
-    from as the generator draws for that video, so a data set's own video gives its own
-    soundtrack and expressions."""
-    from omnir1.data.synth import expressions as ex
-    from omnir1.data.synth.generate import _expressions
-    from omnir1.data.synth.scene import first_last_visible, render, soundtrack
-    from omnir1.media.video import resize, sample_times, smart_resize
-    from omnir1.systems.reasoning import VideoClip
-
-    frames, masks = render(scene)
-    audio = np.clip(soundtrack(scene, cfg.sample_rate, rng), -1.0, 1.0)
-    vis = {i: ex.Visibility(*first_last_visible(m, scene.fps)) for i, m in masks.items()}
-    times = sample_times(scene.duration_s, s1cfg.fps, s1cfg.max_frames)
-    # the frame shown at a sample time, as load_clip picks it from the frame folder
-    index = np.minimum((times * scene.fps + 1e-9).astype(int), scene.num_frames - 1)
-    size = smart_resize(scene.height, scene.width, max_pixels=s1cfg.max_pixels)
-    clip = VideoClip(
-        frames=np.stack([resize(frames[i], size) for i in index.tolist()]),
-        times=times,
-        source_indices=index,
-        native_size=(scene.height, scene.width),
-        audio=audio,
-        duration_s=scene.duration_s,
-    )
-    objects = {o.obj_id: o for o in scene.objects}
-    out = []
-    for e in _expressions(cfg, split, scene, vis, rng):
-        if not e.obj_ids:
-            continue
-        shown = [
-            k for k, i in enumerate(index.tolist()) if any(masks[o][i].any() for o in e.obj_ids)
-        ]
-        names = [f"the {objects[o].color} {objects[o].shape}" for o in e.obj_ids]
-        out.append(RenderedExpression(clip, e.text, e.kind, " and ".join(names), shown))
-    return out
-
-
-def rendered_clips(
-    data: str | Path,
-    n: int,
-    s1cfg,
-    *,
-    seed: int = 0,
-    stage: int = 0,
-    kinds=None,
-    words: Sequence[str] = (),
-    keep=None,
-):
-    """`n` expressions, each with a target visible on some System-1 frame, on new synthetic
-    clips like the data set's own (`synth_summary.json`: layout, background, sizes, duration;
-    `scene_expressions`): the generator's mix for a training video, or only `kinds`, only those
-    with one of `words`, only those `keep` (a RenderedExpression predicate) accepts. No video of
-    any split is involved. Each curriculum `stage` draws scenes of its own."""
-    from tqdm import tqdm
-
-    from omnir1.config import names_any
-    from omnir1.data.synth.generate import _sample_scene
-    from omnir1.data.synth.scene import COLORS
-
-    cfg = _synth_config(data)
-    wanted = {w.lower() for w in words}
-    # only expressions naming an object of a colour hold its word: other scenes need no pixels
-    colours = wanted if wanted and wanted <= set(COLORS) else None
-    out: list[RenderedExpression] = []
-    draw = 0
-    with tqdm(total=n, desc="rendered scenes' expressions", mininterval=2.0) as bar:
-        while len(out) < n:
-            rng = np.random.default_rng([seed, draw, 11, stage] if stage else [seed, draw, 11])
-            draw += 1
-            scene = _sample_scene(cfg, "train", rng)
-            if colours is not None and not any(o.color in colours for o in scene.objects):
-                continue
-            found = [
-                r
-                for r in scene_expressions(cfg, scene, rng, s1cfg)
-                if r.visible
-                and (kinds is None or r.kind in kinds)
-                and names_any(r.expression, words)
-                and (keep is None or keep(r))
-            ]
-            out += found
-            bar.update(min(len(found), n - bar.n))
-    return out[:n]
-
-
-def rendered_system1_examples(
-    reasoner, data: str | Path, n: int, *, seed: int = 0, stage: int = 0, kinds=None, words=()
-):
-    """`n` System-1 examples on freshly rendered clips (`rendered_clips`): as many scenes as a
-    data set of thousands of videos, none of them kept, so a tiny System 1 learns to look rather
-    than remember the answers of the few training videos."""
-    rendered = rendered_clips(
-        data, n, reasoner.cfg, seed=seed, stage=stage, kinds=kinds, words=words
-    )
-    return examples_of_rendered(reasoner, rendered, seed=seed)
-
-
-def examples_of_rendered(reasoner, rendered: Sequence[RenderedExpression], *, seed: int = 0):
-    """System 1's prompt on each rendered clip -> the answer derived from its visible frames."""
-    from tqdm import tqdm
-
-    return [
-        _system1_example(
-            reasoner,
-            r.clip,
-            r.expression,
-            r.visible,
-            r.description,
-            random.Random(seed * 1_000_003 + i),
-        )
-        for i, r in enumerate(tqdm(rendered, desc="rendered System-1 examples", mininterval=2.0))
-    ]
-
-
-def rendered_grounder_examples(
-    grounder, data: str | Path, n: int, *, seed: int = 0, objects: int | None = None
-):
-    """`n` (frame, "the red circle") -> box examples on freshly drawn single frames of new
-    synthetic scenes (`rendered_frames`): positions, colours and backgrounds never repeat, so a
-    tiny grounder must localise instead of remembering where things were in the few training
-    videos (the synthetic analogue of the grounding images the release trains System 2 on). No
-    video of any split is involved."""
-    return [
-        _box_example(grounder, img, text, boxes)
-        for img, text, boxes in rendered_frames(data, n, seed=seed, objects=objects)
-    ]
-
-
 def _fields(inputs) -> dict:
     """The multimodal tensors of one example. Whisper features come padded to 30 s: kept to the
     clip's own length (collate pads a batch to its longest), a 4 s clip's take 7x less memory."""
@@ -498,6 +275,19 @@ def _fields(inputs) -> dict:
 # --- the warm-start step -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class System1Stage:
+    """One supervised stage of System 1: its optimiser settings, which of the training set's
+    expressions it trains on (`select`: a sample's index -> bool; None: all), and a maker of more
+    examples (`extra(reasoner, number)`, e.g. research's freshly rendered clips). `info` goes
+    into the stage's summary."""
+
+    finetune: FinetuneParams
+    select: Callable[[int], bool] | None = None
+    extra: Callable[[object, int], list[Example]] | None = None
+    info: Mapping = field(default_factory=dict)
+
+
 def run_warm_start(
     params,
     *,
@@ -506,10 +296,16 @@ def run_warm_start(
     models_dir: str | Path,
     out: str | Path,
     grounder_from: str | Path | None = None,
+    system1_stages: Sequence[System1Stage] | None = None,
+    grounder_extra: Callable[[object], list[Example]] | None = None,
+    grounder_info: Mapping | None = None,
 ) -> dict:
     """Warm-start the grounder and/or System 1 of `models_dir` on the data set's train split
     (as `params.warm_start` says) and write the result as a model folder at `out`.
-    `grounder_from` takes an already warm-started grounder from that model folder instead."""
+    `grounder_from` takes an already warm-started grounder from that model folder instead.
+    `system1_stages` (default: one stage, `warm_start.system1` on every expression) train one
+    after the other, each from the last one's weights; `grounder_extra(grounder)` adds grounder
+    examples (omnir1.experimental.warmstart builds both from research knobs)."""
     from omnir1.data.shards import clips_for
     from omnir1.models.loading import (
         Manifest,
@@ -529,14 +325,7 @@ def run_warm_start(
     ws = params.warm_start
     watch = Stopwatch()
     samples = trainable_samples(fmt, data)
-    stages = ws.system1_curriculum()
-    kinds = set_kinds(data, samples)
-    if kinds[0] is None and any(s.filter_set and not s.all_kinds for s in stages):
-        raise DataError(
-            Path(data),
-            "warm_start.system1_stages names expression kinds, which are known only for "
-            "synthetic data sets (synth_objects.json)",
-        )
+    stages = list(system1_stages) if system1_stages is not None else [System1Stage(ws.system1)]
     models = load_models(models_dir, system2=False)
     descriptions = object_descriptions(data)
     summary: dict = {"samples": len(samples), "described": bool(descriptions)}
@@ -553,24 +342,22 @@ def run_warm_start(
             examples = grounder_examples(
                 grounder, samples, descriptions, frame_stride=ws.grounder_frame_stride
             )
-            if ws.grounder_rendered:
-                examples += rendered_grounder_examples(
-                    grounder, data, ws.grounder_rendered, seed=params.train.seed
-                )
-        gcfg = ws.grounder.to_config(params.train.seed)
-        freeze_towers(grounder_model, vision=gcfg.train_vision)
+            if grounder_extra is not None:
+                examples += grounder_extra(grounder)
+        freeze_towers(grounder_model, vision=ws.grounder.train_vision)
         with watch("grounder_train"):
             losses = finetune(
                 grounder_model,
                 examples,
-                gcfg,
+                ws.grounder,
                 grounder_processor.tokenizer.pad_token_id,
+                seed=params.train.seed,
                 desc="warm start: grounder",
             )
         savers["grounder"] = part_saver(grounder_model, grounder_processor)
         summary["grounder"] = {
             "examples": len(examples),
-            "rendered": ws.grounder_rendered,
+            **(grounder_info or {}),
             "loss": _ends(losses),
         }
     if any(stage.finetune.steps > 0 for stage in stages):
@@ -586,11 +373,7 @@ def run_warm_start(
             if stage.finetune.steps == 0:
                 continue
             with watch("system1_examples"):
-                chosen = [
-                    i
-                    for i, sample in enumerate(samples)
-                    if not stage.filter_set or stage.wants(sample.expression, kinds[i])
-                ]
+                chosen = [i for i in range(len(samples)) if stage.select is None or stage.select(i)]
                 examples = system1_examples(
                     reasoner,
                     [samples[i] for i in chosen],
@@ -599,18 +382,9 @@ def run_warm_start(
                     descriptions,
                     seed=params.train.seed,
                 )
-                if stage.rendered:
-                    examples += rendered_system1_examples(
-                        reasoner,
-                        data,
-                        stage.rendered,
-                        seed=params.train.seed,
-                        stage=number,
-                        kinds=stage.kinds,
-                        words=stage.words,
-                    )
-            s1cfg = stage.finetune.to_config(params.train.seed)
-            freeze_towers(models.system1, vision=s1cfg.train_vision)
+                if stage.extra is not None:
+                    examples += stage.extra(reasoner, number)
+            freeze_towers(models.system1, vision=stage.finetune.train_vision)
             desc = "warm start: system 1"
             if len(stages) > 1:
                 desc += f" (stage {number + 1}/{len(stages)})"
@@ -618,19 +392,12 @@ def run_warm_start(
                 losses = finetune(
                     models.system1,
                     examples,
-                    s1cfg,
+                    stage.finetune,
                     models.system1_processor.tokenizer.pad_token_id,
+                    seed=params.train.seed,
                     desc=desc,
                 )
-            done.append(
-                {
-                    "examples": len(examples),
-                    "rendered": stage.rendered,
-                    "kinds": list(stage.kinds),
-                    "words": list(stage.words),
-                    "loss": _ends(losses),
-                }
-            )
+            done.append({"examples": len(examples), **stage.info, "loss": _ends(losses)})
         savers["system1"] = part_saver(models.system1, models.system1_processor)
         summary["system1"] = done[0] if len(done) == 1 else {"stages": done, **done[-1]}
     name = f"{models.manifest.name}-warm"

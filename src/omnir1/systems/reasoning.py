@@ -41,11 +41,11 @@ class System1Config:
     frames: str = "video"
     # with frames "images": the audio before the frames. Its ~25 tokens a second between the
     # frames and the answer kept a tiny thinker from learning to use the frames in a
-    # prototype run; before them it learned (docs/training.md, "Bisecting against the prototype")
+    # prototype run; before them it learned (research/LOG.md, "Bisecting against the prototype")
     audio_first: bool = False
     # False: System 1 gets the frames only, whatever the clip's soundtrack (a tiny thinker on
     # the synthetic sets learned to use the frames without the audio and not with it, in the
-    # same steps: docs/training.md, "Audio is what holds the frames back")
+    # same steps: research/LOG.md, "Audio is what holds the frames back")
     audio: bool = True
 
 
