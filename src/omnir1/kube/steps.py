@@ -1,9 +1,9 @@
 """The stages of dvc.yaml as the Kubeflow components run them (components/stages.py).
 
-Each step is the same `omnir1` CLI call the DVC stage makes, with the folders of the task's
-input and output artifacts in place of the repository's paths; it returns the scalar figures
-the component logs into its Metrics artifact (what the Kubeflow UI shows). A failing call
-raises StepError with the command and its exit status, which fails the task.
+Each step calls the library function the DVC stage's `omnir1` command calls, with the folders
+of the task's input and output artifacts in place of the repository's paths; it returns the
+scalar figures the component logs into its Metrics artifact (what the Kubeflow UI shows). An
+error (bad input names its file and field) fails the task.
 
 Artifact layouts (every folder artifact mirrors the repository's layout for one stage):
     params      params.yaml (omnir1.kube.params.render_params)
@@ -34,26 +34,6 @@ class StepError(OmniR1Error):
     exit_code = 1
 
 
-def omnir1(*argv, **options) -> None:
-    """Run one omnir1 CLI command in this process: positional words, then `--name value` per
-    option (data_root= -> --data-root; True -> a bare flag; a list -> the option repeated).
-    A non-zero exit raises StepError."""
-    from omnir1.cli import main
-
-    words = [str(a) for a in argv]
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        for item in value if isinstance(value, list | tuple) else [value]:
-            if item is not None and item is not False:  # None / False: the option is left out
-                words += [flag] if item is True else [flag, str(item)]
-    try:
-        code = main(words)
-    except SystemExit as exc:  # argparse rejecting the arguments
-        code = exc.code if isinstance(exc.code, int) else 2
-    if code != 0:
-        raise StepError(f"`omnir1 {' '.join(words)}` exited with status {code}")
-
-
 def _params(params: str):
     from omnir1.config import load_params
 
@@ -65,20 +45,6 @@ def flat_metrics(values: Mapping, prefix: str = "") -> dict[str, float]:
     from omnir1.registry import flatten_metrics
 
     return flatten_metrics(values, prefix)
-
-
-def _scratch(name: str) -> Path:
-    """A path for a CLI summary the step reads back: in a private temporary folder, never in
-    or beside an output artifact (whose folder the launcher uploads)."""
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="omnir1-step-")) / f"{name}.json"
-
-
-def _read_scratch(path: Path) -> dict:
-    data = read_json(path)
-    shutil.rmtree(path.parent, ignore_errors=True)
-    return data
 
 
 def path_of(artifact) -> str | None:
@@ -97,87 +63,87 @@ def log_metrics(artifact, values: Mapping[str, float]) -> None:
 
 def fetch_data(params: str, datasets: str) -> dict[str, float]:
     """data@FORMAT for every format of data.formats."""
+    from omnir1.data.fetch import fetch_to_files
+
+    settings = _params(params)
     figures = {}
-    for fmt in _params(params).data.formats:
-        report = _scratch(fmt)
-        omnir1(
-            "data",
-            "fetch",
-            format=fmt,
-            out=Path(datasets) / fmt,
-            metrics=report,
-            params=params,
-            quiet=True,
-        )
-        figures.update(flat_metrics(_read_scratch(report), f"{fmt}."))
+    for fmt in settings.data.formats:
+        report = fetch_to_files(settings, fmt, Path(datasets) / fmt, None, progress=False)
+        figures.update(flat_metrics(report, f"{fmt}."))
     return figures
 
 
 def validate(params: str, datasets: str, reports: str) -> dict[str, float]:
     """validate@FORMAT: a violated expectation fails the task after writing its report."""
+    from omnir1.data.validate import raise_on_failure, summary, validate_dataset
+
+    settings = _params(params)
     figures = {}
-    for fmt in _params(params).data.formats:
+    for fmt in settings.data.formats:
         out = Path(reports) / fmt
-        omnir1(
-            "data", "validate", Path(datasets) / fmt, format=fmt, out=out, params=params, quiet=True
+        report = validate_dataset(
+            fmt, Path(datasets) / fmt, out, settings.validation.to_config(), progress=False
         )
-        figures.update(flat_metrics(read_json(out / "report.json"), f"{fmt}."))
+        raise_on_failure(report, out)
+        figures.update(flat_metrics(summary(report), f"{fmt}."))
     return figures
 
 
 def preprocess(params: str, datasets: str, shards: str, part: int, parts: int) -> dict:
     """preprocess@FORMAT for one part of every data set's videos (fan-out)."""
+    from omnir1.data.preprocess import preprocess as build_shards
+
+    settings = _params(params)
     figures = {}
-    for fmt in _params(params).data.formats:
-        summary = _scratch(fmt)
-        omnir1(
-            "data",
-            "preprocess",
+    for fmt in settings.data.formats:
+        summary = build_shards(
+            fmt,
             Path(datasets) / fmt,
-            format=fmt,
-            out=Path(shards) / fmt,
-            part=f"{part}/{parts}",
-            params=params,
-            metrics=summary,
-            quiet=True,
+            Path(shards) / fmt,
+            settings.system1,
+            workers=settings.preprocess.workers,
+            prefer=settings.preprocess.prefer,
+            part=(part, parts),
         )
-        figures.update(flat_metrics(_read_scratch(summary), f"{fmt}."))
+        figures.update(flat_metrics(summary, f"{fmt}."))
     return figures
 
 
 def merge_shards(params: str, parts: Sequence[str], shards: str) -> None:
     """The parts' shards as one folder per format."""
+    from omnir1.data.preprocess import merge_shards as merge
+
     for fmt in _params(params).data.formats:
-        omnir1("data", "merge-shards", *(Path(p) / fmt for p in parts), out=Path(shards) / fmt)
+        merge([Path(p) / fmt for p in parts], Path(shards) / fmt)
 
 
 def base_models(params: str, models: str) -> None:
     """The models GRPO starts from: models.dir (a folder, s3:// prefix or models:/ registry
     URI) or, for the embedded default, the tiny models built here (dvc.yaml's models stage)."""
+    from omnir1.models.tiny import init_tiny
+
     cfg = _params(params).models
     if cfg.dir == EMBEDDED_MODELS and not Path(cfg.dir).is_dir():
-        omnir1("models", "init-tiny", out=models, seed=cfg.tiny.seed, sam2_size=cfg.tiny.sam2_size)
+        init_tiny(models, seed=cfg.tiny.seed, sizes=cfg.tiny.sizes())
     else:
         fetch_model(params, cfg.dir, models)
 
 
 def fetch_model(params: str, uri: str, models: str) -> None:
-    omnir1("models", "fetch", uri, out=models, params=params)
+    from omnir1.registry import fetch_model as fetch
+
+    fetch(_params(params), uri, models)
 
 
 def warm_start(params: str, datasets: str, models: str, warm: str) -> dict[str, float]:
-    fmt = _params(params).data.train_format
-    summary = _scratch("warm_start")
-    omnir1(
-        "warm-start",
-        data=Path(datasets) / fmt,
-        format=fmt,
-        models=models,
-        out=warm,
-        metrics=summary,
-        params=params,
+    from omnir1.rl.warmstart import run_warm_start
+
+    settings = _params(params)
+    fmt = settings.data.train_format
+    summary = run_warm_start(
+        settings, data=Path(datasets) / fmt, fmt=fmt, models_dir=models, out=warm
     )
-    return flat_metrics(_read_scratch(summary))
+    return flat_metrics(summary)
 
 
 def train(
@@ -196,6 +162,7 @@ def train(
     params, data, models): a retried task, or a pipeline resubmitted with the same inputs,
     continues from the last checkpoint; a run of other inputs never does."""
     from omnir1.rl.checkpoints import fingerprint_key, run_fingerprint
+    from omnir1.rl.train import run_training
 
     settings = _params(params)
     fmt = settings.data.train_format
@@ -205,20 +172,19 @@ def train(
     if checkpoint_root:
         fingerprint = run_fingerprint(settings, data=data, fmt=fmt, models_dir=Path(models))
         checkpoints = Path(checkpoint_root) / fingerprint_key(fingerprint)
-    omnir1(
-        "train",
+    run_training(
+        settings,
         data=data,
-        format=fmt,
-        shards=shards_of,
-        models=models,
+        fmt=fmt,
+        models_dir=models,
         out=run_dir,
-        checkpoints=checkpoints,
         resume="auto",
-        metrics=Path(run) / "train.json",
-        curve=Path(run) / "train_curve.json",
-        params=params,
+        checkpoints=checkpoints,
         device=device,
+        shards=shards_of,
     )
+    for name in ("train.json", "train_curve.json"):  # what run_training wrote into its folder
+        shutil.copy(run_dir / name, Path(run) / name)
     shutil.copytree(run_dir / "model", model, dirs_exist_ok=True)
     return flat_metrics(read_json(Path(run) / "train.json"))
 
@@ -296,9 +262,23 @@ def train_multi_node(
     return flat_metrics(read_json(Path(run) / "train.json"))
 
 
-def _models(untrained: str | None, trained: str | None) -> list[str]:
-    """--model values: the labels metrics/evaluate.json and the registry gates use."""
-    return [f"{name}={path}" for name, path in ((UNTRAINED, untrained), (TRAINED, trained)) if path]
+def _models(untrained: str | None, trained: str | None) -> dict[str, str]:
+    """The models under the labels metrics/evaluate.json and the registry gates use."""
+    return {name: path for name, path in ((UNTRAINED, untrained), (TRAINED, trained)) if path}
+
+
+def _benchmark(params: str, datasets: str, untrained, trained, out: str, **kwargs) -> dict:
+    from omnir1.eval.benchmark import run_benchmark
+
+    settings = _params(params)
+    return run_benchmark(
+        settings,
+        data={fmt: str(Path(datasets) / fmt) for fmt in settings.data.formats},
+        models=_models(untrained, trained),
+        out=out,
+        progress=False,
+        **kwargs,
+    )
 
 
 def predict(
@@ -314,16 +294,17 @@ def predict(
     device: str = "cpu",
 ) -> None:
     """The evaluate stage's predictions for one part of the videos (fan-out)."""
-    omnir1(
-        "benchmark",
-        data_root=datasets,
-        shards_root=shards,
-        model=_models(untrained, trained),
-        out=predictions,
-        part=f"{part}/{parts}",
-        params=params,
+    formats = _params(params).data.formats
+    _benchmark(
+        params,
+        datasets,
+        untrained,
+        trained,
+        predictions,
+        metrics=None,
         device=device,
-        quiet=True,
+        shards={fmt: str(Path(shards) / fmt) for fmt in formats},
+        part=(part, parts),
     )
 
 
@@ -337,16 +318,7 @@ def score(
 ) -> dict[str, float]:
     """The evaluate stage's scores over every part's predictions: evaluation/evaluate.json."""
     metrics = Path(evaluation) / "evaluate.json"
-    omnir1(
-        "benchmark",
-        data_root=datasets,
-        model=_models(untrained, trained),
-        merge=list(parts),
-        out=evaluation,
-        metrics=metrics,
-        params=params,
-        quiet=True,
-    )
+    _benchmark(params, datasets, untrained, trained, evaluation, metrics=metrics, merge=parts)
     report = read_json(metrics)
     return flat_metrics({k: report[k] for k in (UNTRAINED, TRAINED, "delta") if k in report})
 
@@ -361,17 +333,19 @@ def probe(
     *,
     device: str = "cpu",
 ) -> dict[str, float]:
+    from omnir1.eval.probe import run_probe
+
+    settings = _params(params)
     metrics = Path(out) / "probe.json"
-    omnir1(
-        "probe",
-        data_root=datasets,
-        model=_models(untrained, trained),
-        evaluation=Path(evaluation) / "evaluate.json",
+    run_probe(
+        settings,
+        data={fmt: str(Path(datasets) / fmt) for fmt in settings.data.formats},
+        models=_models(untrained, trained),
         out=Path(out) / "answers",
         metrics=metrics,
-        params=params,
+        evaluation=Path(evaluation) / "evaluate.json",
+        progress=False,
         device=device,
-        quiet=True,
     )
     report = read_json(metrics)
     return flat_metrics({k: report[k] for k in (UNTRAINED, TRAINED) if k in report})
@@ -382,16 +356,17 @@ def register(
 ) -> dict:
     """A new registry version, promoted when the gates of params.yaml register hold, tagged
     with the pipeline run's id (how the nightly DAG finds what its run registered)."""
-    out = Path(decision) / "register.json"
-    metrics = [
-        f"eval={Path(evaluation) / 'evaluate.json'}",
-        f"probe={Path(probe_out) / 'probe.json'}",
-    ]
     from omnir1.orchestration import RUN_TAG
+    from omnir1.registry import register_model
 
-    tag = f"{RUN_TAG}={run_id}" if run_id else None
-    omnir1("register", model=model, metrics=metrics, out=out, params=params, tag=tag)
-    result = read_json(out)
+    result = register_model(
+        _params(params),
+        model,
+        [("eval", Path(evaluation) / "evaluate.json"), ("probe", Path(probe_out) / "probe.json")],
+        Path(decision) / "register.json",
+        params_file=params,
+        extra_tags={RUN_TAG: run_id} if run_id else None,
+    )
     return {"promoted": float(result["promoted"]), "version": float(result["version"])}
 
 
@@ -405,6 +380,8 @@ def report(
     """reports/index.html from the stages' artifacts, laid out as `dvc repro` leaves them (the
     evaluation-only pipeline has no training run and no decision)."""
     import tempfile
+
+    from omnir1.report import build_report
 
     with tempfile.TemporaryDirectory() as tmp:
         metrics, reports = Path(tmp) / "metrics", Path(tmp) / "reports"
@@ -423,5 +400,5 @@ def report(
             shutil.copy(src, dst)
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "evaluate").symlink_to(Path(evaluation).resolve())
-        omnir1("report", metrics=metrics, reports=reports, out=Path(tmp) / "index.html")
+        build_report(metrics, reports, Path(tmp) / "index.html")
         shutil.copy(Path(tmp) / "index.html", html)
