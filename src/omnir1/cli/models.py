@@ -1,0 +1,143 @@
+"""`omnir1 models ...`, `omnir1 infer` and `omnir1 serve-system2`: model folders, and the two
+systems on any video."""
+
+from __future__ import annotations
+
+import argparse
+
+from omnir1.cli.common import (
+    add_params_args,
+    print_json,
+    text_arg,
+)
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.registry import fetch_model
+
+    print_json(fetch_model(load_params(args.params, args.recipe), args.uri, args.out))
+    return 0
+
+
+def cmd_models_init_tiny(args: argparse.Namespace) -> int:
+    from omnir1.models.tiny import TinySizes, init_tiny
+
+    print_json(init_tiny(args.out, seed=args.seed, sizes=TinySizes(sam2_image_size=args.sam2_size)))
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from omnir1.inference import infer_video
+
+    report = infer_video(
+        args.models,
+        args.video,
+        args.expression,
+        args.out,
+        audio=args.audio,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        overlay=not args.no_overlay,
+        device=args.device,
+        system1_answer=text_arg(args.system1_answer),
+        grounder_answer=text_arg(args.grounder_answer),
+        folder_fps=args.fps,
+        system2_url=args.system2_url,
+        system2_root=args.system2_root,
+    )
+    print_json({k: report[k] for k in ("keyframes", "masks", "overlay", "timings_s")})
+    return 0
+
+
+def cmd_serve_system2(args: argparse.Namespace) -> int:
+    from omnir1.service.app import Limits, serve
+
+    limits = Limits(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_frames=args.max_frames,
+        timeout_s=args.timeout,
+    )
+    grounder_cfg = None
+    if args.params:
+        from omnir1.config import load_params
+
+        grounder_cfg = load_params(args.params).grounder.to_config()
+    serve(
+        args.models,
+        host=args.host,
+        port=args.port,
+        data_root=args.data_root,
+        device=args.device,
+        limits=limits,
+        grounder_cfg=grounder_cfg,
+    )
+    return 0
+
+
+def add_commands(groups) -> None:
+    """Register this area's commands on the CLI's subparsers."""
+    models = groups.add_parser("models", help="model folders").add_subparsers(
+        dest="cmd", required=True
+    )
+    p = models.add_parser(
+        "init-tiny", help="build tiny System-1/grounder/SAM2 models locally (random weights)"
+    )
+    p.add_argument("--out", required=True, help="model folder to write (models.json + weights)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sam2-size", type=int, default=256, help="SAM2 input size (multiple of 16)")
+    p.set_defaults(func=cmd_models_init_tiny)
+
+    p = models.add_parser(
+        "fetch",
+        help="copy a model folder from models:/NAME@ALIAS, models:/NAME/N, s3:// or a folder",
+    )
+    p.add_argument("uri", help="registry version, s3:// prefix or folder")
+    p.add_argument("--out", required=True, help="model folder to write (replaced when complete)")
+    add_params_args(p, "tracking.uri (MLFLOW_TRACKING_URI wins)")
+    p.set_defaults(func=cmd_models_fetch)
+
+    p = groups.add_parser("infer", help="run both systems on a video: masks, overlay, result.json")
+    p.add_argument(
+        "--video", required=True, help="video file (any common container and codec) or frame folder"
+    )
+    p.add_argument("--fps", type=float, default=1.0, help="frame rate of a frame folder")
+    p.add_argument("--expression", required=True, help="what to segment")
+    p.add_argument("--models", required=True, help="model folder with models.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--audio", help="audio file to use instead of the video's own track")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, help="System-1 completion length limit")
+    p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument(
+        "--system1-answer",
+        help="replay this System-1 completion (text or @FILE) instead of generating one",
+    )
+    p.add_argument(
+        "--grounder-answer",
+        help="replay this grounder answer (text or @FILE) for every keyframe instead of generating",
+    )
+    p.add_argument("--system2-url", help="use the System-2 service at this URL (token from env)")
+    p.add_argument(
+        "--system2-root", help="local mount of the service's data root (videos under it go by path)"
+    )
+    p.set_defaults(func=cmd_infer)
+
+    p = groups.add_parser(
+        "serve-system2", help="serve System 2 over HTTP (bearer token from OMNIR1_SYSTEM2_TOKEN)"
+    )
+    p.add_argument("--models", required=True, help="model folder with models.json")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--data-root", default=".", help="videos are named relative to this folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--max-frames", type=int, default=3000, help="frames of one video")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per call, queue included")
+    p.add_argument(
+        "--params",
+        help="params.yaml whose `grounder` section says how keyframes are shown to the grounder "
+        "(default: the release's; give the trainers' file when they score with this service)",
+    )
+    p.set_defaults(func=cmd_serve_system2)
