@@ -539,13 +539,13 @@ def bench_warm_start(ctx: Context) -> list[Row]:
     models = load_models(ctx.models(), system2=False)
     model, processor = models.system1, models.system1_processor
     freeze_towers(model)
-    s1 = params.system1.to_config()
+    s1 = params.system1
     samples = trainable_samples("revos", data)
     clips = clips_for(samples, s1)
     targets = [context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)]
     descriptions = object_descriptions(data)
     reasoner = GlobalReasoner(model, processor, s1)
-    grounder = Grounder(model, processor, params.grounder.to_config())
+    grounder = Grounder(model, processor, params.grounder)
     pad = processor.tokenizer.pad_token_id
     sizes = (2, 1) if ctx.quick else (8, 3)
     parts = {

@@ -65,14 +65,14 @@ def score(grounder, items):
 def main() -> None:
     import torch
 
-    from omnir1.config import FinetuneParams
+    from omnir1.config import FinetuneParams, GrounderParams
     from omnir1.experimental import warmstart as rendered
     from omnir1.models.loading import Manifest, freeze_towers, load_thinker
     from omnir1.models.tiny import TinySizes, init_tiny
     from omnir1.rl import warmstart as ws
     from omnir1.rl.rewards import matched_box_iou
     from omnir1.rl.train import trainable_samples
-    from omnir1.systems.grounding import Grounder, GrounderConfig
+    from omnir1.systems.grounding import Grounder
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -112,7 +112,7 @@ def main() -> None:
     if not (models / "models.json").is_file():
         init_tiny(models, seed=a.seed, sizes=sizes)
     model, processor = load_thinker(Manifest.read(models).grounder)
-    cfg = GrounderConfig(
+    cfg = GrounderParams(
         max_pixels=a.max_pixels, min_pixels=a.min_pixels, max_new_tokens=64, batch_size=8
     )
     grounder = Grounder(model, processor, cfg)

@@ -125,7 +125,7 @@ def main() -> None:
         params.system1.moments = a.moments
     params.system1.audio_first = a.audio_first
     params.system1.audio = not a.no_audio
-    s1 = params.system1.to_config()
+    s1 = params.system1
     sizes = params.models.tiny.sizes()
     if a.hidden:
         sizes = replace(sizes, hidden=a.hidden, ffn=2 * a.hidden)

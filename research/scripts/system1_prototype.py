@@ -131,7 +131,7 @@ def main() -> None:
     if not (base / "models.json").is_file():
         init_tiny(base, seed=a.seed, sizes=sizes)
     models = load_models(base, system2=False)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, params.system1.to_config())
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, params.system1)
     messages = reasoner.messages
     for first, wanted in (("text", a.query_first), ("audio", a.audio_first)):
         if wanted:

@@ -83,7 +83,7 @@ def main() -> None:
 
     params = load_study_params("params.yaml")
     params.system1.frames = a.frames
-    s1 = params.system1.to_config()
+    s1 = params.system1
     sizes = params.models.tiny.sizes()
     base = Path(f"/tmp/system1_frames/seed{a.seed}_h{sizes.hidden}_l{sizes.layers}")
     if not (base / "models.json").is_file():

@@ -1,7 +1,10 @@
 """params.yaml, typed: one validated view of every hyper-parameter.
 
 Unknown keys and wrong types are errors that name the file and the dotted field (a typo must
-not silently fall back to a default). Sections map onto the library's own config dataclasses.
+not silently fall back to a default). The library takes these sections as they are (one home
+per setting): GlobalReasoner a System1Params, the Grounder a GrounderParams, the rewards a
+WeightParams, the validate stage a ValidateParams. This module imports nothing else of the
+package: it is the bottom of the dependency graph.
 """
 
 from __future__ import annotations
@@ -99,10 +102,20 @@ class ValidateParams(_Section):
     max_train_fraction: float = Field(0.95, ge=0, le=1)
     examples: int = Field(5, ge=1)
 
-    def to_config(self):
-        from omnir1.data.validate import ValidateConfig
-
-        return ValidateConfig(**self.model_dump())
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> ValidateParams:
+        pairs = [
+            ("frames", self.min_frames, self.max_frames),
+            ("width", self.min_width, self.max_width),
+            ("height", self.min_height, self.max_height),
+            ("fps", self.min_fps, self.max_fps),
+            ("duration_s", self.min_duration_s, self.max_duration_s),
+            ("train_fraction", self.min_train_fraction, self.max_train_fraction),
+        ]
+        for name, low, high in pairs:
+            if low > high:
+                raise ValueError(f"min_{name} {low} is above max_{name} {high}")
+        return self
 
 
 class PreprocessParams(_Section):
@@ -115,11 +128,6 @@ class PreprocessParams(_Section):
 class TinyParams(_Section):
     seed: int = 0
     sam2_size: int = Field(256, ge=64, multiple_of=16)
-
-    def sizes(self):
-        from omnir1.models.tiny import TinySizes
-
-        return TinySizes(sam2_image_size=self.sam2_size)
 
 
 class ModelParams(_Section):
@@ -139,38 +147,41 @@ class System1Params(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     # "compact": the task in few words, no example answer (prompts.SYSTEM1_TASK_COMPACT)
     prompt: Literal["release", "compact"] = "release"
-    # false: System 1 gets the frames only (System1Config.audio); real ReVOS / MeViS have none
+    # false: System 1 gets the frames only (omnir1.systems.reasoning); real ReVOS / MeViS have none
     audio: bool = True
-
-    def to_config(self):
-        from omnir1.systems.reasoning import System1Config
-
-        return System1Config(**self.model_dump())
 
 
 class GrounderParams(_Section):
+    """How System 2's grounder sees a keyframe (omnir1.systems.grounding.Grounder)."""
+
     max_pixels: int = Field(900 * 28 * 28, ge=4 * 28 * 28)
+    min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
     max_new_tokens: int = Field(128, ge=1)
     max_boxes: int = Field(16, ge=1)
-    batch_size: int = Field(8, ge=1)
-
-    def to_config(self):
-        from omnir1.systems.grounding import GrounderConfig
-
-        return GrounderConfig(**self.model_dump())
+    batch_size: int = Field(8, ge=1)  # grounding requests per generate call
 
 
 class WeightParams(_Section):
-    a_k: float = 1.0
-    a_k_ratio: float = 0.0
-    a_a: float = 1.0
-    a_g: float = 2.0
+    """Weights of the video accuracy terms (docs/design.md §2; cumulated and the mismatch
+    penalty are unweighted)."""
+
+    a_k: float = Field(1.0, allow_inf_nan=False)  # keyframe count and diversity (frame + overlap)
+    a_k_ratio: float = Field(0.0, allow_inf_nan=False)  # saliency of the keyframes
+    a_a: float = Field(1.0, allow_inf_nan=False)  # box accuracy (matched IoU)
+    a_g: float = Field(2.0, allow_inf_nan=False)  # SAM2 J; 0 skips the term
     clip_to_cumulated: bool = False
 
-    def to_weights(self):
-        from omnir1.rl.rewards import RewardWeights
 
-        return RewardWeights(**self.model_dump())
+def check_sam2_every(sam2_every: int, a_g: float) -> None:
+    """SAM2 may skip groups (rewards.sam2_every > 1) only while its J weighs nothing (a_g 0):
+    otherwise a skipped group would be scored without a term of its reward."""
+    if sam2_every < 1:
+        raise ValueError(f"sam2_every must be >= 1, got {sam2_every}")
+    if sam2_every > 1 and a_g != 0:
+        raise ValueError(
+            f"sam2_every {sam2_every} needs weights.a_g 0: SAM2's J is part of the reward "
+            f"(a_g {a_g}), so every group must be segmented"
+        )
 
 
 class RewardParams(_Section):
@@ -182,8 +193,6 @@ class RewardParams(_Section):
 
     @model_validator(mode="after")
     def _sam2_every_only_when_unweighted(self):
-        from omnir1.rl.rewards import check_sam2_every
-
         check_sam2_every(self.sam2_every, self.weights.a_g)
         return self
 
@@ -365,23 +374,6 @@ class RegisterParams(_Section):
             raise ValueError("tolerances must be >= 0")
         return self
 
-    def gates(self):
-        from omnir1.registry import Gate
-
-        strict = set(self.hallucination)
-
-        def tol(m: str) -> float:
-            return 0.0 if m in strict else self.tolerances.get(m, self.tolerance)
-
-        return [
-            *(Gate(m, "higher", tol(m), hallucination=m in strict) for m in self.higher_is_better),
-            *(Gate(m, "lower", tol(m), hallucination=m in strict) for m in self.lower_is_better),
-            *(
-                Gate(m, "target", tol(m), target=t, hallucination=m in strict)
-                for m, t in self.closer_to.items()
-            ),
-        ]
-
 
 class RemoteParams(_Section):
     """The DVC remote on S3 (omnir1.dvcremote). OMNIR1_DVC_REMOTE_URL and AWS_ENDPOINT_URL
@@ -459,11 +451,4 @@ def load_params(
         field = ".".join(str(p) for p in first["loc"])
         got = "" if field in _URL_FIELDS else f" (got {first.get('input')!r})"
         raise ConfigError(source, f"{first['msg']}{got}", field) from None
-    from omnir1.rl.rewards import REWARDS
-
-    unknown = [n for n in params.rewards.names if n not in REWARDS]
-    if unknown:
-        raise ConfigError(
-            source, f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}", "rewards.names"
-        )
     return params

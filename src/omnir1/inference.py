@@ -44,10 +44,10 @@ def infer_video(
     in process, or through the service at `system2_url` (see omnir1.service.client)."""
     from PIL import Image
 
+    from omnir1.config import System1Params
     from omnir1.media import inspect
     from omnir1.models.loading import load_models
     from omnir1.systems.collaboration import run_collaboration
-    from omnir1.systems.reasoning import System1Config
 
     out = Path(out)
     # first, so that an unreadable video fails at once, naming the file
@@ -56,9 +56,9 @@ def infer_video(
     watch = Stopwatch()
     with watch("load_models"):
         models = load_models(models_dir, device=device, system2=system2_url is None)
-    s1 = System1Config()
+    s1 = System1Params()
     if max_new_tokens is not None:
-        s1 = System1Config(max_new_tokens=max_new_tokens)
+        s1 = System1Params(max_new_tokens=max_new_tokens)
     system2 = None
     if system2_url is not None:
         from omnir1.service.client import System2Client

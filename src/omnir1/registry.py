@@ -81,6 +81,24 @@ class Check:
     against: Literal["champion", "start"] = "champion"
 
 
+def gates_of(cfg) -> list[Gate]:
+    """The gates params.yaml `register` (RegisterParams) defines, hallucination metrics at
+    tolerance 0."""
+    strict = set(cfg.hallucination)
+
+    def tol(m: str) -> float:
+        return 0.0 if m in strict else cfg.tolerances.get(m, cfg.tolerance)
+
+    return [
+        *(Gate(m, "higher", tol(m), hallucination=m in strict) for m in cfg.higher_is_better),
+        *(Gate(m, "lower", tol(m), hallucination=m in strict) for m in cfg.lower_is_better),
+        *(
+            Gate(m, "target", tol(m), target=t, hallucination=m in strict)
+            for m, t in cfg.closer_to.items()
+        ),
+    ]
+
+
 def worse_by(gate: Gate, challenger: float, champion: float) -> float:
     """How much worse the challenger is than the champion on `gate` (negative: better)."""
     if gate.direction == "higher":
@@ -447,7 +465,7 @@ def register_model(
     raw_manifest = read_json(model_dir / "models.json")
     challenger = load_metrics(metrics_files)
     cfg = params.registry  # params.yaml `register`
-    gates = cfg.gates()
+    gates = gates_of(cfg)
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     tags = {
         "model_name": manifest.name,

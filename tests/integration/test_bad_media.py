@@ -45,8 +45,9 @@ def test_frames_claiming_huge_sizes_are_refused_naming_the_file(tmp_path: Path, 
 
 
 def test_zero_length_audio_is_silence_not_a_crash(tmp_path: Path, tiny_models: Path):
+    from omnir1.config import System1Params
     from omnir1.models.loading import load_models
-    from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
+    from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
     frames = np.full((12, 64, 96, 3), 120, np.uint8)
     video = write_video(tmp_path / "clip.mp4", frames, fps=6)
@@ -61,7 +62,7 @@ def test_zero_length_audio_is_silence_not_a_crash(tmp_path: Path, tiny_models: P
     assert clip.audio is None
     models = load_models(tiny_models, system2=False)
     reasoner = GlobalReasoner(
-        models.system1, models.system1_processor, System1Config(max_new_tokens=4)
+        models.system1, models.system1_processor, System1Params(max_new_tokens=4)
     )
     assert (
         len(reasoner.generate(clip, "the red circle", seed=0)) == 1

@@ -8,11 +8,13 @@ import pytest
 import torch
 from datasets import Dataset
 
+from omnir1.config import System1Params
 from omnir1.data.loaders import load
+from omnir1.experimental.params import StudySystem1Params
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, context_from_sample
 from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
-from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
+from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # its time in text (system1.frames), at the embedded default's 28 px
 @pytest.mark.parametrize(
     "cfg",
-    [System1Config(), System1Config(frames="images", max_pixels=1568)],
+    [System1Params(), StudySystem1Params(frames="images", max_pixels=1568)],
     ids=["video", "images"],
 )
 def test_two_grpo_steps_move_the_policy_and_not_the_grounder(

@@ -50,14 +50,13 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, params_file):
     import random
-    from dataclasses import replace
 
     import torch
 
     from omnir1.models.loading import load_models
     from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
-    s1 = replace(load_params(params_file).system1.to_config(), do_sample=False)
+    s1 = load_params(params_file).system1
     models = load_models(tiny_models, system2=False)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
     sample = select_expressions("revos", synth_sets["revos"], limit=1)[0][0]
@@ -97,7 +96,6 @@ def test_sampled_answers_of_a_clips_expressions_come_together_and_in_order(
     """policy_completions samples a clip's expressions in shared generate calls: each
     expression still gets its own prompt and its own answers, in order. Near-greedy sampling
     (temperature 1e-6) must give each expression's greedy answer, alone, `per_sample` times."""
-    from dataclasses import replace
 
     from omnir1.data.shards import clips_for
     from omnir1.experimental.assess import policy_completions
@@ -105,7 +103,7 @@ def test_sampled_answers_of_a_clips_expressions_come_together_and_in_order(
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.reasoning import GlobalReasoner
 
-    s1 = load_params(params_file).system1.to_config()
+    s1 = load_params(params_file).system1
     models = load_models(tiny_models, system2=False)
     train = trainable_samples("revos", synth_sets["revos"])
     videos = list(dict.fromkeys(s.video_id for s in train))[:2]
@@ -113,12 +111,14 @@ def test_sampled_answers_of_a_clips_expressions_come_together_and_in_order(
     samples = [first[0], second[0], first[1], second[1], first[2]]  # two clips, interleaved
     clips = clips_for(samples, s1)
     expressions = [s.expression for s in samples]
-    greedy = GlobalReasoner(models.system1, models.system1_processor, replace(s1, do_sample=False))
+    greedy = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     alone = [
         greedy.generate(c, e, seed=7 + i)[0]
         for i, (c, e) in enumerate(zip(clips, expressions, strict=True))
     ]
-    cold = GlobalReasoner(models.system1, models.system1_processor, replace(s1, temperature=1e-6))
+    cold = GlobalReasoner(
+        models.system1, models.system1_processor, s1.model_copy(update={"temperature": 1e-6})
+    )
     for rows in (2, 16):  # one expression per call, then all of a clip's in one
         texts = policy_completions(cold, clips, expressions, per_sample=2, seed=7, rows=rows)
         assert texts == [[a, a] for a in alone]
@@ -140,7 +140,7 @@ def test_predict_then_evaluate(fmt, synth_sets, tiny_models, params_file, system
     samples, _, _ = select_expressions(fmt, data, limit=4)
     assert summary["counts"]["expressions"] == len(answers) == len(samples) == 4
     assert summary["models"]["name"] == "omnir1-tiny-seed0"
-    assert summary["settings"]["system1"]["do_sample"] is False
+    assert summary["settings"]["system1"]["greedy"] is True
     for stage in ("load_models", "decode_system1", "system1_generate", "decode_system2", "sam2"):
         assert summary["timings_s"][stage] >= 0
     # one System-2 call per video, with one request per expression of the video
@@ -184,7 +184,7 @@ def test_replayed_answers_segment_the_target_and_malformed_ones_are_counted(
 
     data, pred = synth_sets["revos"], tmp_path / "pred"
     params = load_params(params_file)
-    s1 = params.system1.to_config()
+    s1 = params.system1
     samples, _, _ = select_expressions("revos", data)
     video = samples[0].video_id
     group = [s for s in samples if s.video_id == video]
@@ -205,7 +205,7 @@ def test_replayed_answers_segment_the_target_and_malformed_ones_are_counted(
     height, width = sample.frame_size()
     objects = sample.mask_source.frame_masks(keyframe, height, width)
     x0, y0, x1, y1 = mask_box(objects.any(axis=0))
-    cfg = params.grounder.to_config()
+    cfg = params.grounder
     shown_h, shown_w = smart_resize(
         height, width, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels
     )

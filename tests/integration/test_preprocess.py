@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from omnir1.cli import main
+from omnir1.config import System1Params
 from omnir1.data.preprocess import _FrameStore, plan_jobs, preprocess
 from omnir1.data.shards import INDEX_FILE, META_FILE, load_shard, shard_dir
 from omnir1.errors import ConfigError, DataError
 from omnir1.media import iter_frames
-from omnir1.systems.reasoning import System1Config, load_clip
+from omnir1.systems.reasoning import load_clip
 
 ROOT = Path(__file__).resolve().parents[2]
-S1 = System1Config(max_pixels=128 * 28 * 28, max_frames=24)
+S1 = System1Params(max_pixels=128 * 28 * 28, max_frames=24)
 
 
 def assert_same_as_decoding(shards: Path, fmt: str, root: Path, prefer: str, cfg=S1) -> None:
@@ -96,7 +97,7 @@ def test_refavs_reuse_rebuild_and_settings_check(refavs_copy, tmp_path):
     assert changed["built"] == 1
     assert_same_as_decoding(shards, "refavs", refavs_copy, "frames")
 
-    other = System1Config(max_pixels=64 * 28 * 28, max_frames=8)
+    other = System1Params(max_pixels=64 * 28 * 28, max_frames=8)
     with pytest.raises(ConfigError, match=r"system1\.max_frames") as err:
         load_shard(shards, "syn0002", cfg=other)
     assert err.value.path.endswith(f"syn0002/{META_FILE}")

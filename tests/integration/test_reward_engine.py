@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from omnir1.config import GrounderParams, WeightParams
 from omnir1.data.loaders import load
 from omnir1.media.video import smart_resize
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, System2FailedError, context_from_sample
-from omnir1.rl.rewards import RewardWeights
-from omnir1.systems.grounding import GrounderConfig
 from omnir1.systems.prompts import format_time
 from omnir1.systems.system2 import run_system2
 
@@ -49,7 +48,7 @@ def answer_on_visible_frames(ctx, moments: int = 2) -> tuple[str, list[float]]:
     ]
     text = f"<think>seen.</think><answer>{json.dumps(moments)}</answer>"
     height, width = ctx.gt_union[0].shape
-    shown_h, shown_w = smart_resize(height, width, max_pixels=GrounderConfig().max_pixels)
+    shown_h, shown_w = smart_resize(height, width, max_pixels=GrounderParams().max_pixels)
     x0, y0, x1, y1 = ctx.target.gt_boxes[visible[0]][0]
     sx, sy = shown_w / width, shown_h / height
     return text, [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
@@ -111,7 +110,7 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
         segmented.append(kwargs.get("segment_masks", True))
         return run_system2(*args, grounder_answer=json.dumps([{"bbox_2d": box}]), **kwargs)
 
-    weights = RewardWeights(a_g=0.0)
+    weights = WeightParams(a_g=0.0)
     engine = RewardEngine(
         ["video_accuracy"], models, weights=weights, system2=system2, sam2_every=2
     )
@@ -124,7 +123,7 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
     assert totals[0] == totals[1] == totals[2]  # a_g 0: whether SAM2 ran changes no reward
     needs_unweighted = r"sam2_every 2 needs weights\.a_g 0: SAM2's J is part of the reward"
     with pytest.raises(ValueError, match=needs_unweighted):
-        RewardEngine(["video_accuracy"], models, weights=RewardWeights(a_g=2.0), sam2_every=2)
+        RewardEngine(["video_accuracy"], models, weights=WeightParams(a_g=2.0), sam2_every=2)
 
 
 def test_unknown_reward_names_fail_early(models):
@@ -149,7 +148,7 @@ def test_refavs_recipe_grounds_the_first_frame_with_the_whole_audio(models, synt
     from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
     params = load_params(ROOT / "params.yaml", [ROOT / "configs/params/refavs.yaml"])
-    s1 = params.system1.to_config()
+    s1 = params.system1
     sample = next(s for s in load("refavs", synth_sets["refavs"]) if not s.is_null)
     clip = load_clip(sample.frame_paths[0].parent, audio=sample.audio_path, cfg=s1, folder_fps=1)
     assert clip.num_frames == 1 and clip.source_indices.tolist() == [0]
@@ -185,7 +184,7 @@ def test_scores_from_a_shard_equal_scores_from_decoding(models, synth_sets, tmp_
     from omnir1.config import load_params
     from omnir1.data.shards import views_for
 
-    s1 = load_params(ROOT / "params.yaml").system1.to_config()
+    s1 = load_params(ROOT / "params.yaml").system1
     made = [
         "data",
         "preprocess",
@@ -262,5 +261,5 @@ def test_the_recipes_grounder_settings_reach_system2(models, context, monkeypatc
     engine = engine_module.engine_from_params(params, models, segment_masks=False)
     good, _ = answer_on_visible_frames(context)
     engine.score_group(context, [good])
-    assert seen == [params.grounder.to_config()]
-    assert seen[0].max_pixels == 6272 != GrounderConfig().max_pixels
+    assert seen == [params.grounder]
+    assert seen[0].max_pixels == 6272 != GrounderParams().max_pixels

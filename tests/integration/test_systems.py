@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,15 @@ import torch
 from PIL import Image
 
 from omnir1.cli import main
+from omnir1.config import System1Params
 from omnir1.errors import ConfigError, InputError
+from omnir1.experimental.params import StudySystem1Params
 from omnir1.media import inspect
 from omnir1.models.loading import Manifest, load_models
 from omnir1.models.tiny import TinySizes, build_tiny
 from omnir1.systems.grounding import Grounder, GroundingRequest
 from omnir1.systems.parsing import parse_answer
-from omnir1.systems.reasoning import GlobalReasoner, System1Config, load_clip
+from omnir1.systems.reasoning import GlobalReasoner, load_clip
 from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
 
 SIZES = TinySizes(sam2_image_size=128)  # as the tiny_models fixture (conftest.py)
@@ -38,7 +39,7 @@ def loaded(tiny_models):
 
 def test_init_tiny_round_trip_gives_identical_outputs(tiny_models, loaded, media_files):
     built = build_tiny(seed=0, sizes=SIZES)
-    clip = load_clip(media_files["mp4"], cfg=System1Config(max_frames=4))
+    clip = load_clip(media_files["mp4"], cfg=System1Params(max_frames=4))
     inputs = GlobalReasoner(built.model, built.processor).inputs(clip, "x", random.Random(0))
     reloaded = GlobalReasoner(loaded.system1, loaded.system1_processor).inputs(
         clip, "x", random.Random(0)
@@ -90,7 +91,7 @@ def test_system1_prompt_interleaves_audio_and_video(loaded, media_files):
     assert a != b
     # system1.prompt: compact asks the same in ~180 fewer tokens, with no example
     compact = GlobalReasoner(
-        loaded.system1, loaded.system1_processor, System1Config(prompt="compact")
+        loaded.system1, loaded.system1_processor, System1Params(prompt="compact")
     )
     short = compact.inputs(with_audio, "the whistle", random.Random(0))["input_ids"][0].tolist()
     assert video_id in short and audio_id in short and len(short) < len(ids) - 150
@@ -104,7 +105,7 @@ def test_system1_prompt_interleaves_audio_and_video(loaded, media_files):
 
 def test_system1_frames_as_timed_images(loaded, media_files):
     """system1.frames: images puts each frame after its time in text, then the audio block."""
-    cfg = System1Config(frames="images", prompt="compact", max_new_tokens=8, max_pixels=1568)
+    cfg = StudySystem1Params(frames="images", prompt="compact", max_new_tokens=8, max_pixels=1568)
     reasoner = GlobalReasoner(loaded.system1, loaded.system1_processor, cfg)
     tok = loaded.system1_processor.tokenizer
     clip = load_clip(media_files["mp4"], cfg=cfg)
@@ -123,7 +124,9 @@ def test_system1_frames_as_timed_images(loaded, media_files):
         assert len(reasoner.generate(c, "the circle", num_return_sequences=2)) == 2
 
     # audio_first: the same tokens with the audio block moved before the first frame
-    first = GlobalReasoner(loaded.system1, loaded.system1_processor, replace(cfg, audio_first=True))
+    first = GlobalReasoner(
+        loaded.system1, loaded.system1_processor, cfg.model_copy(update={"audio_first": True})
+    )
     moved = first.inputs(clip, "the whistle", random.Random(0))["input_ids"][0].tolist()
     assert sorted(moved) == sorted(ids)
     assert len(ids) - 1 - moved[::-1].index(audio_id) < moved.index(image_id)
@@ -132,7 +135,9 @@ def test_system1_frames_as_timed_images(loaded, media_files):
     )
 
     # audio false: a clip with a soundtrack gets a prompt with its frames and no audio block
-    deaf = GlobalReasoner(loaded.system1, loaded.system1_processor, replace(cfg, audio=False))
+    deaf = GlobalReasoner(
+        loaded.system1, loaded.system1_processor, cfg.model_copy(update={"audio": False})
+    )
     frames_only = deaf.inputs(clip, "the whistle", random.Random(0))
     assert "input_features" not in frames_only and not deaf.hears(clip)
     only_ids = frames_only["input_ids"][0].tolist()
@@ -142,7 +147,7 @@ def test_system1_frames_as_timed_images(loaded, media_files):
 
 
 def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):
-    cfg = System1Config(max_new_tokens=24)
+    cfg = System1Params(max_new_tokens=24)
     clip = load_clip(media_files["silent_mp4"], cfg=cfg)
     texts = GlobalReasoner(loaded.system1, loaded.system1_processor, cfg).generate(
         clip, "the circle", num_return_sequences=3, seed=0

@@ -105,7 +105,7 @@ def test_answer_loss_is_the_models_own_loss_on_video_audio_and_image_batches(
 
     data = synth_sets["revos"]
     params = Params()
-    s1 = params.system1.to_config()
+    s1 = params.system1
     models = load_models(tiny_models, system2=False)
     model, processor = models.system1, models.system1_processor
     reasoner = GlobalReasoner(model, processor, s1)
@@ -117,7 +117,7 @@ def test_answer_loss_is_the_models_own_loss_on_video_audio_and_image_batches(
         for i, (s, c) in enumerate(zip(samples, clips, strict=True))
     ]
     assert context_from_sample(samples[0], s1, clips[0]).num_frames > 3
-    grounder = Grounder(model, processor, params.grounder.to_config())
+    grounder = Grounder(model, processor, params.grounder)
     boxes = [
         _box_example(grounder, read_image(sample.frame_paths[t]), text, b)
         for sample, t, text, b in list(target_boxes(samples, {}, frame_stride=20))[:3]

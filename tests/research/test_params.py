@@ -28,7 +28,7 @@ def test_audio_first_needs_frames_as_images(tmp_path):
         load_study_params(bad)
     good = tmp_path / "good.yaml"
     good.write_text("system1: {audio_first: true, frames: images}\n")
-    assert load_study_params(good).system1.to_config().audio_first
+    assert load_study_params(good).system1.audio_first
 
 
 def test_system1_stages_fill_in_what_they_do_not_name(tmp_path):

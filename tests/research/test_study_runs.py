@@ -221,7 +221,7 @@ def test_a_rendered_scene_is_what_system1_loads_of_its_video(synth_sets):
     from omnir1.rl.train import trainable_samples
 
     data = synth_sets["revos"]
-    s1 = load_params("params.yaml").system1.to_config()
+    s1 = load_params("params.yaml").system1
     cfg = dataclasses.replace(_synth_config(data), seed=3)  # the fixture's seed
     vid, split, scene, rng = video_scene(cfg, 0)
     assert split == "train"

@@ -2,20 +2,17 @@ from pathlib import Path
 
 import pytest
 
-from omnir1.config import load_params
+from omnir1.config import GrounderParams, System1Params, WeightParams, load_params
 from omnir1.errors import ConfigError
-from omnir1.rl.rewards import RewardWeights
-from omnir1.systems.grounding import GrounderConfig
-from omnir1.systems.reasoning import System1Config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_release_params_are_the_library_defaults_and_the_papers_recipe():
     params = load_params(ROOT / "configs" / "params" / "release.yaml")
-    assert params.system1.to_config() == System1Config()
-    assert params.grounder.to_config() == GrounderConfig()
-    assert params.rewards.weights.to_weights() == RewardWeights()
+    assert params.system1 == System1Params()
+    assert params.grounder == GrounderParams()
+    assert params.rewards.weights == WeightParams()
     assert params.rewards.weights.a_g == 2.0 and params.rewards.weights.a_a == 1.0
     assert params.rewards.names == ["format", "video_accuracy"]
     assert params.train == type(params.train)()
@@ -50,7 +47,6 @@ def test_embedded_params_differ_from_the_release_only_where_they_say_so():
     [
         ("system1:\n  max_frame: 3\n", r"params\.yaml: system1\.max_frame: Extra inputs"),
         ("system1:\n  fps: fast\n", r"params\.yaml: system1\.fps: Input should be a valid number"),
-        ("rewards:\n  names: [format, nope]\n", r"rewards\.names: unknown reward\(s\) \['nope'\]"),
         ("models:\n  tiny:\n    sam2_size: 100\n", r"models\.tiny\.sam2_size: .*multiple of 16"),
         ("data: [\n", r"params\.yaml: invalid YAML"),
     ],
@@ -113,3 +109,32 @@ def test_research_knobs_are_not_product_params(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
         load_params(path)
+
+
+def _yaml_leaves(mapping: dict, prefix: tuple = ()) -> set[tuple]:
+    from omnir1.kube.params import _is_section, _leaves
+
+    data_keys = {path for path, field in _leaves() if not _is_section(field.annotation)}
+    out = set()
+    for key, value in mapping.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and path not in data_keys:
+            out |= _yaml_leaves(value, path)
+        else:
+            out.add(path)
+    return out
+
+
+def test_params_yaml_the_params_models_and_the_release_recipe_agree_on_every_key():
+    """One home per setting: params.yaml names every key of the params models (each is also a
+    Kubeflow pipeline parameter), and the release recipe names only keys they have."""
+    import yaml
+
+    from omnir1.kube.params import _leaves
+
+    model = {path for path, _ in _leaves()}
+    embedded = _yaml_leaves(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert embedded == model, (sorted(model - embedded), sorted(embedded - model))
+    release = _yaml_leaves(yaml.safe_load((ROOT / "configs/params/release.yaml").read_text()))
+    assert release <= model, sorted(release - model)
+    load_params(ROOT / "configs" / "params" / "release.yaml")  # and its values validate

@@ -10,6 +10,7 @@ from omnir1.registry import (
     Gate,
     decide,
     flatten_metrics,
+    gates_of,
     load_metrics,
     parse_metrics_arg,
     public_uri,
@@ -126,7 +127,7 @@ def test_params_map_to_gates_with_hallucination_metrics_at_tolerance_zero():
         closer_to={"yes": 0.5},
         hallucination=["hr", "yes"],
     )
-    assert cfg.gates() == [
+    assert gates_of(cfg) == [
         Gate("a", "higher", 0.02),
         Gate("b", "higher", 0.1),
         Gate("hr", "lower", 0.0, hallucination=True),

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
+from omnir1.config import WeightParams
 from omnir1.rl.rewards import (
     REWARDS,
     VIDEO_ACCURACY_TERMS,
     RewardBreakdown,
     RewardTarget,
-    RewardWeights,
     System2Outcome,
     box_iou,
     format_reward,
@@ -56,7 +56,7 @@ def accuracy(text: str, tgt: RewardTarget, boxes=None, sam_j=None, **weights) ->
     if boxes is None:
         boxes = [[[0.0, 0.0, 1.0, 1.0]] for _ in parsed.keyframes]
     outcome = System2Outcome(boxes=boxes, sam_j=sam_j)
-    return video_accuracy_reward(parsed, tgt, outcome, RewardWeights(**weights))
+    return video_accuracy_reward(parsed, tgt, outcome, WeightParams(**weights))
 
 
 # --- format -----------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def test_mismatched_inputs_raise():
     with pytest.raises(ValueError, match="sam_j"):
         System2Outcome(boxes=[], sam_j=1.5)
     with pytest.raises(ValueError, match="a_g"):
-        RewardWeights(a_g=float("inf"))
+        WeightParams(a_g=float("inf"))
 
 
 # --- RefAVS -----------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ def test_registry_calls_every_reward_with_the_same_keywords():
         "parsed": parse_answer(answer(moment("00:00.00", "00:00.50")), 4),
         "target": tgt,
         "outcome": System2Outcome(boxes=[[GT_A], [GT_A]], sam_j=1.0),
-        "weights": RewardWeights(),
+        "weights": WeightParams(),
     }
     totals = {name: get_reward(name)(**kwargs).total for name in REWARDS}
     assert totals == pytest.approx(
@@ -422,3 +422,14 @@ def test_reward_target_from_masks_without_objects_and_bad_shapes():
         RewardTarget.from_masks([np.zeros((1, 3, 3), bool), np.zeros((2, 3, 3), bool)])
     with pytest.raises(ValueError, match="at least one frame"):
         RewardTarget.from_masks([])
+
+
+def test_unknown_reward_names_in_params_name_the_field():
+    from omnir1.errors import ConfigError
+    from omnir1.rl.rewards import check_reward_names
+
+    check_reward_names(["format", "video_accuracy"])
+    with pytest.raises(
+        ConfigError, match=r"params\.yaml: rewards\.names: unknown reward\(s\) \['nope'\]"
+    ):
+        check_reward_names(["format", "nope"], "params.yaml")

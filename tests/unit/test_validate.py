@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from omnir1.config import load_params
+from omnir1.config import ValidateParams, load_params
 from omnir1.data.records import Sample
 from omnir1.data.validate import (
     EXPRESSION_SCHEMA,
     VIDEO_SCHEMA,
     Manifests,
-    ValidateConfig,
     ValidationError,
     make_report,
     manifest_frame,
@@ -200,9 +199,9 @@ def test_empty_manifests_fail_without_crashing():
 def test_bounds_come_from_the_config():
     videos, exps = rows()
     # RefAVS clips have exactly 10 frames: 60 is out of bounds there, not for ReVOS
-    bad = failed(run_suites(manifests(videos, exps), "refavs", ValidateConfig()))
+    bad = failed(run_suites(manifests(videos, exps), "refavs", ValidateParams()))
     assert bad["videos.frames"]["rows_failed"] == 4
-    loose = ValidateConfig(
+    loose = ValidateParams(
         frames_per_video={},
         splits={"refavs": ["train"]},
         audio_sample_rate=8000,
@@ -220,8 +219,8 @@ def test_report_names_the_check_counts_rows_and_shows_examples(tmp_path):
     for i in (0, 1, 2):
         videos[i]["audio_sample_rate"] = 8000
     m = manifests(videos, exps)
-    outcomes = run_suites(m, "revos", ValidateConfig(examples=2))
-    report = make_report("revos", "/data/revos", m, outcomes, ValidateConfig(examples=2))
+    outcomes = run_suites(m, "revos", ValidateParams(examples=2))
+    report = make_report("revos", "/data/revos", m, outcomes, ValidateParams(examples=2))
     assert not report["ok"] and report["failed"] == 1
     (line,) = report["failures"]
     assert line == (
@@ -291,11 +290,16 @@ def test_mask_stats_union_objects_frame_by_frame():
 
 def test_params_section_is_the_library_default():
     params = load_params(ROOT / "params.yaml")
-    assert params.validation.to_config() == ValidateConfig()
+    assert params.validation == ValidateParams()
 
 
-def test_inconsistent_bounds_are_config_errors():
-    with pytest.raises(ConfigError, match=r"validate\.fps: min 30 is above max 5"):
-        ValidateConfig(min_fps=30, max_fps=5)
-    with pytest.raises(ConfigError, match="unknown format 'davis'"):
-        ValidateConfig(splits={"davis": ["train"]})
+def test_inconsistent_bounds_are_config_errors(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("validate: {min_fps: 30, max_fps: 5}\n")
+    with pytest.raises(
+        ConfigError, match=r"params\.yaml: validate: .*min_fps 30.0 is above max_fps"
+    ):
+        load_params(path)
+    path.write_text("validate: {splits: {davis: [train]}}\n")
+    with pytest.raises(ConfigError, match=r"validate\.splits\.davis"):
+        load_params(path)

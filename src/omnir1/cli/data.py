@@ -60,14 +60,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
-    from omnir1.data.validate import ValidateConfig, raise_on_failure, summary, validate_dataset
+    from omnir1.config import ValidateParams
+    from omnir1.data.validate import raise_on_failure, summary, validate_dataset
 
     if args.params:
         from omnir1.config import load_params
 
-        config = load_params(args.params).validation.to_config()
+        config = load_params(args.params).validation
     else:
-        config = ValidateConfig()
+        config = ValidateParams()
     report = validate_dataset(args.format, args.root, args.out, config, progress=not args.quiet)
     print_json(summary(report))
     raise_on_failure(report, args.out)  # exit 2, naming the failed checks

@@ -62,7 +62,7 @@ def cmd_serve_system2(args: argparse.Namespace) -> int:
     if args.params:
         from omnir1.config import load_params
 
-        grounder_cfg = load_params(args.params).grounder.to_config()
+        grounder_cfg = load_params(args.params).grounder
     serve(
         args.models,
         host=args.host,

@@ -37,7 +37,7 @@ def shard_dir(shards: str | Path, video_id: str) -> Path:
 
 
 def settings_of(cfg) -> dict:
-    """The System-1 settings (a System1Config or params section) that shape a shard."""
+    """The System-1 settings (params.yaml `system1`) that shape a shard."""
     return {
         "fps": float(cfg.fps),
         "max_frames": int(cfg.max_frames),
@@ -60,7 +60,7 @@ def check_settings(meta: dict, cfg, meta_path: Path) -> None:
 
 def load_shard(shards: str | Path, video_id: str, *, cfg=None):
     """(VideoClip equal to `load_clip`'s, frames) of a video: `frames` is the (N, H, W, 3)
-    uint8 memory map of every frame at full resolution. With `cfg` (System1Config or the
+    uint8 memory map of every frame at full resolution. With `cfg` (params.yaml `system1` or the
     params section), a shard made with other System-1 settings raises ConfigError."""
     from omnir1.systems.reasoning import VideoClip
 

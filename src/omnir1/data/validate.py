@@ -7,7 +7,7 @@ much of the clip its ground-truth masks cover) and one row per video (what `omni
 finds in its video file or frame folder, and what its audio file holds); a third, one row per
 split, is derived from them. Expectation suites (great-expectations 1.x, ephemeral context,
 pandas data source) check schema, ids, frame counts and sizes, masks, audio, durations and split
-proportions against the bounds of `ValidateConfig`. Every failed expectation is reported with
+proportions against the bounds of `ValidateParams`. Every failed expectation is reported with
 the number of rows that broke it and a few of them (report.json, report.md); the CLI then exits 2.
 
 Masks are decoded one frame at a time: beyond the annotation files the loaders read, memory holds
@@ -23,16 +23,16 @@ import math
 import operator
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from omnir1.data import FORMATS
+from omnir1.config import ValidateParams
 from omnir1.data.records import EXPRESSION_TYPES, Sample
-from omnir1.errors import ConfigError, DataError, InputError, MediaError
+from omnir1.errors import DataError, InputError, MediaError
 from omnir1.fsutil import atomic_open, atomic_path, write_json
 
 # Column -> dtype of each manifest (the names GX's pandas type check reports under pandas 3).
@@ -77,61 +77,10 @@ ID_COLUMNS = {
     "videos": ("split", "video_id"),
     "splits": ("split",),
 }
-DEFAULT_SPLITS = {
-    "refavs": ("train", "test_s", "test_u", "test_n"),
-    "revos": ("train", "valid"),
-    "mevis": ("train", "valid_u"),
-}
 
 
 class ValidationError(DataError):
     """Expectations failed; the message names them and the report that lists their rows."""
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """Bounds a data set must hold before anything trains on it (params.yaml `validate`)."""
-
-    min_frames: int = 2
-    max_frames: int = 10_000
-    # formats whose videos all have one frame count (RefAVS: 10 frames at 1 fps)
-    frames_per_video: Mapping[str, int] = field(default_factory=lambda: {"refavs": 10})
-    min_width: int = 64
-    max_width: int = 4096
-    min_height: int = 64
-    max_height: int = 4096
-    min_fps: float = 0.5
-    max_fps: float = 120.0
-    min_duration_s: float = 1.0
-    max_duration_s: float = 600.0
-    require_audio: bool = True
-    audio_sample_rate: int = 16_000
-    max_av_drift_s: float = 1.0
-    max_mask_area: float = 0.95
-    splits: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_SPLITS))
-    train_split: str = "train"
-    min_train_fraction: float = 0.4
-    max_train_fraction: float = 0.95
-    examples: int = 5
-
-    def __post_init__(self) -> None:
-        # params.yaml gives lists: normalise so that equal configs compare equal
-        object.__setattr__(self, "splits", {k: tuple(v) for k, v in self.splits.items()})
-        object.__setattr__(self, "frames_per_video", dict(self.frames_per_video))
-        pairs = [
-            ("frames", self.min_frames, self.max_frames),
-            ("width", self.min_width, self.max_width),
-            ("height", self.min_height, self.max_height),
-            ("fps", self.min_fps, self.max_fps),
-            ("duration_s", self.min_duration_s, self.max_duration_s),
-            ("train_fraction", self.min_train_fraction, self.max_train_fraction),
-        ]
-        for name, low, high in pairs:
-            if low > high:
-                raise ConfigError(None, f"min {low} is above max {high}", f"validate.{name}")
-        for key in (*self.frames_per_video, *self.splits):
-            if key not in FORMATS:
-                raise ConfigError(None, f"unknown format {key!r}; valid: {FORMATS}", "validate")
 
 
 # ------------------------------------------------------------------------------- manifests
@@ -352,7 +301,7 @@ class Check:
         return None if self.where is None else f"{self.where[0]} == {self.where[1]!r}"
 
 
-def build_checks(fmt: str, config: ValidateConfig, video_ids: Iterable[str]) -> list[Check]:
+def build_checks(fmt: str, config: ValidateParams, video_ids: Iterable[str]) -> list[Check]:
     """The expectations of the three suites; `video_ids` are the ids of the videos table."""
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
@@ -436,11 +385,11 @@ def _context():
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def run_suites(manifests: Manifests, fmt: str, config: ValidateConfig | None = None) -> list[dict]:
+def run_suites(manifests: Manifests, fmt: str, config: ValidateParams | None = None) -> list[dict]:
     """Validate the manifests; one outcome (see `_outcome`) per expectation, in suite order."""
     import great_expectations as gx
 
-    config = config or ValidateConfig()
+    config = config or ValidateParams()
     tables = {
         "expressions": manifests.expressions.reset_index(drop=True),
         "videos": manifests.videos.reset_index(drop=True),
@@ -564,7 +513,7 @@ def make_report(
     root: str | Path,
     manifests: Manifests,
     outcomes: list[dict],
-    config: ValidateConfig,
+    config: ValidateParams,
     seconds: Mapping[str, float] | None = None,
 ) -> dict:
     failed = [o for o in outcomes if not o["success"]]
@@ -581,7 +530,7 @@ def make_report(
             "splits": len(split_table(manifests)),
         },
         "seconds": {k: round(v, 3) for k, v in (seconds or {}).items()},
-        "config": _plain(asdict(config)),
+        "config": _plain(config.model_dump(mode="json")),
         "results": outcomes,
     }
 
@@ -669,13 +618,13 @@ def validate_dataset(
     fmt: str,
     root: str | Path,
     out: str | Path,
-    config: ValidateConfig | None = None,
+    config: ValidateParams | None = None,
     *,
     progress: bool = False,
 ) -> dict:
     """The `validate` stage: manifests, suites, report files under `out`; returns the report
     (its `ok` says whether every expectation passed)."""
-    config = config or ValidateConfig()
+    config = config or ValidateParams()
     start = time.perf_counter()
     manifests = load_manifests(fmt, root, progress=progress)
     built = time.perf_counter()

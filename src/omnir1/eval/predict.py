@@ -30,7 +30,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -366,11 +365,11 @@ def run_predict(
                     "--split",
                 )
     # greedy decoding: a prediction is a deterministic function of the model and the data
-    s1 = replace(params.system1.to_config(), do_sample=False)
-    grounder_cfg = params.grounder.to_config()
+    s1 = params.system1
+    grounder_cfg = params.grounder
     with watch("load_models"):
         models = load_models(models_dir, device=device)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     counts = Counts()
     with atomic_dir(out) as staging:
         with (staging / ANSWERS).open("w", encoding="utf-8") as log:
@@ -410,8 +409,8 @@ def run_predict(
                 "videos_per_split": videos_per_split,
                 "device": device,
                 "system1_batch_size": batch_size,
-                "system1": asdict(s1),
-                "grounder": asdict(grounder_cfg),
+                "system1": {**s1.model_dump(mode="json"), "greedy": True},
+                "grounder": grounder_cfg.model_dump(mode="json"),
                 "replayed_system1_answers": answers is not None,
                 "replayed_grounder_answer": grounder_answer is not None,
                 "shards": None if shards is None else str(shards),

@@ -294,9 +294,9 @@ def answer_probes(
     from omnir1.systems.reasoning import GlobalReasoner
 
     cfg = params.probe
-    s1 = replace(params.system1.to_config(), do_sample=False)
+    s1 = params.system1
     models = load_models(models_dir, device=device)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     batch = params.evaluate.system1_batch_size
     records: list[dict | None] = [None] * len(probes)
     groups: dict[tuple, list[int]] = {}
@@ -327,7 +327,7 @@ def answer_probes(
                 clip,
                 samples[fmt, vid],
                 texts,
-                params.grounder.to_config(),
+                params.grounder,
                 params.train.seed,
                 batch,
             )
@@ -390,7 +390,7 @@ def run_probe(
         raise ConfigError(None, "needs at least one --data FORMAT=DIR and one --model NAME=DIR")
     start = time.perf_counter()
     evaluated = read_json(evaluation) if evaluation is not None else {}
-    s1 = params.system1.to_config()
+    s1 = params.system1
     probes: list[Probe] = []
     samples: dict[tuple[str, str], object] = {}
     for fmt, folder in data.items():

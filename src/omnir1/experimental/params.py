@@ -69,7 +69,7 @@ class StudyModelParams(ModelParams):
 
 
 class StudySystem1Params(System1Params):
-    # "images": each frame an image after its time in text (System1Config.frames)
+    # "images": each frame an image after its time in text (omnir1.systems.reasoning.frames_mode)
     frames: Literal["video", "images"] = "video"
     # with frames "images": the audio before the frames instead of after them
     audio_first: bool = False

@@ -61,7 +61,7 @@ def _assess_folder(params, models_dir: Path, samples, clips, contexts, *, per_sa
 
     models = load_models(models_dir)
     engine = _engine(params, models)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, params.system1.to_config())
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, params.system1)
     texts = policy_completions(
         reasoner, clips, [s.expression for s in samples], per_sample=per_sample, seed=seed
     )
@@ -301,7 +301,7 @@ def _split_inputs(
     from omnir1.experimental.warmstart import study_samples
     from omnir1.rl.engine import context_from_sample
 
-    s1 = params.system1.to_config()
+    s1 = params.system1
     samples = study_samples(fmt, data, split, kinds=params.train.kinds, words=params.train.words)
     samples = [s for s in samples if keep is None or keep(s)][:limit]
     clips = clips_for(samples, s1)

@@ -109,12 +109,13 @@ def render_params(values: dict[str, Any], out: str | Path) -> dict:
 
     from omnir1.config import load_params
     from omnir1.fsutil import atomic_path
+    from omnir1.rl.rewards import check_reward_names
 
     nested = nest(values)
     with atomic_path(out) as staging:
         staging.write_text(yaml.safe_dump(nested, sort_keys=False), encoding="utf-8")
         try:
-            load_params(staging)
+            check_reward_names(load_params(staging).rewards.names)
         except ConfigError as err:
             name = (err.field or "").replace(".", SEP) or None
             raise ConfigError(None, err.message, name) from None

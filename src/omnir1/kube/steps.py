@@ -82,7 +82,7 @@ def validate(params: str, datasets: str, reports: str) -> dict[str, float]:
     for fmt in settings.data.formats:
         out = Path(reports) / fmt
         report = validate_dataset(
-            fmt, Path(datasets) / fmt, out, settings.validation.to_config(), progress=False
+            fmt, Path(datasets) / fmt, out, settings.validation, progress=False
         )
         raise_on_failure(report, out)
         figures.update(flat_metrics(summary(report), f"{fmt}."))
@@ -120,11 +120,11 @@ def merge_shards(params: str, parts: Sequence[str], shards: str) -> None:
 def base_models(params: str, models: str) -> None:
     """The models GRPO starts from: models.dir (a folder, s3:// prefix or models:/ registry
     URI) or, for the embedded default, the tiny models built here (dvc.yaml's models stage)."""
-    from omnir1.models.tiny import init_tiny
+    from omnir1.models.tiny import TinySizes, init_tiny
 
     cfg = _params(params).models
     if cfg.dir == EMBEDDED_MODELS and not Path(cfg.dir).is_dir():
-        init_tiny(models, seed=cfg.tiny.seed, sizes=cfg.tiny.sizes())
+        init_tiny(models, seed=cfg.tiny.seed, sizes=TinySizes(sam2_image_size=cfg.tiny.sam2_size))
     else:
         fetch_model(params, cfg.dir, models)
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from omnir1.config import WeightParams, check_sam2_every
 from omnir1.errors import OmniR1Error
 from omnir1.eval.metrics import jaccard
 from omnir1.rl.rewards import (
     RewardBreakdown,
     RewardTarget,
-    RewardWeights,
     System2Outcome,
-    check_sam2_every,
+    check_reward_names,
     get_reward,
     needs_system2,
 )
@@ -77,9 +77,10 @@ class LazyUnion(Sequence):
 def context_from_sample(sample, cfg=None, clip=None, frames=None) -> GroupContext:
     """A GroupContext for a loaded data-set sample (omnir1.data.records.Sample); `clip` is
     System 1's view of its video when already loaded, `frames` its full frames (a shard's)."""
-    from omnir1.systems.reasoning import System1Config, load_clip
+    from omnir1.config import System1Params
+    from omnir1.systems.reasoning import load_clip
 
-    cfg = cfg or System1Config()
+    cfg = cfg or System1Params()
     video = sample.frame_paths[0].parent
     if clip is None:
         clip = load_clip(video, audio=sample.audio_path, cfg=cfg, folder_fps=sample.fps)
@@ -118,7 +119,7 @@ class RewardEngine:
         rewards: Sequence[str],
         models,
         *,
-        weights: RewardWeights | None = None,
+        weights: WeightParams | None = None,
         system2: Callable = run_system2,
         retries: int = 2,
         backoff_s: float = 1.0,
@@ -131,7 +132,7 @@ class RewardEngine:
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
-        weights = weights or RewardWeights()
+        weights = weights or WeightParams()
         check_sam2_every(sam2_every, weights.a_g)
         self.rewards = list(rewards)
         self.models = models
@@ -241,6 +242,7 @@ def engine_from_params(
     """The recipe's RewardEngine (params.yaml rewards and system1); System 2 in process, or
     the service at `system2_url` (token from OMNIR1_SYSTEM2_TOKEN; `system2_root` is the
     local mount of the service's data root)."""
+    check_reward_names(params.rewards.names)
     system2 = run_system2
     if system2_url is not None:
         from omnir1.service.client import System2Client
@@ -250,13 +252,13 @@ def engine_from_params(
     return RewardEngine(
         params.rewards.names,
         models,
-        weights=params.rewards.weights.to_weights(),
+        weights=params.rewards.weights,
         system2=system2,
         retries=params.rewards.system2_retries,
         max_keyframes=s1.max_keyframes,
         max_moments=s1.max_moments,
         segment_masks=segment_masks,
         local_frames=system2_url is None,
-        grounder_cfg=params.grounder.to_config(),
+        grounder_cfg=params.grounder,
         sam2_every=params.rewards.sam2_every,
     )

@@ -45,7 +45,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from omnir1.config import WeightParams
 from omnir1.data.masks import mask_box
+from omnir1.errors import ConfigError
 from omnir1.systems.parsing import ParsedAnswer
 
 Box = list[float]  # [x0, y0, x1, y1] in pixels
@@ -61,37 +63,6 @@ VIDEO_ACCURACY_TERMS = (
     "object_num_mismatch",
     "sam_j",
 )
-
-
-def check_sam2_every(sam2_every: int, a_g: float) -> None:
-    """SAM2 may skip groups (rewards.sam2_every > 1) only while its J weighs nothing (a_g 0):
-    otherwise a skipped group would be scored without a term of its reward."""
-    if sam2_every < 1:
-        raise ValueError(f"sam2_every must be >= 1, got {sam2_every}")
-    if sam2_every > 1 and a_g != 0:
-        raise ValueError(
-            f"sam2_every {sam2_every} needs weights.a_g 0: SAM2's J is part of the reward "
-            f"(a_g {a_g}), so every group must be segmented"
-        )
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Weights of the video accuracy terms (cumulated and the mismatch penalty are unweighted)."""
-
-    a_k: float = 1.0  # keyframe count and diversity (frame + overlap)
-    a_k_ratio: float = 0.0  # saliency of the keyframes
-    a_a: float = 1.0  # box accuracy (matched IoU)
-    a_g: float = 2.0  # SAM2 J; 0 skips the term
-    clip_to_cumulated: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("a_k", "a_k_ratio", "a_a", "a_g"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -227,13 +198,13 @@ def video_accuracy_reward(
     parsed: ParsedAnswer,
     target: RewardTarget,
     outcome: System2Outcome | None,
-    weights: RewardWeights | None = None,
+    weights: WeightParams | None = None,
     **_: Any,
 ) -> RewardBreakdown:
     """The video accuracy reward (see the module docstring). `outcome` None means System 2 did
     not run: its terms are reported as None. Raises ValueError when `target` or `outcome` do not
     fit `parsed` (a covered frame beyond the target, a box list per keyframe missing)."""
-    weights = weights or RewardWeights()
+    weights = weights or WeightParams()
     components: dict[str, float | None] = dict.fromkeys(VIDEO_ACCURACY_TERMS)
     notes: list[str] = []
     moments = parsed.moments
@@ -378,6 +349,16 @@ REWARDS: dict[str, Callable[..., RewardBreakdown]] = {
     "refavs_box": refavs_box_reward,
 }
 _NEEDS_SYSTEM2 = frozenset({"video_accuracy", "refavs_box"})
+
+
+def check_reward_names(names: Sequence[str], source=None) -> None:
+    """params.yaml `rewards.names` must name registered rewards: a ConfigError naming the file
+    and the field lists the valid ones (checked before anything loads or trains)."""
+    unknown = [n for n in names if n not in REWARDS]
+    if unknown:
+        raise ConfigError(
+            source, f"unknown reward(s) {unknown}; valid: {sorted(REWARDS)}", "rewards.names"
+        )
 
 
 def get_reward(name: str) -> Callable[..., RewardBreakdown]:

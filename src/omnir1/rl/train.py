@@ -98,15 +98,17 @@ def run_training(
     from omnir1.data.shards import views_for
     from omnir1.models.loading import freeze_towers, load_models, write_model_folder
     from omnir1.rl.engine import context_from_sample, engine_from_params
+    from omnir1.rl.rewards import check_reward_names
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
     from omnir1.systems.reasoning import GlobalReasoner
 
+    check_reward_names(params.rewards.names)  # before anything loads
     data, out = Path(data), Path(out)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:  # one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     models = load_models(models_dir, device=device, system2=system2_url is None)
     freeze_towers(models.system1)
-    s1 = params.system1.to_config()
+    s1 = params.system1
     if samples is None:
         samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)

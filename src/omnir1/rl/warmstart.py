@@ -337,7 +337,7 @@ def run_warm_start(
         summary["grounder"] = {"from": str(grounder_from)}
     elif ws.grounder.steps > 0:
         grounder_model, grounder_processor = load_thinker(Manifest.read(models_dir).grounder)
-        grounder = Grounder(grounder_model, grounder_processor, params.grounder.to_config())
+        grounder = Grounder(grounder_model, grounder_processor, params.grounder)
         with watch("grounder_examples"):
             examples = grounder_examples(
                 grounder, samples, descriptions, frame_stride=ws.grounder_frame_stride
@@ -361,7 +361,7 @@ def run_warm_start(
             "loss": _ends(losses),
         }
     if any(stage.finetune.steps > 0 for stage in stages):
-        s1 = params.system1.to_config()
+        s1 = params.system1
         reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
         with watch("system1_examples"):
             clips = clips_for(samples, s1)

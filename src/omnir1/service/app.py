@@ -138,7 +138,7 @@ def create_app(
     grounder_cfg=None,
 ):
     """The FastAPI app around loaded `models` (omnir1.models.loading.Models); `grounder_cfg`
-    (a GrounderConfig: how keyframes are shown to the grounder) defaults to the release's."""
+    (params.yaml `grounder`: how keyframes are shown to the grounder) defaults to the release's."""
     from omnir1.errors import OmniR1Error
     from omnir1.fsutil import inside
     from omnir1.media import inspect

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from omnir1.systems.grounding import GrounderConfig
+from omnir1.config import GrounderParams, System1Params
 from omnir1.systems.parsing import parse_answer
-from omnir1.systems.reasoning import GlobalReasoner, System1Config, VideoClip, load_clip
+from omnir1.systems.reasoning import GlobalReasoner, VideoClip, load_clip
 from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
 from omnir1.timing import Stopwatch
 
@@ -58,8 +58,8 @@ def run_collaboration(
     expression: str,
     *,
     audio: str | Path | None = None,
-    s1: System1Config | None = None,
-    grounder_cfg: GrounderConfig | None = None,
+    s1: System1Params | None = None,
+    grounder_cfg: GrounderParams | None = None,
     seed: int = 0,
     on_masks: Callable[[int, np.ndarray], None],
     folder_fps: float = 1.0,
@@ -74,7 +74,7 @@ def run_collaboration(
     goes through the same parsers as generated text. `system2` replaces the in-process
     `run_system2` (same signature), e.g. by a client of the System-2 service.
     """
-    s1 = s1 or System1Config()
+    s1 = s1 or System1Params()
     watch = Stopwatch()
     with watch("decode_system1"):
         clip = load_clip(video, audio=audio, cfg=s1, folder_fps=folder_fps)

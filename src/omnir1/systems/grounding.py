@@ -15,19 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from omnir1.config import GrounderParams
 from omnir1.media.video import smart_resize
 from omnir1.systems.parsing import parse_boxes
 from omnir1.systems.prompts import grounder_task, marker_token_ids
-from omnir1.systems.reasoning import QWEN_PATCH
-
-
-@dataclass(frozen=True)
-class GrounderConfig:
-    max_pixels: int = 900 * QWEN_PATCH * QWEN_PATCH
-    min_pixels: int = 4 * QWEN_PATCH * QWEN_PATCH
-    max_new_tokens: int = 128
-    max_boxes: int = 16
-    batch_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -45,10 +36,10 @@ class GroundingResult:
 
 
 class Grounder:
-    def __init__(self, model, processor, cfg: GrounderConfig | None = None):
+    def __init__(self, model, processor, cfg: GrounderParams | None = None):
         self.model = model
         self.processor = processor
-        self.cfg = cfg or GrounderConfig()
+        self.cfg = cfg or GrounderParams()
         self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
     def _prompt(self, description: str) -> str:

@@ -16,37 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
+from omnir1.config import System1Params
 from omnir1.systems.prompts import SYSTEM1_SYSTEM, format_time, marker_token_ids, system1_task
 
 QWEN_PATCH = 28
 
 
-@dataclass(frozen=True)
-class System1Config:
-    fps: float = 2.0
-    max_frames: int = 24
-    max_pixels: int = 128 * QWEN_PATCH * QWEN_PATCH  # per frame
-    moments: int = 4  # asked for in the prompt
-    max_keyframes: int = 4  # K0
-    max_moments: int = 8  # more are dropped by the parser
-    max_new_tokens: int = 800
-    temperature: float = 1.0
-    top_p: float = 0.95
-    do_sample: bool = True
-    prompt: str = "release"  # or "compact" (prompts.SYSTEM1_TASK_COMPACT)
-    # "video": the frames as one video with the audio interleaved (Qwen2.5-Omni's own way, whose
-    # time-aligned rotary codes a pretrained model reads); "images": each frame an image after
-    # its time in text, the audio after them (a tiny model can copy the time next to the frame
-    # that shows the target, where it cannot read times from rotary codes: docs/design.md §7)
-    frames: str = "video"
-    # with frames "images": the audio before the frames. Its ~25 tokens a second between the
-    # frames and the answer kept a tiny thinker from learning to use the frames in a
-    # prototype run; before them it learned (research/LOG.md, "Bisecting against the prototype")
-    audio_first: bool = False
-    # False: System 1 gets the frames only, whatever the clip's soundtrack (a tiny thinker on
-    # the synthetic sets learned to use the frames without the audio and not with it, in the
-    # same steps: research/LOG.md, "Audio is what holds the frames back")
-    audio: bool = True
+def frames_mode(cfg) -> str:
+    """How the prompt shows the frames: "video" (Qwen2.5-Omni's own way, the audio interleaved,
+    time-aligned rotary codes a pretrained model reads), or "images" (each frame an image after
+    its time in text: a research option, `system1.frames` of omnir1.experimental.params, for a
+    tiny model that cannot read times from rotary codes; docs/design.md §7). The product's
+    System1Params has no such key: always "video"."""
+    return getattr(cfg, "frames", "video")
+
+
+def audio_first(cfg) -> bool:
+    """With frames as images, the audio before them (research's `system1.audio_first`)."""
+    return getattr(cfg, "audio_first", False)
 
 
 @dataclass
@@ -78,7 +65,7 @@ def load_clip(
     video: str | Path,
     *,
     audio: str | Path | None = None,
-    cfg: System1Config | None = None,
+    cfg: System1Params | None = None,
     folder_fps: float = 1.0,
 ) -> VideoClip:
     """Sample frames at `cfg.fps` under the pixel budget and decode the audio (from `audio`, else
@@ -86,7 +73,7 @@ def load_clip(
     from omnir1.media import inspect, load_audio, sample_frames
     from omnir1.media.audio import NoAudioWarning
 
-    cfg = cfg or System1Config()
+    cfg = cfg or System1Params()
     info = inspect(video, folder_fps=folder_fps)
     sampled = sample_frames(
         video,
@@ -115,21 +102,24 @@ def load_clip(
 class GlobalReasoner:
     """Prompting, generation and parsing of System 1 around a loaded model and processor."""
 
-    def __init__(self, model, processor, cfg: System1Config | None = None):
+    def __init__(self, model, processor, cfg: System1Params | None = None, *, greedy=False):
+        """`cfg`: params.yaml `system1`; `greedy`: deterministic answers (evaluation, probes)
+        instead of sampling at `cfg.temperature` / `cfg.top_p` (training)."""
         self.model = model
         self.processor = processor
-        self.cfg = cfg or System1Config()
+        self.cfg = cfg or System1Params()
+        self.sample = not greedy
         self.suppress_tokens = marker_token_ids(processor.tokenizer)
 
     def messages(self, clip: VideoClip, expression: str, rng: random.Random) -> list[dict]:
         task = system1_task(
             expression, clip.duration_s, rng, self.cfg.moments, compact=self.cfg.prompt == "compact"
         )
-        if self.cfg.frames == "images":
+        if frames_mode(self.cfg) == "images":
             media: list[dict] = []
             for t in clip.times:
                 media += [{"type": "text", "text": format_time(float(t))}, {"type": "image"}]
-            if self.hears(clip) and self.cfg.audio_first:
+            if self.hears(clip) and audio_first(self.cfg):
                 media.insert(0, {"type": "audio"})
             elif self.hears(clip):
                 media.append({"type": "audio"})
@@ -146,7 +136,7 @@ class GlobalReasoner:
 
     def audio_in_video(self, clip: VideoClip) -> bool:
         """Whether the audio is interleaved with the video (the model's `use_audio_in_video`)."""
-        return self.hears(clip) and self.cfg.frames == "video"
+        return self.hears(clip) and frames_mode(self.cfg) == "video"
 
     def chat_prompt(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(
@@ -175,7 +165,7 @@ class GlobalReasoner:
         if self.audio_in_video(clip):
             # the audio track is interleaved with the video in 2-second chunks
             kwargs |= {"audio_from_video_indices": list(range(n)), "load_audio_from_video": True}
-        if self.cfg.frames == "images":
+        if frames_mode(self.cfg) == "images":
             # frames are already at System 1's size (multiples of 28): no resizing
             kwargs |= {"images": list(clip.frames) * n, "images_kwargs": {"do_resize": False}}
         else:
@@ -248,8 +238,8 @@ class GlobalReasoner:
         self, clip: VideoClip, expressions: Sequence[str], *, seed: int = 0, batch_size: int = 8
     ) -> list[str]:
         """Greedy System-1 answers for every expression on one clip (`generate_greedy`)."""
-        if self.cfg.do_sample:
-            raise ValueError("batched answers are for greedy decoding (do_sample=False)")
+        if self.sample:
+            raise ValueError("batched answers are for greedy decoding (greedy=True)")
         prompts = self.expression_prompts(clip, expressions, seed)
         return self.generate_greedy(clip, prompts, batch_size=batch_size)
 
@@ -269,6 +259,6 @@ class GlobalReasoner:
         return self._generate_batch(
             clip,
             [prompt],
-            sample=self.cfg.do_sample,
+            sample=self.sample,
             num_return_sequences=num_return_sequences,
         )

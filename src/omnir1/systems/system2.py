@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from omnir1.systems.grounding import Grounder, GrounderConfig, GroundingRequest
+from omnir1.config import GrounderParams
+from omnir1.systems.grounding import Grounder, GroundingRequest
 from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
 from omnir1.timing import Stopwatch
 
@@ -57,7 +58,7 @@ def run_system2(
     requests: Sequence[System2Request],
     on_frame: MaskSink,
     *,
-    grounder_cfg: GrounderConfig | None = None,
+    grounder_cfg: GrounderParams | None = None,
     folder_fps: float = 1.0,
     grounder_answer: str | None = None,
     timings: dict[str, float] | None = None,
