@@ -3,12 +3,13 @@
 Unknown keys and wrong types are errors that name the file and the dotted field (a typo must
 not silently fall back to a default). The library takes these sections as they are (one home
 per setting): GlobalReasoner a System1Params, the Grounder a GrounderParams, the rewards a
-WeightParams, the validate stage a ValidateParams. This module imports nothing else of the
+VideoAccuracyParams, the validate stage a ValidateParams. This module imports nothing else of the
 package: it is the bottom of the dependency graph.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,7 +162,7 @@ class GrounderParams(_Section):
     batch_size: int = Field(8, ge=1)  # grounding requests per generate call
 
 
-class WeightParams(_Section):
+class VideoAccuracyParams(_Section):
     """Weights of the video accuracy terms (docs/design.md §2; cumulated and the mismatch
     penalty are unweighted)."""
 
@@ -179,22 +180,38 @@ def check_sam2_every(sam2_every: int, a_g: float) -> None:
         raise ValueError(f"sam2_every must be >= 1, got {sam2_every}")
     if sam2_every > 1 and a_g != 0:
         raise ValueError(
-            f"sam2_every {sam2_every} needs weights.a_g 0: SAM2's J is part of the reward "
+            f"sam2_every {sam2_every} needs video_accuracy.a_g 0: SAM2's J is part of the reward "
             f"(a_g {a_g}), so every group must be segmented"
         )
 
 
 class RewardParams(_Section):
+    """The GRPO rewards (docs/design.md §2): registered rewards by name
+    (omnir1.rl.rewards.REWARDS), each with its weight in the total (TRL's `reward_weights`)."""
+
     names: list[str] = ["format", "video_accuracy"]
-    weights: WeightParams = WeightParams()
+    # a reward's weight in the total reward GRPO maximises; a name not listed weighs 1
+    weights: dict[str, float] = {}
+    # the terms of the video accuracy reward
+    video_accuracy: VideoAccuracyParams = VideoAccuracyParams()
     system2_retries: int = Field(2, ge=0)
-    # SAM2 on every Nth group only; allowed only with a_g 0 (its J then weighs nothing)
+    # SAM2 on every Nth group only; allowed only with video_accuracy.a_g 0 (its J then weighs
+    # nothing, and is logged on the groups it runs on)
     sam2_every: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _sam2_every_only_when_unweighted(self):
-        check_sam2_every(self.sam2_every, self.weights.a_g)
+    def _consistent(self):
+        unknown = [n for n in self.weights if n not in self.names]
+        if unknown:
+            raise ValueError(f"weights of rewards not in names: {unknown} (names: {self.names})")
+        if not all(math.isfinite(w) for w in self.weights.values()):
+            raise ValueError("reward weights must be finite numbers")
+        check_sam2_every(self.sam2_every, self.video_accuracy.a_g)
         return self
+
+    def reward_weights(self) -> list[float]:
+        """Each of `names`' weight, in order (TRL's GRPOConfig.reward_weights)."""
+        return [self.weights.get(name, 1.0) for name in self.names]
 
 
 class TrainParams(_Section):
@@ -217,7 +234,14 @@ class TrainParams(_Section):
     save_steps: int = Field(50, ge=1)
     seed: int = 0
 
-    def grpo_config(self, output_dir: str | Path, *, use_cpu: bool, suppress_tokens=None):
+    def grpo_config(
+        self,
+        output_dir: str | Path,
+        *,
+        use_cpu: bool,
+        suppress_tokens=None,
+        reward_weights: Sequence[float] | None = None,
+    ):
         """TRL's GRPOConfig for the paper's recipe: GRPO loss (token mean per completion, then
         batch mean), advantages scaled as `scale_rewards` says (the paper: by the group's std),
         one optimisation step per generation batch (so the ratio clip never binds), the k3 KL
@@ -258,6 +282,7 @@ class TrainParams(_Section):
             seed=self.seed,
             report_to=[],
             generation_kwargs={"suppress_tokens": list(suppress_tokens or [])},
+            reward_weights=None if reward_weights is None else list(reward_weights),
         )
 
 

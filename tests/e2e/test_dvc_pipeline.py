@@ -82,8 +82,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     again = run("bash", str(ROOT / "scripts" / "demo.sh"))
     assert "nothing to do" in again and "| revos JF |" in again
 
-    a_k, seed = params["rewards"]["weights"]["a_k"], params["data"]["synth"]["seed"]
-    params["rewards"]["weights"]["a_k"] = 0.5  # a reward weight: training and what follows
+    a_k, seed = params["rewards"]["video_accuracy"]["a_k"], params["data"]["synth"]["seed"]
+    params["rewards"]["video_accuracy"]["a_k"] = 0.5  # a reward weight: training and what follows
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     # stale now: train; evaluate, probe, register and report rerun once its outputs change
     assert set(json.loads(run("dvc", "status", "--json"))) == {"train"}
@@ -93,7 +93,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
 
     # back to the run's own params: a forced train stage reuses the finished run of the same
     # inputs (no step, the same model, and says so); a forced demo clears it and retrains
-    params["rewards"]["weights"]["a_k"], params["data"]["synth"]["seed"] = a_k, seed
+    params["rewards"]["video_accuracy"]["a_k"], params["data"]["synth"]["seed"] = a_k, seed
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     weights = (work / "runs/train/model/system1/model.safetensors").read_bytes()
     run("dvc", "repro", "-f", "train")

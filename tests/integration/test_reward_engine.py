@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omnir1.config import GrounderParams, WeightParams
+from omnir1.config import GrounderParams, VideoAccuracyParams
 from omnir1.data.loaders import load
 from omnir1.media.video import smart_resize
 from omnir1.models.loading import load_models
@@ -75,6 +75,12 @@ def test_group_is_scored_with_one_system2_call(models, context):
     assert good_parts["box_iou"] == pytest.approx(1.0, abs=1e-6)  # the GT box, one keyframe
     assert 0.0 <= good_parts["sam_j"] <= 1.0  # random SAM2 weights: some J, measured
     assert by[0]["video_accuracy"].total > by[1]["video_accuracy"].total
+    # the total weighs each reward as rewards.weights says (TRL's reward_weights), 1 by default
+    assert engine.total(by[0]) == by[0]["format"].total + by[0]["video_accuracy"].total
+    weighted = RewardEngine(
+        ["format", "video_accuracy"], models, reward_weights={"format": 0.25}
+    ).total(by[0])
+    assert weighted == pytest.approx(0.25 + by[0]["video_accuracy"].total)
 
 
 def test_system2_failures_are_retried_then_stop_the_run(models, context):
@@ -110,7 +116,7 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
         segmented.append(kwargs.get("segment_masks", True))
         return run_system2(*args, grounder_answer=json.dumps([{"bbox_2d": box}]), **kwargs)
 
-    weights = WeightParams(a_g=0.0)
+    weights = VideoAccuracyParams(a_g=0.0)
     engine = RewardEngine(
         ["video_accuracy"], models, weights=weights, system2=system2, sam2_every=2
     )
@@ -123,7 +129,7 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
     assert totals[0] == totals[1] == totals[2]  # a_g 0: whether SAM2 ran changes no reward
     needs_unweighted = r"sam2_every 2 needs weights\.a_g 0: SAM2's J is part of the reward"
     with pytest.raises(ValueError, match=needs_unweighted):
-        RewardEngine(["video_accuracy"], models, weights=WeightParams(a_g=2.0), sam2_every=2)
+        RewardEngine(["video_accuracy"], models, weights=VideoAccuracyParams(a_g=2.0), sam2_every=2)
 
 
 def test_unknown_reward_names_fail_early(models):

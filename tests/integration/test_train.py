@@ -64,7 +64,7 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     assert len(runs) == 2
     first = min(runs, key=lambda r: r.info.start_time)
     assert first.data.params["train.num_generations"] == "2"
-    assert first.data.params["rewards.weights.a_g"] == "2.0"
+    assert first.data.params["rewards.video_accuracy.a_g"] == "2.0"
     history = client.get_metric_history(first.info.run_id, "rewards_video_accuracy_mean")
     assert [m.step for m in history] == [1, 2]
     assert {"kl", "time_system2_s", "time_generation_s", "time_update_s"} <= (

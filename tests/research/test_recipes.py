@@ -20,7 +20,8 @@ def test_the_learning_study_recipe_changes_only_what_it_says():
     embedded = load_study_params(ROOT / "params.yaml")
     study = _study_params("turns")
     assert study.data.synth.layout == "turns" and study.data.synth.background == "position"
-    assert study.rewards.weights.clip_to_cumulated and study.rewards.weights.a_g == 0.0
+    assert study.rewards.video_accuracy.clip_to_cumulated
+    assert study.rewards.video_accuracy.a_g == 0.0
     assert study.models == embedded.models
     # a group's grounding requests in one batch (speed only); System 1's warm start at batch 6
     assert study.grounder == embedded.grounder.model_copy(update={"batch_size": 32})

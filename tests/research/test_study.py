@@ -79,7 +79,7 @@ def test_warm_starts_are_keyed_without_grpos_own_settings(tmp_path):
         lambda p: setattr(p.warm_start.system1, "steps", 7),
         lambda p: setattr(p.system1, "temperature", 0.5),
         lambda p: setattr(p.grounder, "max_boxes", 3),
-        lambda p: setattr(p.rewards.weights, "a_k", 2.0),  # the assessment's reward
+        lambda p: setattr(p.rewards.video_accuracy, "a_k", 2.0),  # the assessment's reward
         lambda p: setattr(p.models.tiny, "seed", 3),
     ):
         other = params.model_copy(deep=True)

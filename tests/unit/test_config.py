@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from omnir1.config import GrounderParams, System1Params, WeightParams, load_params
+from omnir1.config import GrounderParams, System1Params, VideoAccuracyParams, load_params
 from omnir1.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,8 +12,9 @@ def test_release_params_are_the_library_defaults_and_the_papers_recipe():
     params = load_params(ROOT / "configs" / "params" / "release.yaml")
     assert params.system1 == System1Params()
     assert params.grounder == GrounderParams()
-    assert params.rewards.weights == WeightParams()
-    assert params.rewards.weights.a_g == 2.0 and params.rewards.weights.a_a == 1.0
+    assert params.rewards.video_accuracy == VideoAccuracyParams()
+    assert params.rewards.video_accuracy.a_g == 2.0 and params.rewards.video_accuracy.a_a == 1.0
+    assert params.rewards.reward_weights() == [1.0, 1.0]
     assert params.rewards.names == ["format", "video_accuracy"]
     assert params.train == type(params.train)()
     assert params.warm_start.system1.steps == 0 and params.warm_start.grounder.steps == 0
@@ -21,8 +22,8 @@ def test_release_params_are_the_library_defaults_and_the_papers_recipe():
 
 def test_sam2_every_needs_an_unweighted_sam2(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("rewards:\n  sam2_every: 4\n  weights: {a_g: 2.0}\n")
-    with pytest.raises(ConfigError, match=r"sam2_every 4 needs weights\.a_g 0"):
+    path.write_text("rewards:\n  sam2_every: 4\n  video_accuracy: {a_g: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"sam2_every 4 needs video_accuracy\.a_g 0"):
         load_params(path)
 
 
@@ -39,7 +40,7 @@ def test_embedded_params_differ_from_the_release_only_where_they_say_so():
         for key, value in embedded[section].items():
             if value != release[section][key]:  # every difference carries its release value
                 assert "release:" in lines[(section, key)], (section, key)
-    assert embedded["rewards"]["weights"]["a_g"] == 0.0  # random SAM2: logged, not weighed
+    assert embedded["rewards"]["video_accuracy"]["a_g"] == 0.0  # random SAM2: logged, not weighed
 
 
 @pytest.mark.parametrize(
@@ -138,3 +139,17 @@ def test_params_yaml_the_params_models_and_the_release_recipe_agree_on_every_key
     release = _yaml_leaves(yaml.safe_load((ROOT / "configs/params/release.yaml").read_text()))
     assert release <= model, sorted(release - model)
     load_params(ROOT / "configs" / "params" / "release.yaml")  # and its values validate
+
+
+def test_each_reward_carries_its_weight_to_trl(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("rewards:\n  names: [format, video_accuracy]\n  weights: {format: 0.5}\n")
+    rewards = load_params(path).rewards
+    assert rewards.reward_weights() == [0.5, 1.0]  # in names' order; unlisted weighs 1
+    cfg = load_params(path).train.grpo_config(
+        tmp_path, use_cpu=True, reward_weights=rewards.reward_weights()
+    )
+    assert cfg.reward_weights == [0.5, 1.0]
+    path.write_text("rewards:\n  names: [format]\n  weights: {video_accuracy: 2.0}\n")
+    with pytest.raises(ConfigError, match=r"rewards: .*weights of rewards not in names"):
+        load_params(path)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from omnir1.config import WeightParams
+from omnir1.config import VideoAccuracyParams
 from omnir1.rl.rewards import (
     REWARDS,
     VIDEO_ACCURACY_TERMS,
@@ -56,7 +56,7 @@ def accuracy(text: str, tgt: RewardTarget, boxes=None, sam_j=None, **weights) ->
     if boxes is None:
         boxes = [[[0.0, 0.0, 1.0, 1.0]] for _ in parsed.keyframes]
     outcome = System2Outcome(boxes=boxes, sam_j=sam_j)
-    return video_accuracy_reward(parsed, tgt, outcome, WeightParams(**weights))
+    return video_accuracy_reward(parsed, tgt, outcome, VideoAccuracyParams(**weights))
 
 
 # --- format -----------------------------------------------------------------------------------
@@ -341,7 +341,7 @@ def test_mismatched_inputs_raise():
     with pytest.raises(ValueError, match="sam_j"):
         System2Outcome(boxes=[], sam_j=1.5)
     with pytest.raises(ValueError, match="a_g"):
-        WeightParams(a_g=float("inf"))
+        VideoAccuracyParams(a_g=float("inf"))
 
 
 # --- RefAVS -----------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ def test_registry_calls_every_reward_with_the_same_keywords():
         "parsed": parse_answer(answer(moment("00:00.00", "00:00.50")), 4),
         "target": tgt,
         "outcome": System2Outcome(boxes=[[GT_A], [GT_A]], sam_j=1.0),
-        "weights": WeightParams(),
+        "weights": VideoAccuracyParams(),
     }
     totals = {name: get_reward(name)(**kwargs).total for name in REWARDS}
     assert totals == pytest.approx(

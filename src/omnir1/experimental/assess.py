@@ -84,7 +84,7 @@ def assess(engine, contexts: Sequence, completions: Sequence[Sequence[str]]) -> 
         scores = engine.score_group(ctx, list(texts))
         sums = dict.fromkeys(SAMPLE_SUMS, 0.0)
         for parsed, rewards in zip(scores.parsed, scores.rewards, strict=True):
-            totals.append(sum(r.total for r in rewards.values()))
+            totals.append(engine.total(rewards))
             formats.append(parsed.format_ok)
             answer_hits = sum(ctx.target.union_areas[k] > 0 for k in parsed.keyframes)
             keyframes += len(parsed.keyframes)

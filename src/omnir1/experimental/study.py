@@ -72,7 +72,7 @@ def _engine(params, models):
     """The training recipe's rewards; SAM2 runs only where its J weighs (a_g > 0)."""
     from omnir1.rl.engine import engine_from_params
 
-    return engine_from_params(params, models, segment_masks=params.rewards.weights.a_g != 0)
+    return engine_from_params(params, models, segment_masks=params.rewards.video_accuracy.a_g != 0)
 
 
 def fingerprint(params, data_digest: str, **settings) -> str:

@@ -11,13 +11,13 @@ the sample: it never turns into zero rewards.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from omnir1.config import WeightParams, check_sam2_every
+from omnir1.config import VideoAccuracyParams, check_sam2_every
 from omnir1.errors import OmniR1Error
 from omnir1.eval.metrics import jaccard
 from omnir1.rl.rewards import (
@@ -119,7 +119,7 @@ class RewardEngine:
         rewards: Sequence[str],
         models,
         *,
-        weights: WeightParams | None = None,
+        weights: VideoAccuracyParams | None = None,
         system2: Callable = run_system2,
         retries: int = 2,
         backoff_s: float = 1.0,
@@ -129,12 +129,15 @@ class RewardEngine:
         local_frames: bool = True,
         grounder_cfg=None,
         sam2_every: int = 1,
+        reward_weights: Mapping[str, float] | None = None,
     ):
         for name in rewards:
             get_reward(name)  # unknown names fail here, before any training step
-        weights = weights or WeightParams()
+        weights = weights or VideoAccuracyParams()
         check_sam2_every(sam2_every, weights.a_g)
         self.rewards = list(rewards)
+        # each reward's weight in the total (params rewards.weights; TRL's reward_weights)
+        self.reward_weights = {name: (reward_weights or {}).get(name, 1.0) for name in rewards}
         self.models = models
         self.weights = weights
         self.system2 = system2
@@ -149,6 +152,10 @@ class RewardEngine:
         self.sam2_every = sam2_every
         self.system2_calls = 0
         self.local_frames = local_frames  # False: System 2 is a service that reads `video`
+
+    def total(self, rewards: Mapping[str, RewardBreakdown]) -> float:
+        """A completion's total reward: its rewards weighted as GRPO weighs them."""
+        return sum(self.reward_weights[name] * r.total for name, r in rewards.items())
 
     def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
         parsed = [
@@ -252,7 +259,8 @@ def engine_from_params(
     return RewardEngine(
         params.rewards.names,
         models,
-        weights=params.rewards.weights,
+        weights=params.rewards.video_accuracy,
+        reward_weights=params.rewards.weights,
         system2=system2,
         retries=params.rewards.system2_retries,
         max_keyframes=s1.max_keyframes,

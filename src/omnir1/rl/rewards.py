@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from omnir1.config import WeightParams
+from omnir1.config import VideoAccuracyParams
 from omnir1.data.masks import mask_box
 from omnir1.errors import ConfigError
 from omnir1.systems.parsing import ParsedAnswer
@@ -198,13 +198,13 @@ def video_accuracy_reward(
     parsed: ParsedAnswer,
     target: RewardTarget,
     outcome: System2Outcome | None,
-    weights: WeightParams | None = None,
+    weights: VideoAccuracyParams | None = None,
     **_: Any,
 ) -> RewardBreakdown:
     """The video accuracy reward (see the module docstring). `outcome` None means System 2 did
     not run: its terms are reported as None. Raises ValueError when `target` or `outcome` do not
     fit `parsed` (a covered frame beyond the target, a box list per keyframe missing)."""
-    weights = weights or WeightParams()
+    weights = weights or VideoAccuracyParams()
     components: dict[str, float | None] = dict.fromkeys(VIDEO_ACCURACY_TERMS)
     notes: list[str] = []
     moments = parsed.moments

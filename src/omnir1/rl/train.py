@@ -127,7 +127,10 @@ def run_training(
         train = train.model_copy(update={"max_steps": max_steps})
     checkpoints = Path(checkpoints) if checkpoints else out / "checkpoints"
     config = train.grpo_config(
-        checkpoints, use_cpu=device == "cpu", suppress_tokens=reasoner.suppress_tokens
+        checkpoints,
+        use_cpu=device == "cpu",
+        suppress_tokens=reasoner.suppress_tokens,
+        reward_weights=params.rewards.reward_weights(),  # in the order of reward_funcs
     )
     rows = [{"prompt": s.expression, "sample_index": i} for i, s in enumerate(samples)]
     trainer = VideoGRPOTrainer(
