@@ -20,6 +20,18 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 
+# warm starts of two steps each on small inputs (the warm-start tests, product and research)
+WARM = """
+system1: {max_pixels: 1568, max_new_tokens: 24}
+grounder: {max_pixels: 6272, max_new_tokens: 24}
+warm_start:
+  grounder: {steps: 2, batch_size: 2, warmup_steps: 1}
+  grounder_frame_stride: 20
+  system1: {steps: 2, batch_size: 2, warmup_steps: 1}
+tracking: {enabled: false}
+"""
+
+
 def end_to_end_params() -> dict:
     """params.yaml for the end-to-end runs: every stage and split, smaller sets, shorter runs."""
     import yaml

@@ -6,20 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import WARM
 from omnir1.cli import main
 from omnir1.models.loading import Manifest
 
 pytestmark = pytest.mark.slow
-
-WARM = """
-system1: {max_pixels: 1568, max_new_tokens: 24}
-grounder: {max_pixels: 6272, max_new_tokens: 24}
-warm_start:
-  grounder: {steps: 2, batch_size: 2, warmup_steps: 1}
-  grounder_frame_stride: 20
-  system1: {steps: 2, batch_size: 2, warmup_steps: 1}
-tracking: {enabled: false}
-"""
 
 
 def weights(folder):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import WARM
 from omnir1.cli import main
 from omnir1.experimental.params import load_study_params
 from omnir1.experimental.warmstart import object_words, run_study_warm_start
@@ -18,15 +19,11 @@ from omnir1.rl.warmstart import target_boxes
 
 pytestmark = pytest.mark.slow
 
-WARM = """
-system1: {max_pixels: 1568, max_new_tokens: 24}
-grounder: {max_pixels: 6272, max_new_tokens: 24}
-warm_start:
-  grounder: {steps: 2, batch_size: 2, warmup_steps: 1}
-  grounder_frame_stride: 20
-  system1: {steps: 2, batch_size: 2, warmup_steps: 1}
-tracking: {enabled: false}
-"""
+
+def warm_start(params_file, data, models, out) -> dict:
+    """The research warm start of the params in `params_file` (its summary)."""
+    params = load_study_params(params_file)
+    return run_study_warm_start(params, data=data, fmt="revos", models_dir=models, out=out)
 
 
 def study_params(steps: int) -> str:
@@ -190,13 +187,7 @@ def test_rendered_frames_join_the_grounders_examples(tiny_models, synth_sets, tm
             "grounder_frame_stride: 20", "grounder_frame_stride: 20\n  grounder_rendered: 4"
         ).replace("system1: {steps: 2,", "system1: {steps: 0,")
     )
-    summary = run_study_warm_start(
-        load_study_params(params),
-        data=data,
-        fmt="revos",
-        models_dir=tiny_models,
-        out=tmp_path / "w",
-    )
+    summary = warm_start(params, data, tiny_models, tmp_path / "w")
     own = len(list(target_boxes(trainable_samples("revos", data), {}, frame_stride=20)))
     assert summary["grounder"]["rendered"] == 4
     assert summary["grounder"]["examples"] == own + 4
@@ -274,13 +265,7 @@ def test_system1_rendered_adds_examples_on_fresh_clips(tiny_models, synth_sets, 
                 "system1: {steps: 2, batch_size: 2, warmup_steps: 1}" + extra,
             )
         )
-        summary = run_study_warm_start(
-            load_study_params(params),
-            data=data,
-            fmt="revos",
-            models_dir=tiny_models,
-            out=tmp_path / f"w{rendered}",
-        )
+        summary = warm_start(params, data, tiny_models, tmp_path / f"w{rendered}")
         counts[rendered] = summary["system1"]
     assert counts[5]["rendered"] == 5
     assert counts[5]["examples"] == counts[0]["examples"] + 5
@@ -320,13 +305,7 @@ def test_system1_stages_train_one_after_another_on_their_own_expressions(
             "tracking",
         )
     )
-    summary = run_study_warm_start(
-        load_study_params(params),
-        data=data,
-        fmt="revos",
-        models_dir=tiny_models,
-        out=tmp_path / "w",
-    )
+    summary = warm_start(params, data, tiny_models, tmp_path / "w")
     first, second = summary["system1"]["stages"]
 
     def seen(keep) -> int:  # the set's expressions whose target shows on a System-1 frame
@@ -376,13 +355,7 @@ def test_expression_kinds_need_a_synthetic_set(synth_sets, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("warm_start:\n  system1_stages: [{steps: 1, kinds: [appearance]}]\n")
     with pytest.raises(DataError, match=r"warm_start\.system1_stages"):
-        run_study_warm_start(
-            load_study_params(params),
-            data=real,
-            fmt="revos",
-            models_dir=tmp_path,
-            out=tmp_path / "w",
-        )
+        warm_start(params, real, tmp_path, tmp_path / "w")
 
 
 def test_training_expressions_chosen_by_word(synth_sets):
