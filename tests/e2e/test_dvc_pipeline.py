@@ -91,17 +91,17 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert "data@revos" in run("dvc", "status")
 
-    # back to the run's own params: a forced train stage reuses the finished run of the same
-    # inputs (no step, the same model, and says so); a forced demo clears it and retrains
+    # back to the run's own params: the train stage forced alone reuses the finished run of the
+    # same inputs (no step, the same model, and says so); a forced demo clears it and retrains
     params["rewards"]["video_accuracy"]["a_k"], params["data"]["synth"]["seed"] = a_k, seed
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     weights = (work / "runs/train/model/system1/model.safetensors").read_bytes()
-    run("dvc", "repro", "-f", "train")
+    run("dvc", "repro", "-f", "-s", "train")
     train = json.loads((work / "metrics" / "train.json").read_text())
     assert train["reused_finished_run"] and train["steps"] == 2
     assert train["resumed_from"] == "checkpoint-2"
     assert (work / "runs/train/model/system1/model.safetensors").read_bytes() == weights
-    run("bash", str(ROOT / "scripts" / "demo.sh"), "-f", "train")
+    run("bash", str(ROOT / "scripts" / "demo.sh"), "-f", "-s", "train")
     train = json.loads((work / "metrics" / "train.json").read_text())
     assert not train["reused_finished_run"] and train["resumed_from"] is None
     assert train["steps"] == 2

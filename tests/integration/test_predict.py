@@ -58,7 +58,7 @@ def test_batched_answers_are_the_answers_one_at_a_time(synth_sets, tiny_models, 
 
     s1 = load_params(params_file).system1
     models = load_models(tiny_models, system2=False)
-    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     sample = select_expressions("revos", synth_sets["revos"], limit=1)[0][0]
     clip = load_clip(sample.frame_paths[0].parent, audio=sample.audio_path, cfg=s1, folder_fps=6)
     assert clip.audio is not None

@@ -127,7 +127,7 @@ def test_unweighted_sam2_can_run_on_every_nth_group_only(models, context):
     assert parts[0]["box_iou"] == parts[1]["box_iou"] == pytest.approx(1.0, abs=1e-6)
     totals = [s.rewards[0]["video_accuracy"].total for s in scores]
     assert totals[0] == totals[1] == totals[2]  # a_g 0: whether SAM2 ran changes no reward
-    needs_unweighted = r"sam2_every 2 needs weights\.a_g 0: SAM2's J is part of the reward"
+    needs_unweighted = r"sam2_every 2 needs video_accuracy\.a_g 0: SAM2's J is part of the reward"
     with pytest.raises(ValueError, match=needs_unweighted):
         RewardEngine(["video_accuracy"], models, weights=VideoAccuracyParams(a_g=2.0), sam2_every=2)
 
