@@ -23,11 +23,6 @@ from pathlib import Path
 
 from omnir1.fsutil import atomic_open
 
-HEADLINE = {  # the figure a benchmark is known by, and whether higher is better
-    "revos": ("JF", True),
-    "mevis": ("JF", True),
-    "refavs": ("seen.mIoU", True),
-}
 PROBE_FIGURES = ("accuracy", "f1", "yes_ratio", "answered", "n")
 
 
@@ -112,7 +107,10 @@ def headline_rows(train, curve, evaluation, probe, decision) -> list[list]:
     labels = _labels(evaluation)
     if labels:
         before, after = labels
-        for fmt, (key, _) in HEADLINE.items():
+        from omnir1.benchmarks import BENCHMARKS
+
+        # the figure each benchmark is known by
+        for fmt, key in ((n, b.headline_figure[0]) for n, b in BENCHMARKS.items()):
             a, b = (
                 _get(evaluation, f"{before}.{fmt}.{key}"),
                 _get(evaluation, f"{after}.{fmt}.{key}"),

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from omnir1.benchmarks import load
 from omnir1.cli import main
 from omnir1.data import rle
-from omnir1.data.loaders import load
 from omnir1.errors import InputError
 from omnir1.eval.protocols import evaluate
 from omnir1.eval.reference import boundary_f_reference, jaccard_reference

@@ -8,8 +8,8 @@ import pytest
 import torch
 from datasets import Dataset
 
+from omnir1.benchmarks import load
 from omnir1.config import System1Params
-from omnir1.data.loaders import load
 from omnir1.experimental.params import StudySystem1Params
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, context_from_sample

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from omnir1.benchmarks import load
 from omnir1.config import GrounderParams, VideoAccuracyParams
-from omnir1.data.loaders import load
 from omnir1.media.video import smart_resize
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, System2FailedError, context_from_sample

@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from omnir1.eval.protocols import summarize_mevis, summarize_refavs, summarize_revos
+from omnir1.benchmarks.mevis import summarize_mevis
+from omnir1.benchmarks.refavs import summarize_refavs
+from omnir1.benchmarks.revos import summarize_revos
 from omnir1.eval.scoring import (
     ExpressionScore,
     RefAVSFrameStats,

@@ -26,25 +26,12 @@ from pathlib import Path
 from omnir1.errors import ConfigError
 from omnir1.fsutil import write_json
 
-DAVIS_KEYS = ("J", "F", "JF", "A", "R")
-
 
 def headline(fmt: str, summary: Mapping) -> dict:
     """The figures a person compares first, from one `omnir1 evaluate` summary."""
-    if fmt in ("revos", "mevis"):
-        overall = summary["overall"]
-        keys = DAVIS_KEYS if fmt == "revos" else ("J", "F", "JF")
-        return {"expressions": overall["expressions"], **{k: overall[k] for k in keys}}
-    out = {}
-    for split, figures in summary.items():  # RefAVS: seen / unseen / null
-        official = figures["official"]
-        row = {k: official[k] for k in ("mIoU", "F", "S") if k in official}
-        if split != "null":
-            row["JF"] = figures["davis"]["JF"]
-        row["empty_prediction_rate"] = figures["empty_prediction_rate"]
-        row["expressions"] = figures["expressions"]
-        out[split] = row
-    return out
+    from omnir1.benchmarks import get
+
+    return get(fmt).headline(summary)
 
 
 def difference(after: Mapping, before: Mapping) -> dict:

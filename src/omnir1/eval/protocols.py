@@ -1,8 +1,8 @@
-"""The RefAVS, ReVOS and MeViS evaluation protocols (docs/design.md §4).
+"""Evaluation of predicted masks with a benchmark's protocol (docs/design.md §4).
 
 `evaluate` scores every expression of the evaluated splits (in one process, or spread over
 worker processes by video) and `summarize` aggregates the scores as each benchmark's official
-protocol does:
+protocol does (its module in omnir1.benchmarks):
 
 - ReVOS: J, F, J&F, A and R means per subset (referring = type_id 0, reasoning = type_id 1),
   overall = the mean of the two subset means; type_id 2 expressions are excluded. Also a single
@@ -22,47 +22,23 @@ foreground at its 0.4 threshold.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from omnir1.data import FORMATS, rle
-from omnir1.data.loaders import load
+from omnir1.benchmarks import get, load, names
 from omnir1.data.records import Sample
 from omnir1.errors import ConfigError, DataError
 from omnir1.eval.predictions import expression_dir, shared_fid_counts, unexpected_folders
 from omnir1.eval.scoring import ExpressionScore, score_expression
-from omnir1.fsutil import read_json
-
-REFAVS_SPLIT_NAMES = {"test_s": "seen", "test_u": "unseen", "test_n": "null"}
-REFAVS_BATCH = 4  # expressions per batch in the official test loader
-METRIC_KEYS = ("J", "F", "JF", "A", "R")
-
 
 # ------------------------------------------------------------------------------ selection
 
 
-def labelled(benchmark: str, data: Path, split: str) -> bool:
-    """MeViS ships its online split (`valid`) without masks: no mask_dict.json in its folder."""
-    return benchmark != "mevis" or (data / split / "mask_dict.json").is_file()
-
-
-def default_splits(benchmark: str, data: Path, available: Sequence[str]) -> list[str]:
-    """RefAVS: its three test splits; ReVOS/MeViS: every labelled split except train."""
-    if benchmark == "refavs":
-        wanted = [s for s in REFAVS_SPLIT_NAMES if s in available]
-    else:
-        wanted = [s for s in available if s != "train" and labelled(benchmark, data, s)]
-    return wanted or list(available)
-
-
 def load_samples(benchmark: str, data: Path) -> list[Sample]:
-    if benchmark not in FORMATS:
-        raise ConfigError(None, f"unknown benchmark {benchmark!r}; choose one of {FORMATS}")
+    if benchmark not in names():
+        raise ConfigError(None, f"unknown benchmark {benchmark!r}; choose one of {names()}")
     return list(load(benchmark, data))
 
 
@@ -86,8 +62,8 @@ def select_samples(
             )
         chosen = list(dict.fromkeys(splits))
     else:
-        chosen = default_splits(benchmark, data, available)
-    unlabelled = [s for s in chosen if not labelled(benchmark, data, s)]
+        chosen = get(benchmark).eval_splits(data, available) or list(available)
+    unlabelled = [s for s in chosen if not get(benchmark).labelled(data, s)]
     if unlabelled:
         raise DataError(
             data, f"split(s) {unlabelled} have no ground-truth masks (no mask_dict.json)"
@@ -112,34 +88,6 @@ def is_excluded(sample: Sample) -> bool:
 # ------------------------------------------------------------------------------- scoring
 
 
-def _foreground_counts(
-    video_samples: Sequence[Sample], fg_file: dict | None, fg_path: Path
-) -> list[int]:
-    """|FG| per frame of a ReVOS video: all annotated objects, from mask_dict_foreground.json
-    where present, else the union of the objects of the video's expressions (how that file is
-    made)."""
-    first = video_samples[0]
-    height, width = first.frame_size()
-    vid = first.video_id
-    if fg_file is not None:
-        entry = fg_file.get(vid)
-        rles = entry.get("masks_rle") if isinstance(entry, dict) else None
-        if not isinstance(rles, list) or len(rles) != first.num_frames:
-            raise DataError(
-                fg_path, f"expected {first.num_frames} per-frame RLEs", f"{vid}.masks_rle"
-            )
-        return [
-            int(np.count_nonzero(rle.decode(r, source=fg_path, field=f"{vid}.masks_rle[{t}]")))
-            for t, r in enumerate(rles)
-        ]
-    union = np.zeros((first.num_frames, height, width), bool)
-    for sample in video_samples:
-        for t, objects in enumerate(sample.masks()):
-            if len(objects):
-                union[t] |= objects.any(axis=0)
-    return [int(np.count_nonzero(m)) for m in union]
-
-
 def score_samples(
     samples: Sequence[Sample], data: Path, pred: Path, *, indices: Sequence[int] | None = None
 ) -> Iterator[ExpressionScore]:
@@ -148,19 +96,16 @@ def score_samples(
     by_video: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
     for i, s in zip(indices, samples, strict=True):
         by_video[s.video_id].append((i, s))
-    fg_path = data / "mask_dict_foreground.json"
-    fg_file = None
-    if samples and samples[0].dataset == "revos" and fg_path.exists():
-        fg_file = read_json(fg_path)
-        if not isinstance(fg_file, dict):
-            raise DataError(fg_path, "expected an object mapping video ids to {masks_rle: [...]}")
+    # robustness R needs |FG| per frame, where the benchmark defines it (ReVOS)
+    foreground = get(samples[0].dataset).foreground if samples else None
+    count_foreground = foreground(data) if foreground is not None else None
     for items in by_video.values():
         scored = [(i, s) for i, s in items if not is_excluded(s)]
         if not scored:
             continue
         counts = None
-        if scored[0][1].dataset == "revos":
-            counts = _foreground_counts([s for _, s in items], fg_file, fg_path)
+        if count_foreground is not None:
+            counts = count_foreground([s for _, s in items])
         for i, sample in scored:
             yield score_expression(
                 sample,
@@ -189,111 +134,9 @@ def shard_videos(samples: Sequence[Sample], n: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------- summaries
 
 
-def _mean_block(scores: Sequence[ExpressionScore]) -> dict:
-    block: dict[str, float | int | None] = {"expressions": len(scores)}
-    for key in METRIC_KEYS:
-        values = [getattr(s, key) for s in scores if getattr(s, key) is not None]
-        block[key] = float(np.mean(values)) if values else None
-    return block
-
-
-def _by_objects(scores: Sequence[ExpressionScore]) -> dict:
-    groups = {
-        "single_object": [s for s in scores if s.num_objects == 1],
-        "multi_object": [s for s in scores if s.num_objects > 1],
-        "null": [s for s in scores if s.num_objects == 0],
-    }
-    return {name: _mean_block(group) for name, group in groups.items() if group}
-
-
-def _mean_of_means(blocks: Iterable[dict]) -> dict:
-    blocks = [b for b in blocks if b["expressions"]]
-    out: dict[str, float | int | None] = {"expressions": sum(b["expressions"] for b in blocks)}
-    for key in METRIC_KEYS:
-        values = [b[key] for b in blocks if b[key] is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
-
-
-def summarize_revos(scores: Sequence[ExpressionScore]) -> dict:
-    subsets = {
-        "referring": _mean_block([s for s in scores if s.type_id == 0]),
-        "reasoning": _mean_block([s for s in scores if s.type_id == 1]),
-    }
-    return {
-        **subsets,
-        "overall": _mean_of_means(subsets.values()),
-        "by_objects": _by_objects(scores),
-    }
-
-
-def summarize_mevis(scores: Sequence[ExpressionScore]) -> dict:
-    return {"overall": _mean_block(scores), "by_objects": _by_objects(scores)}
-
-
-def refavs_miou(group: Sequence[ExpressionScore]) -> float:
-    """Official mIoU over all frames of `group` (one batch, a split, or one expression)."""
-    return float(np.mean([v for s in group for v in s.refavs.iou]))
-
-
-def refavs_max_f(group: Sequence[ExpressionScore]) -> float:
-    """Max over thresholds of the mean F curve of the group's frames with foreground (0 if
-    none has any)."""
-    curves = [c for s in group for c in s.refavs.f_curve]
-    return float(np.max(np.mean(curves, axis=0))) if curves else 0.0
-
-
-def refavs_s(group: Sequence[ExpressionScore]) -> float:
-    """S: square root of the predicted-foreground fraction of the group's pixels."""
-    pixels = sum(s.refavs.pixels for s in group)
-    return math.sqrt(sum(s.refavs.pred_pixels for s in group) / pixels)
-
-
-def _refavs_figures(scores: Sequence[ExpressionScore]) -> dict:
-    """Official (batch) and pooled mIoU, max-F and S of one split's expressions, in order."""
-    ordered = sorted(scores, key=lambda s: s.index)
-    batches = [ordered[i : i + REFAVS_BATCH] for i in range(0, len(ordered), REFAVS_BATCH)]
-    return {
-        "official": {
-            "mIoU": float(np.mean([refavs_miou(b) for b in batches])),
-            "F": float(np.mean([refavs_max_f(b) for b in batches])),
-            "S": float(np.mean([refavs_s(b) for b in batches])),
-            "batches": len(batches),
-        },
-        "pooled": {
-            "mIoU": refavs_miou(ordered),
-            "F": refavs_max_f(ordered),
-            "S": refavs_s(ordered),
-        },
-    }
-
-
-def summarize_refavs(scores: Sequence[ExpressionScore]) -> dict:
-    by_split: dict[str, list[ExpressionScore]] = defaultdict(list)
-    for s in scores:
-        by_split[s.split].append(s)
-    out = {}
-    for split, group in by_split.items():
-        figures = _refavs_figures(group)
-        if split == "test_n":  # only S is defined for the null split
-            for kind in ("official", "pooled"):
-                figures[kind] = {k: v for k, v in figures[kind].items() if k in ("S", "batches")}
-        else:
-            for kind in ("official", "pooled"):
-                figures[kind].pop("S")
-        davis = _mean_block(group)
-        figures["davis"] = {k: davis[k] for k in ("J", "F", "JF")}
-        figures["empty_prediction_rate"] = float(np.mean([s.prediction_empty for s in group]))
-        figures["expressions"] = len(group)
-        out[REFAVS_SPLIT_NAMES.get(split, split)] = figures
-    return out
-
-
-SUMMARIES = {"revos": summarize_revos, "mevis": summarize_mevis, "refavs": summarize_refavs}
-
-
 def summarize(benchmark: str, scores: Sequence[ExpressionScore]) -> dict:
-    return SUMMARIES[benchmark](scores)
+    """The benchmark's official figures of `scores` (omnir1.benchmarks)."""
+    return get(benchmark).summarize(scores)
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omnir1.benchmarks.refavs import refavs_max_f, refavs_miou, refavs_s
 from omnir1.data.records import Sample
 from omnir1.eval.metrics import seg2bmap
 from omnir1.eval.predictions import expression_dir, frame_file, read_mask_png
-from omnir1.eval.protocols import Evaluation, refavs_max_f, refavs_miou, refavs_s
+from omnir1.eval.protocols import Evaluation
 from omnir1.eval.scoring import ExpressionScore
 from omnir1.fsutil import atomic_open
 from omnir1.media.draw import tint

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from omnir1.benchmarks.refavs import REFAVS_COLUMNS
 from omnir1.data import rle
-from omnir1.data.loaders import REFAVS_COLUMNS
 from omnir1.data.masks import union
 from omnir1.data.synth import expressions as ex
 from omnir1.data.synth.scene import (
