@@ -23,7 +23,7 @@ class Stage:
     per_format: bool = False  # once per data set of data.formats (dvc.yaml `foreach`)
 
 
-DATA_CODE = ("src/omnir1/data", "src/omnir1/media")
+DATA_CODE = ("src/omnir1/benchmarks", "src/omnir1/data", "src/omnir1/media")
 MODEL_CODE = ("src/omnir1/systems",)
 
 STAGES: tuple[Stage, ...] = (
@@ -70,7 +70,7 @@ STAGES: tuple[Stage, ...] = (
         ("benchmark",),
         ("predict", "score"),
         ("data.formats", "system1", "grounder", "evaluate", "train.seed"),
-        ("src/omnir1/eval", *MODEL_CODE),
+        ("src/omnir1/benchmarks", "src/omnir1/eval", *MODEL_CODE),
     ),
     Stage(
         "probe",
