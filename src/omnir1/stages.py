@@ -56,14 +56,14 @@ STAGES: tuple[Stage, ...] = (
         ("warm-start",),
         ("warm_start",),
         ("system1", "grounder", "warm_start", "data.train_format"),
-        ("src/omnir1/rl", *MODEL_CODE),
+        ("src/omnir1/benchmarks", "src/omnir1/rl", *MODEL_CODE),
     ),
     Stage(
         "train",
         ("train",),
         ("train", "train_multi_node"),
         ("system1", "grounder", "rewards", "train", "data.train_format"),
-        ("src/omnir1/rl", *MODEL_CODE),
+        ("src/omnir1/benchmarks", "src/omnir1/rl", *MODEL_CODE),
     ),
     Stage(
         "evaluate",
@@ -84,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
             "evaluate.system1_batch_size",
             "train.seed",
         ),
-        ("src/omnir1/eval", *MODEL_CODE),
+        ("src/omnir1/benchmarks", "src/omnir1/eval", *MODEL_CODE),
     ),
     Stage(
         "register",
