@@ -30,8 +30,8 @@ bench: setup
 	$(THREADS) $(PY) bench/run_all.py
 
 lint: setup
-	$(VENV)/bin/ruff check src tests scripts bench components pipelines dags
-	$(VENV)/bin/ruff format --check src tests scripts bench components pipelines dags
+	$(VENV)/bin/ruff check src tests scripts bench research components pipelines dags
+	$(VENV)/bin/ruff format --check src tests scripts bench research components pipelines dags
 
 # Re-resolve the locks from the *.in files (needs network access to the package index).
 lock:

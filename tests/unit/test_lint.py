@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUFF = ROOT / ".venv" / "bin" / "ruff"
-TARGETS = ["src", "tests", "scripts", "bench", "components", "pipelines", "dags"]
+TARGETS = ["src", "tests", "scripts", "bench", "research", "components", "pipelines", "dags"]
 
 
 def test_ruff_check():
