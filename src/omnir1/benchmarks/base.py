@@ -28,6 +28,17 @@ class Benchmark:
     labelled: Callable[[Path, str], bool] = lambda data, split: True
     # data folder -> |FG| per frame of one video's expressions, for robustness R (ReVOS)
     foreground: Callable[[Path], Callable[[Sequence[Sample]], list[int]]] | None = None
+    # the official per-frame statistics its protocol needs beyond J and F (RefAVS mIoU, F, S)
+    official_frame_stats: bool = False
+    # predictions: where else an expression's masks may sit (RefAVS's gt_mask layout), and a
+    # frame's file name (default: the frame's own name)
+    prediction_dir: Callable[[Sample, Path], Path | None] = lambda sample, pred_root: None
+    prediction_file: Callable[[Sample, int], str] = lambda sample, t: f"{sample.frame_names[t]}.png"
+    # what `omnir1 data check` checks beyond the samples (ReVOS' mask_dict_foreground.json):
+    # (data folder, the check report) -> problems added to the report
+    extra_check: Callable[[Path, object], None] | None = None
+    # the mask-level hallucination figures of its headline (omnir1 probe)
+    mask_figures: Callable[[Mapping], dict] = lambda headline: {}
 
     def load(self, root: str | Path, **kwargs) -> Iterator[Sample]:
         return self.loader(root, **kwargs)

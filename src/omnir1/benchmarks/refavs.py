@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +19,12 @@ from omnir1.benchmarks.base import Benchmark
 from omnir1.data.layouts import require_dir, video_parts
 from omnir1.data.records import PNGMaskSource, Sample
 from omnir1.errors import DataError
-from omnir1.eval.scoring import ExpressionScore
 from omnir1.eval.summary import mean_block
 from omnir1.fsutil import inside
 from omnir1.media.video import list_frame_files
+
+if TYPE_CHECKING:  # scores are only passed through here
+    from omnir1.eval.scoring import ExpressionScore
 
 REFAVS_COLUMNS = ("vid", "uid", "split", "fid", "exp")  # the official header order
 REFAVS_SPLITS = ("train", "val", "test_s", "test_u", "test_n")
@@ -161,6 +164,25 @@ def headline(summary: Mapping) -> dict:
     return out
 
 
+def prediction_dir(sample: Sample, pred_root: Path) -> Path | None:
+    """The gt_mask layout: PRED/{vid}/fid_{fid}/ (one folder per referred object)."""
+    if sample.refavs_fid is None:
+        return None
+    parts = sample.video_id.split("/")
+    return inside(pred_root, *parts, f"fid_{sample.refavs_fid}", field="prediction folder")
+
+
+def mask_figures(headline: Mapping) -> dict:
+    """The null split's empty-mask rate and S (foreground predicted for absent referents)."""
+    null = headline.get("null", {})
+    out = {}
+    if "empty_prediction_rate" in null:
+        out["null_empty_mask_rate"] = null["empty_prediction_rate"]
+    if "S" in null:
+        out["null_S"] = null["S"]
+    return out
+
+
 BENCHMARK = Benchmark(
     name="refavs",
     default_fps=DEFAULT_FPS,
@@ -169,4 +191,8 @@ BENCHMARK = Benchmark(
     summarize=summarize_refavs,
     headline=headline,
     headline_figure=("seen.mIoU", True),
+    official_frame_stats=True,
+    prediction_dir=prediction_dir,
+    prediction_file=lambda sample, t: f"{t:05d}.png",  # as gt_mask names its PNGs
+    mask_figures=mask_figures,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,9 +18,11 @@ from omnir1.data import rle
 from omnir1.data.layouts import meta_expressions, require_dir
 from omnir1.data.records import Sample
 from omnir1.errors import DataError
-from omnir1.eval.scoring import ExpressionScore
 from omnir1.eval.summary import by_objects, mean_block, mean_of_means
 from omnir1.fsutil import read_json
+
+if TYPE_CHECKING:  # scores are only passed through here
+    from omnir1.eval.scoring import ExpressionScore
 
 REVOS_TYPES = {0: "referring", 1: "reasoning", 2: "excluded"}
 DEFAULT_FPS = 6.0
@@ -121,6 +124,29 @@ def summarize_revos(scores: Sequence[ExpressionScore]) -> dict:
     }
 
 
+def check_foreground(root: Path, report) -> None:
+    """mask_dict_foreground.json (all annotated objects, for the robustness score R): every
+    video must be known and every entry must decode."""
+    path = root / "mask_dict_foreground.json"
+    if not path.exists():
+        return
+    try:
+        fg = read_json(path)
+        if not isinstance(fg, dict):
+            raise DataError(path, "expected an object mapping video id to {'masks_rle': [...]}")
+        for vid, entry in fg.items():
+            if vid not in report.videos:
+                raise DataError(path, f"unknown video id {vid!r}", vid)
+            masks = entry.get("masks_rle") if isinstance(entry, dict) else None
+            if not isinstance(masks, list):
+                raise DataError(path, "expected a list of per-frame RLE", f"{vid}.masks_rle")
+            for t, item in enumerate(masks):
+                if item is not None:
+                    rle.decode(item, source=path, field=f"{vid}.masks_rle[{t}]")
+    except DataError as err:
+        report.add_problem(err)
+
+
 def headline(summary: Mapping) -> dict:
     overall = summary["overall"]
     return {"expressions": overall["expressions"], **{k: overall[k] for k in DAVIS_KEYS}}
@@ -135,4 +161,6 @@ BENCHMARK = Benchmark(
     headline=headline,
     headline_figure=("JF", True),
     foreground=foreground,
+    extra_check=check_foreground,
+    mask_figures=lambda headline: {"revos_R": headline["R"]} if "R" in headline else {},
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks import get, load
 from omnir1.data.records import Sample
 from omnir1.errors import DataError
 
@@ -130,32 +130,7 @@ def check_dataset(fmt: str, root: str | Path) -> CheckReport:
             report.objects.update((sample.video_id, o) for o in sample.object_ids)
     except DataError as err:  # the annotation files themselves are unreadable
         report.add_problem(err)
-    if fmt == "revos" and report.ok:
-        _check_revos_foreground(Path(root), report)
+    extra = get(fmt).extra_check
+    if extra is not None and report.ok:
+        extra(Path(root), report)
     return report
-
-
-def _check_revos_foreground(root: Path, report: CheckReport) -> None:
-    """mask_dict_foreground.json (all annotated objects, for the robustness score R): every
-    video must be known and every entry must decode."""
-    from omnir1.data import rle
-    from omnir1.fsutil import read_json
-
-    path = root / "mask_dict_foreground.json"
-    if not path.exists():
-        return
-    try:
-        fg = read_json(path)
-        if not isinstance(fg, dict):
-            raise DataError(path, "expected an object mapping video id to {'masks_rle': [...]}")
-        for vid, entry in fg.items():
-            if vid not in report.videos:
-                raise DataError(path, f"unknown video id {vid!r}", vid)
-            masks = entry.get("masks_rle") if isinstance(entry, dict) else None
-            if not isinstance(masks, list):
-                raise DataError(path, "expected a list of per-frame RLE", f"{vid}.masks_rle")
-            for t, item in enumerate(masks):
-                if item is not None:
-                    rle.decode(item, source=path, field=f"{vid}.masks_rle[{t}]")
-    except DataError as err:
-        report.add_problem(err)

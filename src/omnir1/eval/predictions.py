@@ -84,17 +84,21 @@ def _read_with_pillow(path: Path, data: bytes) -> np.ndarray:
 
 def expression_dir(sample: Sample, pred_root: Path) -> Path:
     """Folder holding the predicted masks of one expression (see the module docstring)."""
+    from omnir1.benchmarks import get
+
     parts = sample.video_id.split("/")
     own = inside(pred_root, *parts, sample.expression_id, field="prediction folder")
-    if sample.dataset != "refavs" or own.is_dir() or sample.refavs_fid is None:
+    if own.is_dir():
         return own
-    return inside(pred_root, *parts, f"fid_{sample.refavs_fid}", field="prediction folder")
+    return get(sample.dataset).prediction_dir(sample, pred_root) or own
 
 
 def frame_file(sample: Sample, folder: Path, index: int) -> Path:
-    if sample.dataset == "refavs":
-        return folder / f"{index:05d}.png"
-    return folder / f"{sample.frame_names[index]}.png"
+    """The PNG of frame `index` in an expression's prediction folder, named as its benchmark
+    names them."""
+    from omnir1.benchmarks import get
+
+    return folder / get(sample.dataset).prediction_file(sample, index)
 
 
 def shared_fid_counts(samples: Iterable[Sample]) -> Counter:

@@ -357,15 +357,13 @@ def score(records: Sequence[dict]) -> dict:
 def mask_level(evaluation: Mapping, label: str) -> dict:
     """Null-split empty-mask rate and S (RefAVS) and R (ReVOS) of one model, from the evaluate
     stage's metrics (what it has of them)."""
+    from omnir1.benchmarks import BENCHMARKS
+
     figures = evaluation.get(label, {})
     out = {}
-    null = figures.get("refavs", {}).get("null", {})
-    if "empty_prediction_rate" in null:
-        out["null_empty_mask_rate"] = null["empty_prediction_rate"]
-    if "S" in null:
-        out["null_S"] = null["S"]
-    if "R" in figures.get("revos", {}):
-        out["revos_R"] = figures["revos"]["R"]
+    for name, benchmark in BENCHMARKS.items():
+        if name in figures:
+            out.update(benchmark.mask_figures(figures[name]))
     return out
 
 

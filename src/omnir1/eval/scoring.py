@@ -126,7 +126,9 @@ def score_expression(
     height, width = sample.frame_size()
     folder = expression_dir(sample, pred_root)
     frame_j, frame_f, frame_a, frame_r = [], [], [], []
-    refavs = RefAVSFrameStats() if sample.dataset == "refavs" else None
+    from omnir1.benchmarks import get
+
+    refavs = RefAVSFrameStats() if get(sample.dataset).official_frame_stats else None
     missing, any_pred = 0, False
     for t, objects in enumerate(sample.masks()):
         gt = objects.any(axis=0) if len(objects) else np.zeros((height, width), bool)
