@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.data.synth import SynthConfig, synthesize
 from omnir1.eval.protocols import evaluate
 

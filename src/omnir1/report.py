@@ -107,7 +107,7 @@ def headline_rows(train, curve, evaluation, probe, decision) -> list[list]:
     labels = _labels(evaluation)
     if labels:
         before, after = labels
-        from omnir1.benchmarks import BENCHMARKS
+        from omnir1.benchmarks.registry import BENCHMARKS
 
         # the figure each benchmark is known by
         for fmt, key in ((n, b.headline_figure[0]) for n, b in BENCHMARKS.items()):

@@ -95,11 +95,3 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage("report", ("report",), ("report",), (), ("src/omnir1/report.py",)),
 )
-
-
-def stage(name: str) -> Stage:
-    """The stage called `name`; a KeyError listing the valid names otherwise."""
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise KeyError(f"unknown stage {name!r}; stages: {', '.join(s.name for s in STAGES)}")

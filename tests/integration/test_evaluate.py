@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.cli import main
 from omnir1.data import rle
 from omnir1.errors import InputError

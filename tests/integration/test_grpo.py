@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.config import System1Params
 from omnir1.experimental.params import StudySystem1Params
 from omnir1.models.loading import load_models

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.data.check import check_dataset
 from omnir1.data.records import Sample
 

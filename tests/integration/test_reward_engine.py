@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.config import GrounderParams, VideoAccuracyParams
 from omnir1.media.video import smart_resize
 from omnir1.models.loading import load_models

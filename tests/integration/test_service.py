@@ -335,7 +335,7 @@ def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
 ):
     """The trainer's reward engine with System 2 behind the service: one request per group,
     the same boxes and masks, hence the same rewards, as in process."""
-    from omnir1.benchmarks import load
+    from omnir1.benchmarks.registry import load
     from omnir1.config import load_params
     from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.warmstart import system1_answer

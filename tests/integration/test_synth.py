@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from omnir1.benchmarks import load
+from omnir1.benchmarks.registry import load
 from omnir1.data.synth import SynthConfig, synthesize
 from omnir1.data.synth.expressions import expression_kind
 from omnir1.data.synth.generate import video_scene

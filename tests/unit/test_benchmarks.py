@@ -4,7 +4,7 @@ import typing
 
 import pytest
 
-from omnir1.benchmarks import BENCHMARKS, get, names
+from omnir1.benchmarks.registry import BENCHMARKS, get, names
 from omnir1.config import DataParams, ValidateParams
 from omnir1.data import FORMATS
 

@@ -31,25 +31,9 @@ def test_citations_name_documents_and_sections_of_the_repository():
             assert int(cited) in sections, f"{path}: docs/design.md §{cited}"
 
 
-def _runtime_nodes(tree):
-    """Every node of `tree` but those under `if TYPE_CHECKING:` (type-only imports run never)."""
-    import ast
-
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            test = getattr(child, "test", None) if isinstance(child, ast.If) else None
-            if getattr(test, "id", None) == "TYPE_CHECKING":
-                todo.extend(child.orelse)
-                continue
-            todo.append(child)
-
-
 def _package_imports() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports at run time, at module level or inside
-    functions (type-only imports under `if TYPE_CHECKING:` left out)."""
+    """Module -> the package's modules it imports, at module level, inside functions or for
+    types only: every edge shows in the layout's direction."""
     import ast
 
     src = ROOT / "src"
@@ -66,7 +50,7 @@ def _package_imports() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         targets = set()
-        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 for alias in node.names:
                     targets.add(resolve(f"{node.module}.{alias.name}") or resolve(node.module))

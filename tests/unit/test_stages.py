@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from omnir1.stages import STAGES, stage
+from omnir1.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,4 +60,3 @@ def test_the_evaluation_stages_read_every_format_of_params():
     for name in ("evaluate", "probe"):
         deps = dvc[name]["deps"]
         assert "data/sets" in deps and not [d for d in deps if d.startswith("data/sets/")], name
-    assert stage("train").params[-1] == "data.train_format"

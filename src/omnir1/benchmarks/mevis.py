@@ -7,16 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from omnir1.benchmarks.base import Benchmark
 from omnir1.data.layouts import meta_expressions, require_dir
 from omnir1.data.records import Sample
 from omnir1.errors import DataError
+from omnir1.eval.scoring import ExpressionScore
 from omnir1.eval.summary import by_objects, mean_block
-
-if TYPE_CHECKING:  # scores are only passed through here
-    from omnir1.eval.scoring import ExpressionScore
 
 DEFAULT_FPS = 6.0
 

@@ -11,7 +11,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,12 +18,10 @@ from omnir1.benchmarks.base import Benchmark
 from omnir1.data.layouts import require_dir, video_parts
 from omnir1.data.records import PNGMaskSource, Sample
 from omnir1.errors import DataError
+from omnir1.eval.scoring import ExpressionScore
 from omnir1.eval.summary import mean_block
 from omnir1.fsutil import inside
 from omnir1.media.video import list_frame_files
-
-if TYPE_CHECKING:  # scores are only passed through here
-    from omnir1.eval.scoring import ExpressionScore
 
 REFAVS_COLUMNS = ("vid", "uid", "split", "fid", "exp")  # the official header order
 REFAVS_SPLITS = ("train", "val", "test_s", "test_u", "test_n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,11 +17,9 @@ from omnir1.data import rle
 from omnir1.data.layouts import meta_expressions, require_dir
 from omnir1.data.records import Sample
 from omnir1.errors import DataError
+from omnir1.eval.scoring import ExpressionScore
 from omnir1.eval.summary import by_objects, mean_block, mean_of_means
 from omnir1.fsutil import read_json
-
-if TYPE_CHECKING:  # scores are only passed through here
-    from omnir1.eval.scoring import ExpressionScore
 
 REVOS_TYPES = {0: "referring", 1: "reasoning", 2: "excluded"}
 DEFAULT_FPS = 6.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from omnir1.benchmarks import get, load
+from omnir1.benchmarks.registry import get, load
 from omnir1.data.records import Sample
 from omnir1.errors import DataError
 

@@ -77,7 +77,7 @@ def plan_jobs(fmt: str, root: str | Path, prefer: Prefer = "frames") -> list[Vid
     annotations index); "video" reads the encoded file where the data set has one. Either falls
     back to the other source when its own is missing.
     """
-    from omnir1.benchmarks import load
+    from omnir1.benchmarks.registry import load
 
     root = Path(root)
     jobs: dict[str, VideoJob] = {}

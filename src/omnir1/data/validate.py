@@ -228,7 +228,7 @@ def build_manifests(samples: Iterable[Sample], root: str | Path) -> Manifests:
 def load_manifests(fmt: str, root: str | Path, *, progress: bool = False) -> Manifests:
     from tqdm import tqdm
 
-    from omnir1.benchmarks import load
+    from omnir1.benchmarks.registry import load
 
     samples = tqdm(load(fmt, root), desc="manifests", unit="expr", disable=not progress)
     return build_manifests(samples, root)

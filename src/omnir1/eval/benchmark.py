@@ -29,7 +29,7 @@ from omnir1.fsutil import write_json
 
 def headline(fmt: str, summary: Mapping) -> dict:
     """The figures a person compares first, from one `omnir1 evaluate` summary."""
-    from omnir1.benchmarks import get
+    from omnir1.benchmarks.registry import get
 
     return get(fmt).headline(summary)
 

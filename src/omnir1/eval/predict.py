@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnir1.benchmarks.registry import get
 from omnir1.errors import ConfigError, DataError, InputError
 from omnir1.eval.predictions import frame_file
 from omnir1.fsutil import atomic_dir, inside, read_json, write_json
@@ -266,6 +267,7 @@ def predict_video(
         )
 
     folders = {str(i): expression_folder(root, s) for i, s in enumerate(samples)}
+    benchmark = get(samples[0].dataset) if samples else None
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     written = {rid: 0 for rid in folders}
@@ -276,7 +278,7 @@ def predict_video(
         nonlocal write_s
         start = time.perf_counter()
         for rid, mask in masks.items():
-            path = frame_file(samples[int(rid)], folders[rid], frame)
+            path = frame_file(samples[int(rid)], folders[rid], frame, benchmark)
             # compression level 1: binary masks compress well anyway, and it is 3-5x faster
             Image.fromarray(mask.astype(np.uint8) * 255).save(path, compress_level=1)
             written[rid] += 1

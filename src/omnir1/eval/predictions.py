@@ -82,23 +82,20 @@ def _read_with_pillow(path: Path, data: bytes) -> np.ndarray:
         raise PredictionError(path, f"cannot decode the predicted mask ({exc})") from None
 
 
-def expression_dir(sample: Sample, pred_root: Path) -> Path:
-    """Folder holding the predicted masks of one expression (see the module docstring)."""
-    from omnir1.benchmarks import get
-
+def expression_dir(sample: Sample, pred_root: Path, benchmark) -> Path:
+    """Folder holding the predicted masks of one expression (see the module docstring);
+    `benchmark` (omnir1.benchmarks) says where else its layout may put them."""
     parts = sample.video_id.split("/")
     own = inside(pred_root, *parts, sample.expression_id, field="prediction folder")
     if own.is_dir():
         return own
-    return get(sample.dataset).prediction_dir(sample, pred_root) or own
+    return benchmark.prediction_dir(sample, pred_root) or own
 
 
-def frame_file(sample: Sample, folder: Path, index: int) -> Path:
-    """The PNG of frame `index` in an expression's prediction folder, named as its benchmark
+def frame_file(sample: Sample, folder: Path, index: int, benchmark) -> Path:
+    """The PNG of frame `index` in an expression's prediction folder, named as `benchmark`
     names them."""
-    from omnir1.benchmarks import get
-
-    return folder / get(sample.dataset).prediction_file(sample, index)
+    return folder / benchmark.prediction_file(sample, index)
 
 
 def shared_fid_counts(samples: Iterable[Sample]) -> Counter:

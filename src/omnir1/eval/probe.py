@@ -357,7 +357,7 @@ def score(records: Sequence[dict]) -> dict:
 def mask_level(evaluation: Mapping, label: str) -> dict:
     """Null-split empty-mask rate and S (RefAVS) and R (ReVOS) of one model, from the evaluate
     stage's metrics (what it has of them)."""
-    from omnir1.benchmarks import BENCHMARKS
+    from omnir1.benchmarks.registry import BENCHMARKS
 
     figures = evaluation.get(label, {})
     out = {}

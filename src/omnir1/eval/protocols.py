@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omnir1.benchmarks import get, load, names
+from omnir1.benchmarks.registry import get, load, names
 from omnir1.data.records import Sample
 from omnir1.errors import ConfigError, DataError
 from omnir1.eval.predictions import expression_dir, shared_fid_counts, unexpected_folders
@@ -96,8 +96,9 @@ def score_samples(
     by_video: dict[str, list[tuple[int, Sample]]] = defaultdict(list)
     for i, s in zip(indices, samples, strict=True):
         by_video[s.video_id].append((i, s))
+    benchmark = get(samples[0].dataset) if samples else None
     # robustness R needs |FG| per frame, where the benchmark defines it (ReVOS)
-    foreground = get(samples[0].dataset).foreground if samples else None
+    foreground = benchmark.foreground if benchmark is not None else None
     count_foreground = foreground(data) if foreground is not None else None
     for items in by_video.values():
         scored = [(i, s) for i, s in items if not is_excluded(s)]
@@ -110,6 +111,7 @@ def score_samples(
             yield score_expression(
                 sample,
                 pred,
+                benchmark,
                 foreground_count=None if counts is None else counts.__getitem__,
                 index=i,
             )
@@ -165,7 +167,7 @@ def prediction_counts(
     RefAVS gt_mask folders shared by several expressions; prediction folders that belong to no
     expression of the data set (any split)."""
     shared = shared_fid_counts(samples)
-    folders = {id(s): expression_dir(s, pred) for s in all_samples}
+    folders = {id(s): expression_dir(s, pred, get(s.dataset)) for s in all_samples}
     reads_shared = sum(
         1
         for s in samples

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from omnir1.benchmarks.refavs import refavs_max_f, refavs_miou, refavs_s
+from omnir1.benchmarks.registry import get
 from omnir1.data.records import Sample
 from omnir1.eval.metrics import seg2bmap
 from omnir1.eval.predictions import expression_dir, frame_file, read_mask_png
@@ -96,14 +97,15 @@ def overlay_strip(
     """HTML figures of `n` frames spread over the expression: the predicted mask tinted red
     over the frame, the ground-truth outline in green (captioned with J and F given `score`)."""
     height, width = sample.frame_size()
-    folder = expression_dir(sample, pred_root)
+    benchmark = get(sample.dataset)
+    folder = expression_dir(sample, pred_root, benchmark)
     cells = []
     for t in sorted({int(x) for x in np.linspace(0, sample.num_frames - 1, n).round()}):
         if sample.mask_source is None or sample.is_null:
             gt = np.zeros((height, width), bool)
         else:
             gt = sample.mask_source.frame_masks(t, height, width).any(axis=0)
-        pred = read_mask_png(frame_file(sample, folder, t), (height, width))
+        pred = read_mask_png(frame_file(sample, folder, t, benchmark), (height, width))
         pred = np.zeros_like(gt) if pred is None else pred
         with Image.open(sample.frame_paths[t]) as frame:
             uri = _data_uri(overlay(frame, gt, pred))

@@ -117,22 +117,23 @@ def refavs_frame_f_curve(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float
 def score_expression(
     sample: Sample,
     pred_root: Path,
+    benchmark,
     *,
     foreground_count: Callable[[int], int] | None = None,
     index: int = 0,
 ) -> ExpressionScore:
-    """Score one expression. `foreground_count(t)`: pixels of all annotated objects of the
-    video in frame t (ReVOS R); `index`: the expression's position in the data set."""
+    """Score one expression of `benchmark` (omnir1.benchmarks: its prediction layout, whether
+    its protocol needs the official per-frame statistics). `foreground_count(t)`: pixels of all
+    annotated objects of the video in frame t (ReVOS R); `index`: the expression's position in
+    the data set."""
     height, width = sample.frame_size()
-    folder = expression_dir(sample, pred_root)
+    folder = expression_dir(sample, pred_root, benchmark)
     frame_j, frame_f, frame_a, frame_r = [], [], [], []
-    from omnir1.benchmarks import get
-
-    refavs = RefAVSFrameStats() if get(sample.dataset).official_frame_stats else None
+    refavs = RefAVSFrameStats() if benchmark.official_frame_stats else None
     missing, any_pred = 0, False
     for t, objects in enumerate(sample.masks()):
         gt = objects.any(axis=0) if len(objects) else np.zeros((height, width), bool)
-        pred = read_mask_png(frame_file(sample, folder, t), (height, width))
+        pred = read_mask_png(frame_file(sample, folder, t, benchmark), (height, width))
         if pred is None:
             missing += 1
             pred = np.zeros((height, width), bool)

@@ -4,13 +4,10 @@ a breakdown by object count, and means of subset means (docs/design.md §4)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # scores are only passed through here
-    from omnir1.eval.scoring import ExpressionScore
-
+from omnir1.eval.scoring import ExpressionScore
 
 METRIC_KEYS = ("J", "F", "JF", "A", "R")
 

@@ -271,7 +271,7 @@ def run_study_warm_start(params, *, data, fmt: str, models_dir, out, grounder_fr
     ws = params.warm_start
     seed = params.train.seed
     curriculum = ws.system1_curriculum()
-    samples = trainable_samples(fmt, Path(data))  # the order run_warm_start indexes
+    samples = trainable_samples(fmt, Path(data))  # passed on: the stages index this list
     kinds = set_kinds(data, samples)
     if kinds[0] is None and any(s.filter_set and not s.all_kinds for s in curriculum):
         raise DataError(
@@ -315,4 +315,5 @@ def run_study_warm_start(params, *, data, fmt: str, models_dir, out, grounder_fr
         system1_stages=[stage_of(s) for s in curriculum],
         grounder_extra=grounder_extra,
         grounder_info={"rendered": ws.grounder_rendered},
+        samples=samples,  # read once: the stages' `select` indexes this list
     )

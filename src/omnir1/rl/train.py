@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 def trainable_samples(fmt: str, data: Path, split: str = "train") -> list:
     """The split's expressions that have a referent: null and excluded ones give no reward
     signal for keyframes and boxes."""
-    from omnir1.benchmarks import load
+    from omnir1.benchmarks.registry import load
 
     samples = [
         s

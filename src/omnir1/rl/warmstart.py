@@ -299,13 +299,15 @@ def run_warm_start(
     system1_stages: Sequence[System1Stage] | None = None,
     grounder_extra: Callable[[object], list[Example]] | None = None,
     grounder_info: Mapping | None = None,
+    samples: Sequence | None = None,
 ) -> dict:
     """Warm-start the grounder and/or System 1 of `models_dir` on the data set's train split
     (as `params.warm_start` says) and write the result as a model folder at `out`.
     `grounder_from` takes an already warm-started grounder from that model folder instead.
     `system1_stages` (default: one stage, `warm_start.system1` on every expression) train one
     after the other, each from the last one's weights; `grounder_extra(grounder)` adds grounder
-    examples (omnir1.experimental.warmstart builds both from research knobs)."""
+    examples (omnir1.experimental.warmstart builds both from research knobs). `samples`: the
+    train split's expressions when the caller has them (default: `trainable_samples`)."""
     from omnir1.data.shards import clips_for
     from omnir1.models.loading import (
         Manifest,
@@ -324,7 +326,8 @@ def run_warm_start(
 
     ws = params.warm_start
     watch = Stopwatch()
-    samples = trainable_samples(fmt, data)
+    if samples is None:
+        samples = trainable_samples(fmt, data)
     stages = list(system1_stages) if system1_stages is not None else [System1Stage(ws.system1)]
     models = load_models(models_dir, system2=False)
     descriptions = object_descriptions(data)
