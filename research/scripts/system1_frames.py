@@ -172,12 +172,15 @@ def main() -> None:
     def baseline_hit(completions) -> float:  # a blind baseline: one answer per expression
         rates = []
         for (text,), ctx in zip(completions, held_contexts, strict=True):
-            frames = parse_answer(text, ctx.num_frames).keyframes
+            frames = parse_answer(text, ctx.frame_times).keyframes
             rates.append(np.mean([visible(ctx, k) for k in frames]))
         return float(np.mean(rates))
 
     expressions = [s.expression for s in held]
-    prior_hit = baseline_hit(ignore_video_completions(targets, expressions, moments=s1.moments))
+    times = [ctx.frame_times for ctx in held_contexts]
+    prior_hit = baseline_hit(
+        ignore_video_completions(targets, expressions, moments=s1.moments, frame_times=times)
+    )
     words_hit = baseline_hit(
         read_words_completions(
             targets,
@@ -185,6 +188,7 @@ def main() -> None:
             expressions,
             moments=s1.moments,
             object_words=rendered.object_words(a.data),
+            frame_times=times,
         )
     )
     print(

@@ -159,3 +159,28 @@ def test_a_killed_train_stage_resumes_on_the_next_repro(tmp_path):
     assert resumed.keys() == whole.keys()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert "train" not in json.loads(run("dvc", "status", "--json"))
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_minute_long_clips(tmp_path):
+    """`data synth --duration 60`: clips five times longer than System 1's 24 frames at 2 fps
+    cover, through warm start, 2 GRPO steps, predict, evaluate and probe. System 1's frames are
+    spread over the whole minute and its answers are read against those times."""
+    params = end_to_end_params()
+    params["data"]["synth"]["duration_s"] = 60.0
+    params["data"]["formats"] = ["revos", "mevis"]  # RefAVS clips are 10 frames by definition
+    work, _, run = project(tmp_path, params)
+    run("bash", str(ROOT / "scripts" / "demo.sh"))
+    for fmt in ("revos", "mevis"):
+        index = json.loads((work / "data" / "shards" / fmt / "index.json").read_text())
+        some = index["shards"][0]["video_id"]
+        meta = json.loads((work / "data" / "shards" / fmt / some / "meta.json").read_text())
+        assert meta["duration_s"] == pytest.approx(60.0, abs=0.2)
+        times = meta["times"]
+        assert len(times) == 24 and times[-1] == pytest.approx(57.5)  # one frame per 2.5 s
+    train = json.loads((work / "metrics" / "train.json").read_text())
+    assert train["steps"] == 2
+    evaluation = json.loads((work / "metrics" / "evaluate.json").read_text())
+    assert set(evaluation["trained"]) == {"revos", "mevis"}
+    probe = json.loads((work / "metrics" / "probe.json").read_text())
+    assert probe["trained"]["avh"]["n"] > 0

@@ -197,7 +197,7 @@ def test_replayed_answers_segment_the_target_and_malformed_ones_are_counted(
     visible = [k for k, area in enumerate(ctx.target.union_areas) if area > 0]
     assert visible
     answers = {(video, s.expression_id): "I cannot tell. {not json" for s in group}
-    answers[(video, good)] = system1_answer(visible, "the target", s1.moments)
+    answers[(video, good)] = system1_answer(visible, "the target", s1.moments, ctx.frame_times)
 
     # the grounder answers the target's box on the first keyframe, in the pixels it is shown
     sample = next(s for s in group if s.expression_id == good)

@@ -173,7 +173,7 @@ def test_refavs_recipe_grounds_the_first_frame_with_the_whole_audio(models, synt
         return run_system2(*args, **kwargs)
 
     engine.system2 = system2
-    scores = engine.score_group(ctx, [system1_answer([0], "the red circle", moments=1)])
+    scores = engine.score_group(ctx, [system1_answer([0], "the red circle", 1, ctx.frame_times)])
     assert calls == [[0]]
     box = scores.rewards[0]["refavs_box"]
     predicted = scores.outcomes[0].boxes[0]

@@ -346,8 +346,8 @@ def test_grpo_rewards_through_the_service_equal_the_in_process_ones(
     ctx = context_from_sample(sample)
     visible = [f for f, area in enumerate(ctx.target.union_areas) if area]
     group = [
-        system1_answer(visible, "the red circle", moments=2),
-        system1_answer(visible[-1:], "a shape", moments=1),
+        system1_answer(visible, "the red circle", 2, ctx.frame_times),
+        system1_answer(visible[-1:], "a shape", 1, ctx.frame_times),
         "no answer",
     ]
     params = load_params(ROOT / "params.yaml")  # the embedded grounder settings, both sides

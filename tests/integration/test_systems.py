@@ -154,7 +154,7 @@ def test_generation_is_parsed_whatever_the_model_writes(loaded, media_files):
     )
     assert len(texts) == 3
     for text in texts:  # a random model writes garbage: parsed, with reasons, never raised
-        parsed = parse_answer(text, clip.num_frames)
+        parsed = parse_answer(text, clip.frame_times)
         assert isinstance(parsed.problems, list)
 
 

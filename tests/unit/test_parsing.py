@@ -14,6 +14,7 @@ from omnir1.systems.parsing import (
     BOX_REASONS,
     MAX_BOX_PROBLEMS,
     MOMENT_REASONS,
+    FrameTimes,
     ParsedAnswer,
     ParsedBoxes,
     parse_answer,
@@ -71,7 +72,7 @@ def test_well_formed_answer():
         moment("00:06.00", "00:07.50", "the dog sits"),  # frames 12..15
         moment("00:07.00", "00:08.00", "the dog sleeps"),  # frames 14..15 (end at duration)
     )
-    result = checked(parse_answer(text, 16))
+    result = checked(parse_answer(text, FrameTimes.uniform(16)))
     assert result.format_ok and result.answer_found and result.json_found
     assert result.problems == []
     assert result.num_objects == 4 and result.valid_moments == 4 and result.num_dropped == 0
@@ -109,7 +110,7 @@ def test_well_formed_answer():
     ],
 )
 def test_frame_of_time(time, num_frames, frame):
-    result = checked(parse_answer(answer(moment(time, time)), num_frames))
+    result = checked(parse_answer(answer(moment(time, time)), FrameTimes.uniform(num_frames)))
     assert result.moments[0].frames == [frame]
     assert result.keyframes == [frame]
 
@@ -119,23 +120,27 @@ def test_frame_of_time(time, num_frames, frame):
     [("00:01.5", 1.5), ("00:01.05", 1.05), ("00:01.50", 1.5), ("01:02", 62.0), ("10:59.9", 659.9)],
 )
 def test_time_values(time, seconds):
-    result = parse_answer(answer(moment(time, time)), 2000)
+    result = parse_answer(answer(moment(time, time)), FrameTimes.uniform(2000))
     assert result.moments[0].start_s == pytest.approx(seconds)
 
 
 def test_keyframes_cap_at_k0_and_lowest_first():
     text = answer(moment("00:05.00", "00:05.50", "late"), moment("00:00.00", "00:04.00", "long"))
-    result = checked(parse_answer(text, 20))
+    result = checked(parse_answer(text, FrameTimes.uniform(20)))
     assert result.keyframes == [0, 1, 2, 3]
     assert result.keyframe_descriptions == ["long"] * 4
-    assert checked(parse_answer(text, 20, max_keyframes=2)).keyframes == [0, 1]
-    assert checked(parse_answer(text, 20, max_keyframes=0)).keyframes == []
-    assert checked(parse_answer(text, 20, max_keyframes=100)).keyframes == [*range(9), 10, 11]
+    assert checked(parse_answer(text, FrameTimes.uniform(20), max_keyframes=2)).keyframes == [0, 1]
+    assert checked(parse_answer(text, FrameTimes.uniform(20), max_keyframes=0)).keyframes == []
+    assert checked(parse_answer(text, FrameTimes.uniform(20), max_keyframes=100)).keyframes == [
+        *range(9),
+        10,
+        11,
+    ]
 
 
 def test_keyframes_span_disjoint_intervals_in_frame_order():
     text = answer(moment("00:05.00", "00:05.00", "c"), moment("00:01.00", "00:01.50", "a"))
-    result = checked(parse_answer(text, 20))
+    result = checked(parse_answer(text, FrameTimes.uniform(20)))
     assert result.keyframes == [2, 3, 10]
     assert result.keyframe_descriptions == ["a", "a", "c"]
 
@@ -146,7 +151,7 @@ def test_keyframe_description_from_first_valid_covering_interval():
         moment("00:01.50", "00:03.00", "first in answer order"),  # frames 3..6
         moment("00:00.00", "00:02.00", "lower frames"),  # frames 0..4
     )
-    result = checked(parse_answer(text, 20))
+    result = checked(parse_answer(text, FrameTimes.uniform(20)))
     assert result.keyframes == [0, 1, 2, 3]
     assert result.keyframe_descriptions == [
         "lower frames",
@@ -159,16 +164,19 @@ def test_keyframe_description_from_first_valid_covering_interval():
 
 def test_duplicate_frames():
     same = moment("00:01.00", "00:02.00")  # frames 2..4
-    assert checked(parse_answer(answer(same, same, same), 10)).duplicate_frames == 6
+    assert (
+        checked(parse_answer(answer(same, same, same), FrameTimes.uniform(10))).duplicate_frames
+        == 6
+    )
     touching = [moment("00:00.00", "00:01.00"), moment("00:01.50", "00:02.00")]  # 0..2, 3..4
-    assert checked(parse_answer(answer(*touching), 10)).duplicate_frames == 0
+    assert checked(parse_answer(answer(*touching), FrameTimes.uniform(10))).duplicate_frames == 0
     nested = [moment("00:00.00", "00:04.00"), moment("00:01.00", "00:01.50")]  # 0..8, 2..3
-    assert checked(parse_answer(answer(*nested), 10)).duplicate_frames == 2
+    assert checked(parse_answer(answer(*nested), FrameTimes.uniform(10))).duplicate_frames == 2
 
 
 def test_description_is_stripped_and_unknown_keys_reported():
     text = answer(moment("00:01", "00:02", "  a dog \n", confidence=0.9, bbox=[1, 2]))
-    result = checked(parse_answer(text, 10))
+    result = checked(parse_answer(text, FrameTimes.uniform(10)))
     m = result.moments[0]
     assert m.valid and m.description == "a dog"
     assert m.unknown_keys == ["confidence", "bbox"]
@@ -189,7 +197,7 @@ def test_description_is_stripped_and_unknown_keys_reported():
     ],
 )
 def test_format_ok(text, format_ok):
-    assert checked(parse_answer(text, 4)).format_ok is format_ok
+    assert checked(parse_answer(text, FrameTimes.uniform(4))).format_ok is format_ok
 
 
 # --- System 1: reason codes ----------------------------------------------------------------
@@ -227,7 +235,7 @@ def test_format_ok(text, format_ok):
     ],
 )
 def test_moment_problems(item, problems):
-    result = checked(parse_answer(answer(item), 8))  # 8 frames: 4 s
+    result = checked(parse_answer(answer(item), FrameTimes.uniform(8)))  # 8 frames: 4 s
     m = result.moments[0]
     assert m.problems == problems
     assert not m.valid and m.frames == []
@@ -236,29 +244,31 @@ def test_moment_problems(item, problems):
 
 
 def test_end_exactly_at_duration_is_valid():
-    result = checked(parse_answer(answer(moment("00:03.50", "00:04.00")), 8))
+    result = checked(parse_answer(answer(moment("00:03.50", "00:04.00")), FrameTimes.uniform(8)))
     assert result.moments[0].frames == [7]
 
 
 def test_lone_surrogate_description_is_bad():
     text = '<think></think><answer>[{"start_time": "00:00", "end_time": "00:01", '
     text += '"description": "dog \\ud800"}]</answer>'
-    result = checked(parse_answer(text, 4))
+    result = checked(parse_answer(text, FrameTimes.uniform(4)))
     assert result.moments[0].problems == ["bad_description"]
 
 
 def test_too_many_moments_dropped_in_order():
     items = [moment(f"00:0{i}", f"00:0{i}", f"m{i}") for i in range(10)]
-    result = checked(parse_answer(answer(*items), 20))
+    result = checked(parse_answer(answer(*items), FrameTimes.uniform(20)))
     assert result.num_objects == 10 and result.num_dropped == 2
     assert [m.description for m in result.moments] == [f"m{i}" for i in range(8)]
     assert result.problems == ["too_many_moments"]
-    assert checked(parse_answer(answer(*items), 20, max_moments=10)).problems == []
+    assert (
+        checked(parse_answer(answer(*items), FrameTimes.uniform(20), max_moments=10)).problems == []
+    )
 
 
 def test_not_an_object_items_skipped():
     text = "<think></think><answer>" + json.dumps([1, "x", None, [], moment("00:00", "00:01")])
-    result = checked(parse_answer(text + "</answer>", 4))
+    result = checked(parse_answer(text + "</answer>", FrameTimes.uniform(4)))
     assert result.problems == ["not_an_object"]
     assert result.num_objects == 1 and result.valid_moments == 1
 
@@ -266,7 +276,7 @@ def test_not_an_object_items_skipped():
 def test_nan_and_infinity_are_invalid_values():
     text = '<think></think><answer>[{"start_time": NaN, "end_time": Infinity, "description": '
     text += '"x"}, {"start_time": "00:00", "end_time": "00:01", "description": -Infinity}]'
-    result = checked(parse_answer(text + "</answer>", 4))
+    result = checked(parse_answer(text + "</answer>", FrameTimes.uniform(4)))
     assert result.moments[0].problems == ["bad_start_time", "bad_end_time"]
     assert result.moments[1].problems == ["bad_description"]
     as_dict = result.to_dict()
@@ -275,7 +285,9 @@ def test_nan_and_infinity_are_invalid_values():
 
 
 def test_to_dict_keeps_raw():
-    result = checked(parse_answer(answer(moment("00:00", "00:01", "x", extra={"k": [1]})), 4))
+    result = checked(
+        parse_answer(answer(moment("00:00", "00:01", "x", extra={"k": [1]})), FrameTimes.uniform(4))
+    )
     as_dict = json.loads(json.dumps(result.to_dict()))
     assert as_dict["moments"][0]["raw"] == moment("00:00", "00:01", "x", extra={"k": [1]})
     assert as_dict["keyframes"] == [0, 1, 2]
@@ -350,7 +362,7 @@ CORPUS = [
     ("text", "reasons", "valid"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS]
 )
 def test_malformed_answers(text, reasons, valid):
-    result = checked(parse_answer(text, 8))
+    result = checked(parse_answer(text, FrameTimes.uniform(8)))
     assert set(reasons) <= set(result.problems), result.problems
     assert result.valid_moments == valid
     if valid:
@@ -360,12 +372,16 @@ def test_malformed_answers(text, reasons, valid):
 
 def test_brackets_and_escapes_inside_strings_are_text():
     text = '<answer>{"a": "\\\\"}\\\\\\ {"b": "\\" {", "c": "]]"} x {"d": "}"}</answer>'
-    result = checked(parse_answer(text, 4))
+    result = checked(parse_answer(text, FrameTimes.uniform(4)))
     assert [m.raw for m in result.moments] == [{"a": "\\"}, {"b": '" {', "c": "]]"}, {"d": "}"}]
 
 
 def test_5000_moments_read_in_full_when_allowed():
-    result = checked(parse_answer(f"<think></think><answer>{MANY}</answer>", 8, max_chars=10**6))
+    result = checked(
+        parse_answer(
+            f"<think></think><answer>{MANY}</answer>", FrameTimes.uniform(8), max_chars=10**6
+        )
+    )
     assert result.problems == ["too_many_moments"]
     assert result.num_objects == 5000 and result.num_dropped == 4992
     assert result.duplicate_frames == 7 * 3
@@ -373,13 +389,13 @@ def test_5000_moments_read_in_full_when_allowed():
 
 def test_not_a_string():
     for value in (None, 3, b"<answer>[]</answer>", ["x"]):
-        result = checked(parse_answer(value, 4))  # type: ignore[arg-type]
+        result = checked(parse_answer(value, FrameTimes.uniform(4)))  # type: ignore[arg-type]
         assert result.problems[0] == "not_a_string"
 
 
 def test_too_long_reads_the_prefix():
     text = answer(moment("00:00", "00:01")) + " " * 100
-    result = checked(parse_answer(text, 4, max_chars=len(text) - 100))
+    result = checked(parse_answer(text, FrameTimes.uniform(4), max_chars=len(text) - 100))
     assert result.problems == ["too_long"] and result.valid_moments == 1 and result.format_ok
 
 
@@ -388,24 +404,34 @@ def test_random_bytes_never_raise():
     alphabet = [*'{}[]":,\\ 0123456789.-eEaNIfinty<>/answerthk', "NaN", "\\u", "\n"]
     for _ in range(500):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 120)))
-        checked(parse_answer(text, rng.randrange(1, 40)))
+        checked(parse_answer(text, FrameTimes.uniform(rng.randrange(1, 40))))
         checked_boxes(parse_boxes(text, 64, 48), 64, 48)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"num_frames": 0},
-        {"num_frames": -3},
-        {"num_frames": 2.0},
-        {"num_frames": 4, "max_keyframes": -1},
-        {"num_frames": 4, "max_moments": -1},
-        {"num_frames": 4, "max_chars": -1},
+        {"frame_times": 4},
+        {"frame_times": [0.0, 0.5]},
+        {"frame_times": FrameTimes.uniform(4), "max_keyframes": -1},
+        {"frame_times": FrameTimes.uniform(4), "max_moments": -1},
+        {"frame_times": FrameTimes.uniform(4), "max_chars": -1},
     ],
 )
 def test_programming_errors_raise(kwargs):
     with pytest.raises(ValueError):
         parse_answer("<answer>[]</answer>", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("times", "duration"),
+    [((), 1.0), ((0.0, 1.0, 0.5), 2.0), ((0.0, float("nan")), 2.0), ((0.0,), 0.0), ((-1.0,), 1.0)],
+)
+def test_impossible_frame_times_raise(times, duration):
+    with pytest.raises(ValueError):
+        FrameTimes(times, duration)
+    with pytest.raises(ValueError):
+        FrameTimes.uniform(0)
 
 
 # --- System 2: boxes -----------------------------------------------------------------------

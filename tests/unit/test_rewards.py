@@ -23,7 +23,7 @@ from omnir1.rl.rewards import (
     refavs_box_reward,
     video_accuracy_reward,
 )
-from omnir1.systems.parsing import parse_answer
+from omnir1.systems.parsing import FrameTimes, parse_answer
 
 
 def moment(start: object, end: object, description: object = "the dog") -> dict:
@@ -52,7 +52,7 @@ def one_object(num_frames: int) -> RewardTarget:
 
 def accuracy(text: str, tgt: RewardTarget, boxes=None, sam_j=None, **weights) -> RewardBreakdown:
     """Video accuracy of `text`; `boxes` defaults to one box per keyframe (so SAM2 runs)."""
-    parsed = parse_answer(text, tgt.num_frames)
+    parsed = parse_answer(text, FrameTimes.uniform(tgt.num_frames))
     if boxes is None:
         boxes = [[[0.0, 0.0, 1.0, 1.0]] for _ in parsed.keyframes]
     outcome = System2Outcome(boxes=boxes, sam_j=sam_j)
@@ -63,9 +63,13 @@ def accuracy(text: str, tgt: RewardTarget, boxes=None, sam_j=None, **weights) ->
 
 
 def test_format_reward():
-    good = format_reward(parsed=parse_answer(answer(moment("00:00.00", "00:01.00")), 4))
+    good = format_reward(
+        parsed=parse_answer(answer(moment("00:00.00", "00:01.00")), FrameTimes.uniform(4))
+    )
     assert (good.total, good.components) == (1.0, {"format": 1.0})
-    bad = format_reward(parsed=parse_answer(json.dumps([moment("00:00.00", "00:01.00")]), 4))
+    bad = format_reward(
+        parsed=parse_answer(json.dumps([moment("00:00.00", "00:01.00")]), FrameTimes.uniform(4))
+    )
     assert (bad.total, bad.components) == (0.0, {"format": 0.0})
 
 
@@ -263,7 +267,7 @@ def test_no_json_object_gives_zero(text):
 def test_no_valid_interval_counts_cumulated_only():
     text = answer(moment("00:01.00", "00:00.00"), moment("00:00.00", "00:09.00"))
     tgt = one_object(4)
-    parsed = parse_answer(text, 4)
+    parsed = parse_answer(text, FrameTimes.uniform(4))
     for outcome in (None, System2Outcome(boxes=[], sam_j=0.9)):
         result = video_accuracy_reward(parsed, tgt, outcome)
         assert result.total == pytest.approx(0.4)
@@ -296,7 +300,7 @@ def test_sam2_skipped_when_a_g_is_zero_or_j_is_missing():
 
 def test_system2_not_run_leaves_its_terms_none():
     tgt = target([[4], [4], [0], [0]], gt_boxes=[[GT_A], [GT_A], [], []])
-    parsed = parse_answer(answer(moment("00:00.00", "00:00.50")), 4)
+    parsed = parse_answer(answer(moment("00:00.00", "00:00.50")), FrameTimes.uniform(4))
     result = video_accuracy_reward(parsed=parsed, target=tgt, outcome=None)
     assert result.components["box_iou"] is None
     assert result.components["object_num_mismatch"] is None
@@ -333,7 +337,7 @@ def test_clipping_keeps_a_positive_rest():
 
 
 def test_mismatched_inputs_raise():
-    parsed = parse_answer(answer(moment("00:00.00", "00:03.00")), 8)
+    parsed = parse_answer(answer(moment("00:00.00", "00:03.00")), FrameTimes.uniform(8))
     with pytest.raises(ValueError, match="covers frame 6 but the target has 4 frames"):
         video_accuracy_reward(parsed, one_object(4), None)
     with pytest.raises(ValueError, match="boxes for 1 keyframes"):
@@ -372,7 +376,7 @@ def test_registry_calls_every_reward_with_the_same_keywords():
     assert set(REWARDS) == {"format", "video_accuracy", "refavs_box"}
     tgt = target([[4], [4], [0], [0]], gt_boxes=[[GT_A], [GT_A], [], []])
     kwargs = {
-        "parsed": parse_answer(answer(moment("00:00.00", "00:00.50")), 4),
+        "parsed": parse_answer(answer(moment("00:00.00", "00:00.50")), FrameTimes.uniform(4)),
         "target": tgt,
         "outcome": System2Outcome(boxes=[[GT_A], [GT_A]], sam_j=1.0),
         "weights": VideoAccuracyParams(),

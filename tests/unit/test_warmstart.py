@@ -25,7 +25,7 @@ from omnir1.rl.warmstart import (
     system1_answer,
     target_description,
 )
-from omnir1.systems.parsing import parse_answer
+from omnir1.systems.parsing import FrameTimes, parse_answer
 
 
 def target_visible_on(frames: set[int], num_frames: int = 20) -> RewardTarget:
@@ -42,8 +42,8 @@ def test_spread_picks_evenly_from_first_to_last():
 
 def test_the_derived_answer_parses_back_to_its_frames_and_earns_the_full_keyframe_reward():
     visible = [3, 4, 5, 9, 10, 11, 17]
-    text = system1_answer(visible, "the red circle", moments=4)
-    parsed = parse_answer(text, 20)
+    text = system1_answer(visible, "the red circle", 4, FrameTimes.uniform(20))
+    parsed = parse_answer(text, FrameTimes.uniform(20))
     assert parsed.format_ok and parsed.keyframes == [3, 5, 10, 17]
     assert all(m.valid and len(m.frames) == 1 for m in parsed.moments)
     assert parsed.keyframe_descriptions == ["the red circle"] * 4
@@ -56,7 +56,11 @@ def test_the_derived_answer_parses_back_to_its_frames_and_earns_the_full_keyfram
 
 def test_derived_times_map_back_to_the_same_frame():
     frames = [0, 1, 7, 13, 19]
-    parsed = parse_answer(system1_answer(frames, "x", moments=5), 20, max_keyframes=5)
+    parsed = parse_answer(
+        system1_answer(frames, "x", 5, FrameTimes.uniform(20)),
+        FrameTimes.uniform(20),
+        max_keyframes=5,
+    )
     assert parsed.keyframes == frames
 
 
@@ -103,9 +107,17 @@ def test_prior_frames_are_the_most_often_visible_ones():
 
 
 def test_assessment_counts_keyframe_hits_and_malformed_answers():
-    ctx = GroupContext("v/0", None, 1.0, list(range(20)), target_visible_on({2, 3, 4}), [])
+    ctx = GroupContext(
+        "v/0",
+        None,
+        1.0,
+        list(range(20)),
+        target_visible_on({2, 3, 4}),
+        [],
+        frame_times=FrameTimes.uniform(20),
+    )
     engine = RewardEngine(["format"], models=None)
-    good = system1_answer([2, 3, 10], "the red circle", moments=3)
+    good = system1_answer([2, 3, 10], "the red circle", 3, FrameTimes.uniform(20))
     result = assess(engine, [ctx], [[good, "no answer at all"]])
     assert result.completions == 2 and result.format_rate == 0.5
     assert result.keyframes_per_answer == 1.5
@@ -148,8 +160,11 @@ def test_system2_alone_boxes_each_visible_frame_given_the_true_description():
             results.append(System2Result(r.id, [KeyframeResult(k.frame, k.description, [box])]))
         return results
 
-    ctx = GroupContext("v/0", None, 1.0, list(range(6)), target, [])
-    unseen = GroupContext("v/1", None, 1.0, list(range(6)), target_visible_on(set(), 6), [])
+    six = FrameTimes.uniform(6)
+    ctx = GroupContext("v/0", None, 1.0, list(range(6)), target, [], frame_times=six)
+    unseen = GroupContext(
+        "v/1", None, 1.0, list(range(6)), target_visible_on(set(), 6), [], frame_times=six
+    )
     engine = RewardEngine(["format", "video_accuracy"], None, system2=grounder)
     result = grounder_on_truth(engine, [ctx, unseen], ["the red circle", "the blue star"])
     assert sorted(asked) == [(f, "the red circle") for f in (1, 2, 3, 4)]
@@ -165,9 +180,12 @@ def test_system2_alone_boxes_each_visible_frame_given_the_true_description():
 def test_the_ignore_the_video_baseline_answers_the_prior_frames_with_the_expression():
     targets = [target_visible_on({5, 6}), target_visible_on({6})]
     (answer,), (other,) = ignore_video_completions(
-        targets, ["the red circle", "the blue star"], moments=2
+        targets,
+        ["the red circle", "the blue star"],
+        moments=2,
+        frame_times=[FrameTimes.uniform(20)] * 2,
     )
-    parsed = parse_answer(answer, 20)
+    parsed = parse_answer(answer, FrameTimes.uniform(20))
     assert parsed.keyframes == [5, 6]
     assert parsed.keyframe_descriptions == ["the red circle"] * 2
     assert "the blue star" in other
@@ -187,10 +205,17 @@ def test_the_read_the_words_baseline_picks_frames_by_the_expressions_template():
         ["the green circle that appears last", "the red circle", "the star on the left"],
         moments=2,
         object_words=words,
+        frame_times=[FrameTimes.uniform(20)] * 3,
     )
-    assert parse_answer(late, 20).keyframes == [6, 7]  # frames of "the _ _ that appears last"
-    assert parse_answer(same, 20).keyframes == [1, 7]  # "the _ _" unseen: all training targets
-    assert parse_answer(unseen, 20).keyframes == [1, 7]
+    assert parse_answer(late, FrameTimes.uniform(20)).keyframes == [
+        6,
+        7,
+    ]  # frames of "the _ _ that appears last"
+    assert parse_answer(same, FrameTimes.uniform(20)).keyframes == [
+        1,
+        7,
+    ]  # "the _ _" unseen: all training targets
+    assert parse_answer(unseen, FrameTimes.uniform(20)).keyframes == [1, 7]
     assert "the green circle that appears last" in late  # the expression as the description
 
 

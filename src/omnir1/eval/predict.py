@@ -253,7 +253,7 @@ def predict_video(
         text = texts[i]
         answer = parse_answer(
             text,
-            clip.num_frames,
+            clip.frame_times,
             max_keyframes=s1.max_keyframes,
             max_moments=s1.max_moments,
         )

@@ -257,7 +257,7 @@ def _ground(models, reasoner, s1, clip, sample, descriptions, cfg_grounder, seed
     requests = []
     for i, text in enumerate(texts):
         answer = parse_answer(
-            text, clip.num_frames, max_keyframes=s1.max_keyframes, max_moments=s1.max_moments
+            text, clip.frame_times, max_keyframes=s1.max_keyframes, max_moments=s1.max_moments
         )
         keyframes = keyframes_from_answer(clip, answer)
         requests.append(

@@ -139,7 +139,9 @@ def grounder_on_truth(engine, contexts: Sequence, descriptions: Sequence[str]) -
         visible = [f for f, area in enumerate(ctx.target.union_areas) if area > 0]
         if not visible:
             continue
-        scores = engine.score_group(ctx, [system1_answer([f], text, 1) for f in visible])
+        scores = engine.score_group(
+            ctx, [system1_answer([f], text, 1, ctx.frame_times) for f in visible]
+        )
         frame_ious = [answer_box_iou(rewards) for rewards in scores.rewards]
         ious += frame_ious
         areas += [float(ctx.target.union_areas[f]) for f in visible]
@@ -214,13 +216,17 @@ def prior_frames(train_targets: Sequence, k: int) -> list[int]:
 
 
 def ignore_video_completions(
-    train_targets: Sequence, expressions: Sequence[str], *, moments: int
+    train_targets: Sequence, expressions: Sequence[str], *, moments: int, frame_times: Sequence
 ) -> list[list[str]]:
-    """The ignore-the-video baseline's answer for every expression."""
+    """The ignore-the-video baseline's answer for every expression (`frame_times`: the
+    FrameTimes of each expression's clip, which the answer's times are written in)."""
     from omnir1.rl.warmstart import system1_answer
 
     frames = prior_frames(train_targets, moments)
-    return [[system1_answer(frames, e, moments)] for e in expressions]
+    return [
+        [system1_answer(frames, e, moments, times)]
+        for e, times in zip(expressions, frame_times, strict=True)
+    ]
 
 
 def expression_template(expression: str, object_words: Collection[str]) -> str:
@@ -240,9 +246,11 @@ def read_words_completions(
     *,
     moments: int,
     object_words: Collection[str],
+    frame_times: Sequence,
 ) -> list[list[str]]:
     """The read-the-words baseline's answer for every expression: the prior frames of its
-    template among the training expressions (of all of them for a template never seen)."""
+    template among the training expressions (of all of them for a template never seen);
+    `frame_times` as for `ignore_video_completions`."""
     from omnir1.rl.warmstart import system1_answer
 
     by_template: dict[str, list] = defaultdict(list)
@@ -250,8 +258,8 @@ def read_words_completions(
         by_template[expression_template(text, object_words)].append(target)
     overall = prior_frames(train_targets, moments)
     answers = []
-    for text in expressions:
+    for text, times in zip(expressions, frame_times, strict=True):
         seen = by_template.get(expression_template(text, object_words))
         frames = prior_frames(seen, moments) if seen else overall
-        answers.append([system1_answer(frames, text, moments)])
+        answers.append([system1_answer(frames, text, moments, times)])
     return answers

@@ -141,13 +141,17 @@ def blind_baselines(params, engine, data: Path, heldout, train_samples, train_ta
     samples, _, contexts = heldout
     expressions = [s.expression for s in samples]
     moments = params.system1.moments
-    ignore = ignore_video_completions(train_targets, expressions, moments=moments)
+    times = [ctx.frame_times for ctx in contexts]
+    ignore = ignore_video_completions(
+        train_targets, expressions, moments=moments, frame_times=times
+    )
     read_words = read_words_completions(
         train_targets,
         [s.expression for s in train_samples],
         expressions,
         moments=moments,
         object_words=object_words(data),
+        frame_times=times,
     )
     return assess(engine, contexts, ignore), assess(engine, contexts, read_words)
 

@@ -129,28 +129,27 @@ def inspect(path: str | Path, *, folder_fps: float | None = None) -> MediaInfo:
             audio_sample_rate=None,
             video_codec=files[0].suffix.lower().lstrip("."),
         )
-    import av
 
     with _open(path) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         num_frames = stream.frames
-        if not num_frames:  # mkv/webm do not store a frame count: count packets (no decoding)
-            try:
-                num_frames = sum(1 for p in container.demux(stream) if p.size)
-            except av.error.FFmpegError as exc:
-                raise MediaError(path, f"corrupt stream while counting frames ({exc})") from None
+        duration = None
         # The container duration also covers the audio track (often longer by encoder padding),
         # so prefer what the video stream itself says.
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
-        elif fps and num_frames:
+        if not num_frames or duration is None:
+            # mkv/webm store neither a frame count nor a stream duration: count the packets and
+            # take the end of the last one (no decoding), which holds for variable frame rates
+            # too, where frames / average rate does not
+            num_frames, packet_span = _scan_packets(container, stream, path)
+            duration = duration if duration is not None else packet_span
+        if not duration and fps and num_frames:
             duration = num_frames / fps
-        elif container.duration is not None:
+        if not duration and container.duration is not None:
             duration = container.duration / 1_000_000
-        else:
-            duration = None
         _check_size(path, stream.codec_context.width, stream.codec_context.height)
         audio = container.streams.audio[0] if container.streams.audio else None
         return MediaInfo(
@@ -163,6 +162,27 @@ def inspect(path: str | Path, *, folder_fps: float | None = None) -> MediaInfo:
             audio_sample_rate=audio.codec_context.sample_rate if audio is not None else None,
             video_codec=stream.codec_context.name,
         )
+
+
+def _scan_packets(container, stream, path: Path) -> tuple[int, float | None]:
+    """(packets with data, seconds from the first packet's time to the end of the last one)."""
+    import av
+
+    count, first, end = 0, None, None
+    try:
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            count += 1
+            if packet.pts is not None:
+                first = packet.pts if first is None else min(first, packet.pts)
+                stop = packet.pts + (packet.duration or 0)
+                end = stop if end is None else max(end, stop)
+    except av.error.FFmpegError as exc:
+        raise MediaError(path, f"corrupt stream while counting frames ({exc})") from None
+    if first is None or end is None or stream.time_base is None or end <= first:
+        return count, None
+    return count, float((end - first) * stream.time_base)
 
 
 def _iter_av_frames(path: Path) -> Iterator[tuple[int, float, object]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from omnir1.rl.rewards import (
     get_reward,
     needs_system2,
 )
-from omnir1.systems.parsing import ParsedAnswer, parse_answer
+from omnir1.systems.parsing import FrameTimes, ParsedAnswer, parse_answer
 from omnir1.systems.system2 import KeyframeRequest, System2Request, run_system2
 
 
@@ -43,12 +43,22 @@ class GroupContext:
     key: str  # sample id, for messages and logs
     video: Path  # the file or frame folder System 2 reads
     folder_fps: float  # frame rate of a frame folder
-    source_indices: list[int]  # System 1 frame (2 fps) -> frame of the video
+    source_indices: list[int]  # System 1 frame -> frame of the video
     target: RewardTarget  # ground truth on System 1's frames, native pixels
     gt_union: Sequence[np.ndarray]  # ground-truth union mask of every video frame (sam_j)
     # the video's frames decoded by preprocessing (N, H, W, 3), which in-process System 2 reads
     # instead of decoding `video` (the System-2 service reads its own copy of `video`)
     frames: np.ndarray | None = None
+    # when System 1's frames were sampled, and the clip's duration: answers' times are read
+    # against them (2 fps only on clips up to max_frames / 2 seconds)
+    frame_times: FrameTimes = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.frame_times.num_frames != len(self.source_indices):
+            raise ValueError(
+                f"{self.key}: {self.frame_times.num_frames} frame times for "
+                f"{len(self.source_indices)} System-1 frames"
+            )
 
     @property
     def num_frames(self) -> int:
@@ -102,6 +112,7 @@ def context_from_sample(sample, cfg=None, clip=None, frames=None) -> GroupContex
         target=RewardTarget.from_masks(at_samples),
         gt_union=LazyUnion(sample),
         frames=frames,
+        frame_times=clip.frame_times,
     )
 
 
@@ -160,7 +171,7 @@ class RewardEngine:
     def score_group(self, ctx: GroupContext, completions: Sequence[str]) -> GroupScores:
         parsed = [
             parse_answer(
-                c, ctx.num_frames, max_keyframes=self.max_keyframes, max_moments=self.max_moments
+                c, ctx.frame_times, max_keyframes=self.max_keyframes, max_moments=self.max_moments
             )
             for c in completions
         ]

@@ -27,7 +27,7 @@ import numpy as np
 from omnir1.config import FinetuneParams
 from omnir1.data.synth.generate import OBJECTS_FILE
 from omnir1.fsutil import read_json
-from omnir1.systems.parsing import FPS
+from omnir1.systems.parsing import FrameTimes
 from omnir1.systems.prompts import format_time
 
 END_OF_TURN = "<|im_end|>"
@@ -168,12 +168,14 @@ def spread(frames: Sequence[int], k: int) -> list[int]:
     return sorted({frames[round(float(p))] for p in picks})
 
 
-def system1_answer(visible: Sequence[int], description: str, moments: int) -> str:
+def system1_answer(
+    visible: Sequence[int], description: str, moments: int, frame_times: FrameTimes
+) -> str:
     """The answer a perfect System 1 would write: single-frame moments on frames where the
-    target is visible, each at its frame's own time (frame = int(t * 2) maps it back)."""
+    target is visible, each at its frame's own sample time (which the parser maps back to it)."""
     items = []
     for frame in spread(visible, moments):
-        time = format_time(frame * 100 // FPS / 100)
+        time = format_time(frame_times.times_s[frame])
         items.append({"start_time": time, "end_time": time, "description": description})
     think = f"The expression refers to {description}."
     return f"<think>{think}</think><answer>{json.dumps(items)}</answer>"
@@ -203,7 +205,7 @@ def system1_examples(reasoner, samples, clips, targets, descriptions, seed: int 
 def _system1_example(reasoner, clip, expression: str, visible, description: str, rng) -> Example:
     """System 1's prompt on `clip` -> the answer naming `description` on the `visible` frames."""
     inputs = reasoner.inputs(clip, expression, rng)
-    answer = system1_answer(visible, description, reasoner.cfg.moments)
+    answer = system1_answer(visible, description, reasoner.cfg.moments, clip.frame_times)
     tok = reasoner.processor.tokenizer
     return Example(
         inputs["input_ids"][0].tolist(), tok(answer + END_OF_TURN)["input_ids"], _fields(inputs)

@@ -85,7 +85,7 @@ def run_collaboration(
     else:
         completion = system1_answer
     answer = parse_answer(
-        completion, clip.num_frames, max_keyframes=s1.max_keyframes, max_moments=s1.max_moments
+        completion, clip.frame_times, max_keyframes=s1.max_keyframes, max_moments=s1.max_moments
     )
     keyframes = keyframes_from_answer(clip, answer)
     request = System2Request("0", tuple(KeyframeRequest(k.frame, k.description) for k in keyframes))

@@ -1,6 +1,7 @@
 """Parsers for what the two systems write. Model output is untrusted data, so both are total.
 
-System 1 (a video LLM shown T frames sampled at 2 fps) completes
+System 1 (a video LLM shown T frames sampled at known times: 2 fps, or spread evenly over a clip
+too long for `system1.max_frames` at 2 fps) completes
 
     <think>...</think><answer>[{"start_time": "mm:ss.ff", "end_time": "mm:ss.ff",
                                 "description": "..."}, ...]</answer>
@@ -8,8 +9,10 @@ System 1 (a video LLM shown T frames sampled at 2 fps) completes
 with moments where the target is clear. `parse_answer` reads them:
 - a time is "mm:ss.ff" (1-2 digit minutes, 2 digit seconds, 0-2 fraction digits read as a
   decimal fraction: ".5" is 0.5 s, ".05" is 0.05 s); nothing else is a time;
-- the video lasts T / 2 s; time t falls on frame min(int(2t), T - 1), and a valid moment covers
-  frame(start) .. frame(end) inclusive;
+- the clip's frames were sampled at times t_0 = 0 <= t_1 <= ... <= t_{T-1} and it lasts D
+  seconds (`FrameTimes`; all in hundredths, as the prompt writes them); time t falls on the last
+  frame sampled at or before t, and a valid moment ends by D and covers frame(start) ..
+  frame(end) inclusive (at 2 fps: frame min(int(2t), T - 1), D = T / 2);
 - the keyframes are the `max_keyframes` lowest frames covered by valid moments, each described
   by the first valid moment (in answer order) that covers it.
 
@@ -32,13 +35,14 @@ NaN, Infinity and floats that overflow load as a marker that is never a valid va
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FPS = 2  # System 1's frames are sampled at 2 fps
 MAX_DEPTH = 20  # deepest JSON nesting accepted; a moment list needs 2, a box list 3
 MAX_BOX_PROBLEMS = 50  # ParsedBoxes.problems stays bounded whatever the model wrote
 
@@ -148,17 +152,69 @@ class ParsedBoxes:
 # --- System 1 ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FrameTimes:
+    """When each of System 1's frames was sampled and how long the clip lasts, in seconds: what
+    answer times are read against (`VideoClip.frame_times`). Times are compared in hundredths of a
+    second, rounded as the prompt writes them (`prompts.format_time`), so the time of a sampled
+    frame as written maps back to that frame."""
+
+    times_s: tuple[float, ...]
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        times = tuple(float(t) for t in self.times_s)
+        object.__setattr__(self, "times_s", times)
+        if not times:
+            raise ValueError("FrameTimes needs at least one frame time")
+        if not all(math.isfinite(t) and t >= 0 for t in times):
+            raise ValueError(f"frame times must be finite and >= 0, got {times[:8]}...")
+        if any(b < a for a, b in itertools.pairwise(times)):
+            raise ValueError("frame times must not decrease")
+        if not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"duration_s must be finite and > 0, got {self.duration_s!r}")
+        object.__setattr__(self, "_hundredths", [round(t * 100) for t in times])
+
+    @classmethod
+    def uniform(cls, num_frames: int, fps: float = 2.0) -> FrameTimes:
+        """`num_frames` frames at `fps` from 0, the clip lasting num_frames / fps."""
+        _check_count("num_frames", num_frames, 1)
+        return cls(tuple(i / fps for i in range(num_frames)), num_frames / fps)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.times_s)
+
+    @property
+    def duration_hundredths(self) -> int:
+        return round(self.duration_s * 100)
+
+    @property
+    def rate(self) -> float:
+        """Frames per second of the sampling (the processor's `fps`): 2 at System 1's 2 fps, fewer
+        where the frames are spread over a long clip; a single frame counts as the whole clip."""
+        span = self.times_s[-1] - self.times_s[0]
+        if len(self.times_s) < 2 or span <= 0:
+            return 1.0 / self.duration_s
+        return (len(self.times_s) - 1) / span
+
+    def frame_at(self, hundredths: int) -> int:
+        """The last frame sampled at or before `hundredths` (frame 0 for earlier times)."""
+        return max(0, bisect.bisect_right(self._hundredths, hundredths) - 1)
+
+
 def parse_answer(
     text: str,
-    num_frames: int,
+    frame_times: FrameTimes,
     *,
     max_keyframes: int = 4,
     max_moments: int = 8,
     max_chars: int = 20000,
 ) -> ParsedAnswer:
-    """Read System 1's completion for a video of `num_frames` frames at 2 fps. Never raises on
-    `text`; raises ValueError when num_frames < 1 or a limit is negative."""
-    _check_count("num_frames", num_frames, 1)
+    """Read System 1's completion for a clip whose frames were sampled at `frame_times`. Never
+    raises on `text`; raises ValueError when a limit is negative or `frame_times` is not one."""
+    if not isinstance(frame_times, FrameTimes):
+        raise ValueError(f"frame_times must be FrameTimes, got {type(frame_times).__name__}")
     _check_count("max_keyframes", max_keyframes, 0)
     _check_count("max_moments", max_moments, 0)
     _check_count("max_chars", max_chars, 0)
@@ -184,7 +240,7 @@ def parse_answer(
             continue
         result.num_objects += 1
         if len(result.moments) < max_moments:
-            result.moments.append(_moment(item, num_frames))
+            result.moments.append(_moment(item, frame_times))
         else:
             result.num_dropped += 1
     if result.num_dropped:
@@ -210,7 +266,7 @@ def _answer_fallback(text: str) -> str:
     return text[think_end + len(_THINK_CLOSE) :] if think_end >= 0 else text
 
 
-def _moment(raw: dict[str, Any], num_frames: int) -> Moment:
+def _moment(raw: dict[str, Any], frame_times: FrameTimes) -> Moment:
     moment = Moment(raw=raw, unknown_keys=[str(k) for k in raw if k not in _KNOWN_KEYS])
     start, end = _centiseconds(raw.get("start_time")), _centiseconds(raw.get("end_time"))
     if start is None:
@@ -229,11 +285,11 @@ def _moment(raw: dict[str, Any], num_frames: int) -> Moment:
     if start is not None and end is not None:
         if start > end:
             moment.problems.append("reversed")
-        if end > num_frames * 100 // FPS:  # duration T / 2 s, compared in exact hundredths
+        if end > frame_times.duration_hundredths:  # compared in exact hundredths
             moment.problems.append("beyond_duration")
     if not moment.problems and start is not None and end is not None:
         moment.valid = True
-        moment.frames = list(range(_frame(start, num_frames), _frame(end, num_frames) + 1))
+        moment.frames = list(range(frame_times.frame_at(start), frame_times.frame_at(end) + 1))
     return moment
 
 
@@ -246,11 +302,6 @@ def _centiseconds(value: Any) -> int | None:
         return None
     minutes, seconds, fraction = match.groups()
     return (int(minutes) * 60 + int(seconds)) * 100 + int((fraction or "").ljust(2, "0"))
-
-
-def _frame(centiseconds: int, num_frames: int) -> int:
-    """min(int(t * FPS), T - 1) for t = centiseconds / 100, in integers."""
-    return min(centiseconds * FPS // 100, num_frames - 1)
 
 
 def _keyframes(valid: list[Moment], k: int) -> tuple[list[int], list[str], int]:

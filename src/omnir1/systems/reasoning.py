@@ -1,5 +1,6 @@
 """System 1, the Global Reasoning System: a Qwen2.5-Omni thinker that watches the video (2 fps,
-low resolution), hears its audio, and answers keyframes with single-frame descriptions.
+at most `system1.max_frames` frames spread over a longer clip, low resolution), hears its audio,
+and answers keyframes with single-frame descriptions.
 
 `load_clip` decodes what System 1 sees; `GlobalReasoner` builds the prompt (docs/design.md §2),
 generates, and parses each completion with the total parser of `omnir1.systems.parsing`.
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from omnir1.config import System1Params
+from omnir1.systems.parsing import FrameTimes
 from omnir1.systems.prompts import SYSTEM1_SYSTEM, format_time, marker_token_ids, system1_task
 
 QWEN_PATCH = 28
@@ -40,8 +42,8 @@ def audio_first(cfg) -> bool:
 class VideoClip:
     """What System 1 sees of a video."""
 
-    frames: np.ndarray  # (T, H, W, 3) uint8 at 2 fps, H and W multiples of 28
-    times: np.ndarray  # (T,) seconds of each sampled frame
+    frames: np.ndarray  # (T, H, W, 3) uint8, H and W multiples of 28
+    times: np.ndarray  # (T,) seconds of each sampled frame: evenly spaced, 2 fps or fewer
     source_indices: np.ndarray  # (T,) index of each sampled frame in the full video
     native_size: tuple[int, int]  # (height, width) of the video
     audio: np.ndarray | None  # 16 kHz mono float32; None when the video has no audio track
@@ -59,6 +61,12 @@ class VideoClip:
     @property
     def num_frames(self) -> int:
         return len(self.frames)
+
+    @property
+    def frame_times(self) -> FrameTimes:
+        """The frames' times and the clip's duration: what the processor's temporal positions,
+        the prompt, the parser and the keyframe times all use."""
+        return FrameTimes(tuple(self.times.tolist()), self.duration_s)
 
 
 def load_clip(
@@ -169,7 +177,10 @@ class GlobalReasoner:
             # frames are already at System 1's size (multiples of 28): no resizing
             kwargs |= {"images": list(clip.frames) * n, "images_kwargs": {"do_resize": False}}
         else:
-            video_kwargs = {"do_resize": False, "do_sample_frames": False, "fps": self.cfg.fps}
+            # the frames' real rate, so that temporal positions (and the audio chunks interleaved
+            # with them) say true seconds: below system1.fps when frames are spread over a long clip
+            rate = clip.frame_times.rate
+            video_kwargs = {"do_resize": False, "do_sample_frames": False, "fps": rate}
             kwargs |= {"videos": [clip.frames] * n, "videos_kwargs": video_kwargs}
         return self.processor(
             text=list(prompts), return_tensors="pt", padding=True, padding_side="left", **kwargs
