@@ -27,6 +27,23 @@ def cmd_models_init_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_init(args: argparse.Namespace) -> int:
+    from omnir1.errors import ConfigError
+    from omnir1.models import presets
+
+    if args.meta:
+        print_json(presets.parameter_counts(args.preset, args.sam2))
+        return 0
+    if not args.out:
+        raise ConfigError(None, "a folder to write is required unless --meta", "--out")
+    print_json(
+        presets.init_preset(
+            args.out, args.preset, args.sam2, seed=args.seed, device=args.device, dtype=args.dtype
+        )
+    )
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from omnir1.inference import infer_video
 
@@ -87,6 +104,22 @@ def add_commands(groups) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sam2-size", type=int, default=256, help="SAM2 input size (multiple of 16)")
     p.set_defaults(func=cmd_models_init_tiny)
+
+    p = models.add_parser(
+        "init",
+        help="build models of the real sizes with random weights (memory, dtype and speed "
+        "checks; nothing is downloaded)",
+    )
+    from omnir1.models.presets import SAM2, THINKERS
+
+    p.add_argument("--preset", required=True, choices=sorted(THINKERS), help="System 1's size")
+    p.add_argument("--sam2", default="hiera-l", choices=sorted(SAM2), help="SAM2.1's size")
+    p.add_argument("--meta", action="store_true", help="only count parameters (meta device)")
+    p.add_argument("--out", help="model folder to write (models.json + weights)")
+    p.add_argument("--device", default="cpu", help="where to build (cuda: much faster)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_init)
 
     p = models.add_parser(
         "fetch",

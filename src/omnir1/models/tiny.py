@@ -117,10 +117,33 @@ def build_processor(tokenizer):
     )
 
 
+def special_token_ids(tokenizer) -> dict:
+    """The thinker config's multimodal token ids, from `tokenizer`."""
+    ids = {name: tokenizer.convert_tokens_to_ids(t) for name, t in MULTIMODAL_TOKENS.items()}
+    return {
+        "audio_token_index": ids["audio_token"],
+        "image_token_index": ids["image_token"],
+        "video_token_index": ids["video_token"],
+        "audio_start_token_id": ids["audio_bos_token"],
+        "audio_end_token_id": ids["audio_eos_token"],
+        "vision_start_token_id": ids["vision_bos_token"],
+        "vision_end_token_id": ids["vision_eos_token"],
+        "user_token_id": tokenizer.convert_tokens_to_ids("<|im_start|>"),
+    }
+
+
+def generation_ids(model, tokenizer) -> None:
+    """Generation stops at the end of a chat turn or of the text, and pads with the pad token."""
+    model.generation_config.eos_token_id = [
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        tokenizer.eos_token_id,
+    ]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
 def thinker_config(tokenizer, sizes: TinySizes):
     from transformers import Qwen2_5OmniThinkerConfig
 
-    ids = {name: tokenizer.convert_tokens_to_ids(t) for name, t in MULTIMODAL_TOKENS.items()}
     # mrope splits the rotary half of each head into (time, height, width) sections; keep the
     # production proportions (16, 24, 24 of 64)
     half = sizes.hidden // sizes.heads // 2
@@ -168,14 +191,7 @@ def thinker_config(tokenizer, sizes: TinySizes):
             "encoder_ffn_dim": 2 * sizes.audio_hidden,
             "output_dim": sizes.hidden,
         },
-        audio_token_index=ids["audio_token"],
-        image_token_index=ids["image_token"],
-        video_token_index=ids["video_token"],
-        audio_start_token_id=ids["audio_bos_token"],
-        audio_end_token_id=ids["audio_eos_token"],
-        vision_start_token_id=ids["vision_bos_token"],
-        vision_end_token_id=ids["vision_eos_token"],
-        user_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        **special_token_ids(tokenizer),
     )
 
 
@@ -223,11 +239,7 @@ def build_tiny(*, seed: int = 0, sizes: TinySizes | None = None) -> TinyModels:
     tokenizer = build_tokenizer(sizes)
     processor = build_processor(tokenizer)
     model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config(tokenizer, sizes)).eval()
-    model.generation_config.eos_token_id = [
-        tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        tokenizer.eos_token_id,
-    ]
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    generation_ids(model, tokenizer)
     torch.manual_seed(seed)
     return TinyModels(model, processor, build_sam2(sizes.sam2_image_size), sizes)
 
@@ -235,30 +247,56 @@ def build_tiny(*, seed: int = 0, sizes: TinySizes | None = None) -> TinyModels:
 def init_tiny(out: str | Path, *, seed: int = 0, sizes: TinySizes | None = None) -> dict:
     """Build the tiny models and save them under `out` as a model folder; returns the
     manifest."""
+    tiny = build_tiny(seed=seed, sizes=sizes)
+    return write_folder(
+        out,
+        tiny.model,
+        tiny.processor,
+        tiny.sam2,
+        name=f"omnir1-tiny-seed{seed}",
+        sam2_config=SAM2_CONFIG,
+        sam2_overrides=sam2_overrides(tiny.sizes.sam2_image_size),
+        seed=seed,
+    )
+
+
+def write_folder(
+    out: str | Path,
+    model,
+    processor,
+    sam2,
+    *,
+    name: str,
+    sam2_config: str,
+    sam2_overrides: list[str],
+    seed: int,
+    sam2_file: str = "sam2.1_tiny.pt",
+) -> dict:
+    """A model folder of freshly built models: System 1 (also the grounder: a frozen copy of
+    the base model) and SAM2 as Meta ships it ({"model": state_dict}); returns the manifest."""
     import torch
 
-    tiny = build_tiny(seed=seed, sizes=sizes)
     out = Path(out)
     with atomic_dir(out / "system1") as tmp:
-        tiny.model.save_pretrained(tmp)
-        tiny.processor.save_pretrained(tmp)
-    checkpoint = out / "sam2" / "sam2.1_tiny.pt"
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+    checkpoint = out / "sam2" / sam2_file
     with atomic_path(checkpoint) as tmp, tmp.open("wb") as fh:
         # through a file object: torch.save names the archive after a path it is given (here
         # a random temporary name), and the same weights must give the same bytes
-        torch.save({"model": tiny.sam2.state_dict()}, fh)
+        torch.save({"model": sam2.state_dict()}, fh)
     manifest = {
-        "name": f"omnir1-tiny-seed{seed}",
+        "name": name,
         "system1": "system1",
         "grounder": "system1",
         "sam2": {
-            "config": SAM2_CONFIG,
-            "checkpoint": "sam2/sam2.1_tiny.pt",
-            "overrides": sam2_overrides(tiny.sizes.sam2_image_size),
+            "config": sam2_config,
+            "checkpoint": f"sam2/{sam2_file}",
+            "overrides": sam2_overrides,
         },
         "parameters": {
-            "system1": sum(p.numel() for p in tiny.model.parameters()),
-            "sam2": sum(p.numel() for p in tiny.sam2.parameters()),
+            "system1": sum(p.numel() for p in model.parameters()),
+            "sam2": sum(p.numel() for p in sam2.parameters()),
         },
         "seed": seed,
     }
