@@ -138,6 +138,7 @@ def train(
     models: Input[Model],
     device: str,
     checkpoint_root: str,
+    gpus_per_node: int,
     model: Output[Model],
     run: Output[Artifact],
     summary: Output[Metrics],
@@ -153,6 +154,7 @@ def train(
         model.path,
         device=device,
         checkpoint_root=checkpoint_root,
+        gpus_per_node=gpus_per_node,
     )
     steps.log_metrics(summary, figures)
 

@@ -18,7 +18,6 @@ SETTINGS = {
     "device": (str, "cuda"),  # torch device of the GPU tasks (`pipeline run --local`: cpu)
     "parts": (int, 4),  # fan-out of preprocessing and evaluation over the videos
     "train_nodes": (int, 1),  # > 1: GRPO as a PyTorchJob of this many worker pods
-    "gpus_per_node": (int, 1),
     "checkpoint_root": (str, f"{cluster.DATA_MOUNT}/checkpoints"),  # "": inside the task only
 }
 
@@ -32,12 +31,14 @@ def training(settings: dict, values: dict, render) -> None:
     warm = cluster.pure(cluster.on_gpu_pool(warm)).outputs["warm"]
 
     inputs = dict(params=params, datasets=datasets, shards=shards, models=warm)
+    # GPUs of each training pod, one process each: params.yaml's train.gpus_per_node
+    gpus = values["train__gpus_per_node"]
     # Each branch carries the stages after training (kfp.local cannot join branches: dsl.OneOf)
     with dsl.If(settings["train_nodes"] > 1, "multi-node"):
         job = train_pytorchjob(
             **inputs,
             nodes=settings["train_nodes"],
-            gpus_per_node=settings["gpus_per_node"],
+            gpus_per_node=gpus,
             run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             workdir_root=settings["checkpoint_root"],
         )
@@ -50,8 +51,9 @@ def training(settings: dict, values: dict, render) -> None:
             **inputs,
             device=settings["device"],
             checkpoint_root=settings["checkpoint_root"],
+            gpus_per_node=gpus,
         )
-        cluster.with_mlflow(cluster.with_data(cluster.on_gpu_pool(one, settings["gpus_per_node"])))
+        cluster.with_mlflow(cluster.with_data(cluster.on_gpu_pool(one, gpus)))
         # a retry, or a resubmitted run of the same inputs, resumes from its last checkpoint
         one.set_retry(num_retries=cluster.retries(2))
         one.set_caching_options(False)

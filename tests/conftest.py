@@ -131,6 +131,73 @@ def tiny_models(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def hub_snapshot(tmp_path_factory) -> Path:
+    """A tiny Qwen2.5-Omni (thinker + talker + token2wav) as the Hub ships one: bf16 weights in
+    sharded safetensors with their index, and the processor's files."""
+    import torch
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration, set_seed
+
+    from omnir1.models.tiny import TinySizes, build_processor, build_tokenizer, thinker_config
+
+    sizes = TinySizes(sam2_image_size=128)
+    set_seed(0)
+    tok = build_tokenizer(sizes)
+    talker = {
+        "vocab_size": 64,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "embedding_size": sizes.hidden,
+        "head_dim": 16,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+    }
+    token2wav = {
+        "dit_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "ff_mult": 1,
+            "emb_dim": 16,
+            "head_dim": 16,
+            "repeats": 1,
+            "num_embeds": 32,
+            "mel_dim": 16,
+            "enc_emb_dim": 16,
+            "enc_dim": 16,
+            "enc_channels": [16, 16, 16, 16, 48],
+            "enc_kernel_sizes": [5, 3, 3, 3, 1],
+            "enc_dilations": [1, 2, 3, 4, 1],
+            "enc_attention_channels": 16,
+            "enc_res2net_scale": 2,
+            "enc_se_channels": 16,
+        },
+        "bigvgan_config": {
+            "mel_dim": 16,
+            "upsample_initial_channel": 32,
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [[1, 3]],
+            "upsample_rates": [2],
+            "upsample_kernel_sizes": [4],
+        },
+    }
+    config = Qwen2_5OmniConfig(
+        thinker_config=thinker_config(tok, sizes).to_dict(),
+        talker_config=talker,
+        token2wav_config=token2wav,
+        enable_audio_output=False,
+    )
+    full = Qwen2_5OmniForConditionalGeneration(config).to(torch.bfloat16)
+    out = tmp_path_factory.mktemp("hub") / "Qwen2.5-Omni-tiny"
+    full.save_pretrained(out, max_shard_size="1MB")
+    build_processor(tok).save_pretrained(out)
+    speaker = {"bos_token": 1, "cond": torch.zeros(16), "ref_mel": torch.zeros(4, 16)}
+    torch.save({"Chelsie": speaker}, out / "spk_dict.pt")  # the talker's voices
+    return out
+
+
 def kill_when(
     command: list[str],
     *,

@@ -150,6 +150,9 @@ class System1Params(_Section):
     prompt: Literal["release", "compact"] = "release"
     # false: System 1 gets the frames only (omnir1.systems.reasoning); real ReVOS / MeViS have none
     audio: bool = True
+    # attention kernels of both thinkers (System 1, the grounder): flash_attention_2 needs the
+    # flash-attn package and a GPU; under sdpa the vision tower loops over its windows in Python
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
 
 
 class GrounderParams(_Section):
@@ -233,6 +236,9 @@ class TrainParams(_Section):
     bf16: bool = True
     save_steps: int = Field(50, ge=1)
     seed: int = 0
+    # > 1: one process per GPU under `accelerate launch` with this config (omnir1.rl.launch)
+    gpus_per_node: int = Field(1, ge=1)
+    accelerate_config: str = "configs/accelerate/multi_gpu.yaml"
 
     def grpo_config(
         self,
@@ -254,10 +260,13 @@ class TrainParams(_Section):
         # processes; DeepSpeed then runs on its CPU accelerator.
         launched = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         ds_cpu = use_cpu and launched
+        # plain DDP ranks on CPU (`train.gpus_per_node` processes in a test): a gloo group in
+        # accelerate's CPU mode, or each rank would train alone
+        ddp_cpu = use_cpu and not launched and int(os.environ.get("WORLD_SIZE", "1")) > 1
         return GRPOConfig(
             output_dir=str(output_dir),
             use_cpu=use_cpu and not ds_cpu,
-            ddp_backend="gloo" if ds_cpu else None,
+            ddp_backend="gloo" if ds_cpu or ddp_cpu else None,
             bf16=self.bf16 and not use_cpu,
             loss_type="grpo",
             scale_rewards=self.scale_rewards,
@@ -282,6 +291,8 @@ class TrainParams(_Section):
             seed=self.seed,
             report_to=[],
             generation_kwargs={"suppress_tokens": list(suppress_tokens or [])},
+            # the frozen reference in the compute dtype (the policy's masters are float32)
+            model_init_kwargs={"dtype": "bfloat16"} if self.bf16 and not use_cpu else None,
             reward_weights=None if reward_weights is None else list(reward_weights),
         )
 

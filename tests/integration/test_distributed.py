@@ -127,3 +127,33 @@ def test_train_under_accelerate_launch_with_deepspeed(
     assert after.keys() == before.keys()
     assert all(after[k].shape == before[k].shape for k in before)
     assert any(not after[k].equal(before[k]) for k in before)
+
+
+@pytest.mark.timeout(900)
+def test_train_gpus_per_node_launches_one_process_each(synth_sets, tiny_models, tmp_path):
+    """`train.gpus_per_node: 2`: a plain `omnir1 train` (what the DVC stage and the Kubeflow
+    one-node step run) starts itself again as 2 ranks under `accelerate launch` with the
+    repository's DDP config; on CPU they form a gloo group and train one model together."""
+    params = tmp_path / "params.yaml"
+    config = ROOT / "configs" / "accelerate" / "multi_gpu.yaml"
+    launch = f"  gpus_per_node: 2\n  accelerate_config: {config}\ntracking:"
+    params.write_text(PARAMS.replace("tracking:", launch))
+    out = tmp_path / "run"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "MLFLOW_")) and k not in ("RANK", "WORLD_SIZE")
+    }
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    omnir1 = Path(sys.executable).with_name("omnir1")
+    cmd = [str(omnir1), "train", "--data", str(synth_sets["revos"]), "--format", "revos"]
+    cmd += ["--models", str(tiny_models), "--out", str(out), "--params", str(params)]
+    cmd += ["--device", "cpu", "--metrics", str(tmp_path / "train.json")]
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=800)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    summary = json.loads((out / "train.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == STEPS
+    assert json.loads((tmp_path / "train.json").read_text())["processes"] == 2
+    trained = load_models(out / "model", system2=False).system1.state_dict()
+    before = load_models(tiny_models, system2=False).system1.state_dict()
+    assert any(not trained[k].equal(before[k]) for k in before)

@@ -182,7 +182,7 @@ def test_multi_node_training_is_a_pytorchjob_branch(compiled):
     branches = json.dumps(spec["components"]["comp-condition-branches-2"])
     assert "train_nodes" in branches and "> 1" in branches.replace("int(", "")
     one = tasks(spec)["train"]
-    assert "{{$.inputs.parameters['pipelinechannel--gpus_per_node']}}" in json.dumps(
+    assert "{{$.inputs.parameters['pipelinechannel--train__gpus_per_node']}}" in json.dumps(
         executors[one["executor"]]["container"]["resources"]
     )
 

@@ -342,65 +342,15 @@ def test_infer_on_an_unreadable_video_is_a_clear_error(tiny_models, media_files,
     assert not (tmp_path / "o").exists()
 
 
-def test_a_full_omni_checkpoint_loads_as_system1(tmp_path):
-    # Production points system1 at the Qwen2.5-Omni folder (thinker + talker + token2wav): the
-    # thinker must load from it unchanged. A tiny full model of the same layout stands in.
-    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+def test_a_full_omni_checkpoint_loads_as_system1(hub_snapshot):
+    # A Qwen2.5-Omni snapshot (thinker + talker + token2wav) as the Hub ships it: the thinker
+    # loads from it unchanged
+    from transformers import Qwen2_5OmniForConditionalGeneration
 
     from omnir1.models.loading import load_thinker
-    from omnir1.models.tiny import build_processor, build_tokenizer, thinker_config
 
-    tok = build_tokenizer(SIZES)
-    talker = {
-        "vocab_size": 64,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "embedding_size": SIZES.hidden,
-        "head_dim": 16,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-    }
-    token2wav = {
-        "dit_config": {
-            "hidden_size": 32,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "ff_mult": 1,
-            "emb_dim": 16,
-            "head_dim": 16,
-            "repeats": 1,
-            "num_embeds": 32,
-            "mel_dim": 16,
-            "enc_emb_dim": 16,
-            "enc_dim": 16,
-            "enc_channels": [16, 16, 16, 16, 48],
-            "enc_kernel_sizes": [5, 3, 3, 3, 1],
-            "enc_dilations": [1, 2, 3, 4, 1],
-            "enc_attention_channels": 16,
-            "enc_res2net_scale": 2,
-            "enc_se_channels": 16,
-        },
-        "bigvgan_config": {
-            "mel_dim": 16,
-            "upsample_initial_channel": 32,
-            "resblock_kernel_sizes": [3],
-            "resblock_dilation_sizes": [[1, 3]],
-            "upsample_rates": [2],
-            "upsample_kernel_sizes": [4],
-        },
-    }
-    config = Qwen2_5OmniConfig(
-        thinker_config=thinker_config(tok, SIZES).to_dict(),
-        talker_config=talker,
-        token2wav_config=token2wav,
-        enable_audio_output=False,
-    )
-    full = Qwen2_5OmniForConditionalGeneration(config)
-    full.save_pretrained(tmp_path)
-    build_processor(tok).save_pretrained(tmp_path)
-    thinker, processor = load_thinker(tmp_path)
+    full = Qwen2_5OmniForConditionalGeneration.from_pretrained(hub_snapshot)
+    thinker, processor = load_thinker(hub_snapshot)
     expected = dict(full.thinker.named_parameters())
     got = dict(thinker.named_parameters())
     assert got.keys() == expected.keys()

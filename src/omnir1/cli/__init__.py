@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.command_args = argv[1:]  # after the command name: `omnir1 train` relaunches itself
     func: Callable[[argparse.Namespace], int] = args.func
     start = time.perf_counter()
     code = 1

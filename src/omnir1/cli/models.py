@@ -44,6 +44,21 @@ def cmd_models_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from omnir1.models.importing import import_models
+
+    manifest = import_models(
+        args.snapshot,
+        args.out,
+        sam2_checkpoint=args.sam2,
+        sam2_config=args.sam2_config,
+        sam2_overrides=args.sam2_override,
+        name=args.name,
+    )
+    print_json({k: manifest[k] for k in ("name", "imported")})
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from omnir1.inference import infer_video
 
@@ -120,6 +135,25 @@ def add_commands(groups) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_init)
+
+    p = models.add_parser(
+        "import",
+        help="a model folder from a Qwen2.5-Omni Hugging Face snapshot (its thinker) and a SAM2 "
+        "checkpoint as Meta ships it",
+    )
+    p.add_argument("snapshot", help="snapshot folder (config.json, sharded safetensors, processor)")
+    p.add_argument("--sam2", required=True, help='SAM2 checkpoint ({"model": state_dict} .pt)')
+    p.add_argument(
+        "--sam2-config",
+        default="configs/sam2.1/sam2.1_hiera_l.yaml",
+        help="its config in the sam2 package",
+    )
+    p.add_argument(
+        "--sam2-override", action="append", default=[], help="hydra override of that config"
+    )
+    p.add_argument("--name", help="the folder's model name (default: the snapshot's folder name)")
+    p.add_argument("--out", required=True, help="model folder to write (complete or absent)")
+    p.set_defaults(func=cmd_models_import)
 
     p = models.add_parser(
         "fetch",

@@ -47,9 +47,13 @@ def _end_rank(code: int) -> NoReturn:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from omnir1.config import load_params
+    from omnir1.rl import launch
     from omnir1.rl.train import run_training
 
     params = load_params(args.params, args.recipe)
+    processes = params.train.gpus_per_node
+    if processes > 1 and not launch.is_rank():
+        return launch.relaunch(args.command_args, processes, params.train.accelerate_config)
     summary = run_training(
         params,
         data=args.data,

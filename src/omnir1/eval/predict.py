@@ -370,7 +370,7 @@ def run_predict(
     s1 = params.system1
     grounder_cfg = params.grounder
     with watch("load_models"):
-        models = load_models(models_dir, device=device)
+        models = load_models(models_dir, device=device, attn_implementation=s1.attn_implementation)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     counts = Counts()
     with atomic_dir(out) as staging:

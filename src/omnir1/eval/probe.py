@@ -295,7 +295,7 @@ def answer_probes(
 
     cfg = params.probe
     s1 = params.system1
-    models = load_models(models_dir, device=device)
+    models = load_models(models_dir, device=device, attn_implementation=s1.attn_implementation)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1, greedy=True)
     batch = params.evaluate.system1_batch_size
     records: list[dict | None] = [None] * len(probes)

@@ -156,11 +156,15 @@ def train(
     *,
     device: str = "cpu",
     checkpoint_root: str = "",
+    gpus_per_node: int = 1,
 ) -> dict[str, float]:
-    """GRPO in this pod with `--resume auto`. With `checkpoint_root` (a PVC path that outlives
-    the task) the checkpoints live in a folder named after the run's fingerprint (training
-    params, data, models): a retried task, or a pipeline resubmitted with the same inputs,
-    continues from the last checkpoint; a run of other inputs never does."""
+    """GRPO in this pod with `--resume auto`, one process per GPU (`omnir1.rl.launch`). With
+    `checkpoint_root` (a PVC path that outlives the task) the checkpoints live in a folder named
+    after the run's fingerprint (training params, data, models): a retried task, or a pipeline
+    resubmitted with the same inputs, continues from the last checkpoint; a run of other inputs
+    never does."""
+    from omnir1.errors import OmniR1Error
+    from omnir1.rl import launch
     from omnir1.rl.checkpoints import fingerprint_key, run_fingerprint
     from omnir1.rl.train import run_training
 
@@ -172,17 +176,25 @@ def train(
     if checkpoint_root:
         fingerprint = run_fingerprint(settings, data=data, fmt=fmt, models_dir=Path(models))
         checkpoints = Path(checkpoint_root) / fingerprint_key(fingerprint)
-    run_training(
-        settings,
-        data=data,
-        fmt=fmt,
-        models_dir=models,
-        out=run_dir,
-        resume="auto",
-        checkpoints=checkpoints,
-        device=device,
-        shards=shards_of,
-    )
+    if gpus_per_node > 1:
+        args = ["--data", data, "--format", fmt, "--models", models, "--out", run_dir]
+        args += ["--resume", "auto", "--checkpoints", checkpoints, "--device", device]
+        args += ["--shards", shards_of, "--params", params]
+        code = launch.relaunch(args, gpus_per_node, settings.train.accelerate_config)
+        if code:
+            raise OmniR1Error(f"training ranks failed (exit code {code}); see their log above")
+    else:
+        run_training(
+            settings,
+            data=data,
+            fmt=fmt,
+            models_dir=models,
+            out=run_dir,
+            resume="auto",
+            checkpoints=checkpoints,
+            device=device,
+            shards=shards_of,
+        )
     for name in ("train.json", "train_curve.json"):  # what run_training wrote into its folder
         shutil.copy(run_dir / name, Path(run) / name)
     shutil.copytree(run_dir / "model", model, dirs_exist_ok=True)

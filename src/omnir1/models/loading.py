@@ -75,10 +75,41 @@ class Models:
     sam2: object | None  # SAM2VideoPredictor
 
 
-def load_thinker(folder: Path, device: str = "cpu", dtype=None):
+ATTENTION = ("sdpa", "flash_attention_2", "eager")
+
+
+def check_attention(name: str | None) -> None:
+    """An attention implementation this machine can run, or a ConfigError naming the setting."""
+    import importlib.util
+
+    if name is None:
+        return
+    if name not in ATTENTION:
+        raise ConfigError(
+            None,
+            f"unknown attention {name!r}; choose one of {ATTENTION}",
+            "system1.attn_implementation",
+        )
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            None,
+            "flash_attention_2 needs the flash-attn package, which is not installed here "
+            "(use sdpa, or an image with flash-attn)",
+            "system1.attn_implementation",
+        )
+
+
+def load_thinker(
+    folder: Path, device: str = "cpu", dtype=None, attn_implementation: str | None = None
+):
+    """A thinker and its processor. `dtype` None keeps the stored dtype (bf16 for the published
+    checkpoints); training asks for float32 master weights (`load_models(system1_dtype=...)`)."""
     from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 
-    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+    check_attention(attn_implementation)
+    model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        folder, dtype=dtype, attn_implementation=attn_implementation
+    )
     return model.to(device).eval(), Qwen2_5OmniProcessor.from_pretrained(folder)
 
 
@@ -94,25 +125,78 @@ def load_sam2(manifest: Manifest, device: str = "cpu"):
 
 
 def load_models(
-    root: str | Path, *, device: str = "cpu", dtype=None, system2: bool = True
+    root: str | Path,
+    *,
+    device: str = "cpu",
+    dtype=None,
+    system2: bool = True,
+    system1_dtype=None,
+    attn_implementation: str | None = None,
 ) -> Models:
     """All models of a folder (a grounder in the same folder as System 1 is loaded separately,
     so that training System 1 never changes the frozen grounder). `system2=False` skips the
     grounder and SAM2, for clients of the System-2 service. `root` may be an s3:// prefix: it
-    is mirrored into the local cache first (and only re-downloaded when it changed)."""
+    is mirrored into the local cache first (and only re-downloaded when it changed).
+    `dtype`: of both thinkers (None: as stored); `system1_dtype`: System 1's alone (training:
+    float32 masters); `attn_implementation`: params `system1.attn_implementation`."""
     from omnir1 import s3
 
     if s3.is_s3(root):
         root = s3.download_prefix(str(root), s3.cache_dir(str(root)))
     manifest = Manifest.read(root)
-    system1, processor = load_thinker(manifest.system1, device, dtype)
+    system1, processor = load_thinker(
+        manifest.system1, device, system1_dtype or dtype, attn_implementation
+    )
     if not system2:
         return Models(manifest, system1, processor, None, None, None)
-    grounder, grounder_processor = load_thinker(manifest.grounder, device, dtype)
+    grounder, grounder_processor = load_thinker(
+        manifest.grounder, device, dtype, attn_implementation
+    )
     for p in grounder.parameters():
         p.requires_grad_(False)
     sam2 = load_sam2(manifest, device)
     return Models(manifest, system1, processor, grounder, grounder_processor, sam2)
+
+
+def stored_dtype(folder: Path):
+    """The torch dtype a model folder's config.json says its weights are stored in (None when
+    it says nothing)."""
+    import torch
+
+    config = read_json(Path(folder) / "config.json")
+    name = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    return getattr(torch, name, None) if isinstance(name, str) else None
+
+
+def check_thinker_folder(folder: Path) -> None:
+    """System 1's folder must hold a thinker: from a full Qwen2.5-Omni snapshot, TRL would build
+    GRPO's reference model as the full model (its config's architectures[0])."""
+    from omnir1.models.importing import THINKER
+
+    config = read_json(Path(folder) / "config.json")
+    found = config.get("architectures") if isinstance(config, dict) else None
+    if found and found[0] != THINKER:
+        raise ConfigError(
+            Path(folder) / "config.json",
+            f"System 1 is a {found[0]}, not a {THINKER}: import the snapshot with "
+            "`omnir1 models import` (which keeps its thinker)",
+            "architectures",
+        )
+
+
+def check_master_weights(model, *, deepspeed: bool = False) -> None:
+    """Refuse to train weights that would not learn: trainable weights below float32 under a
+    plain optimiser (AdamW's steps at lr 1e-6 fall below bf16's resolution: the weights never
+    change). DeepSpeed's bf16 mode keeps float32 masters of its own, so it may train them."""
+    low = sorted({str(p.dtype) for p in model.parameters() if p.requires_grad} - {"torch.float32"})
+    if low and not deepspeed:
+        raise ConfigError(
+            None,
+            f"trainable weights in {', '.join(low)} under a plain optimiser would not learn "
+            "(updates below their resolution); load them in float32 (the training commands "
+            "do) or train under DeepSpeed with bf16, which keeps float32 master weights",
+            "train.bf16",
+        )
 
 
 def freeze_towers(model, *, vision: bool = False) -> None:
@@ -124,12 +208,29 @@ def freeze_towers(model, *, vision: bool = False) -> None:
     model.model.visual.requires_grad_(vision)
 
 
-def part_saver(model, processor) -> Callable[[Path], None]:
-    """A `write_model_folder` part: saves `model` and its `processor` into the folder given."""
+def part_saver(model, processor, dtype=None, state_dict=None) -> Callable[[Path], None]:
+    """A `write_model_folder` part: saves `model` (or `state_dict`, its gathered weights) and its
+    `processor` into the folder given; `dtype` (the base folder's stored dtype) casts the
+    floating-point weights back from the float32 masters they were trained as."""
 
     def save(folder: Path) -> None:
-        model.save_pretrained(folder)
+        from omnir1.fsutil import write_json
+
+        weights = state_dict
+        if dtype is not None:
+            weights = {
+                k: v.to(dtype) if v.is_floating_point() else v
+                for k, v in (weights if weights is not None else model.state_dict()).items()
+            }
+        model.save_pretrained(folder, state_dict=weights)
         processor.save_pretrained(folder)
+        if dtype is not None:  # save_pretrained writes the dtype of the model in memory
+            config = read_json(folder / "config.json")
+            name = str(dtype).removeprefix("torch.")
+            for section in (config, *(v for v in config.values() if isinstance(v, dict))):
+                if "dtype" in section:
+                    section["dtype"] = name
+            write_json(folder / "config.json", config)
 
     return save
 

@@ -93,10 +93,18 @@ def run_training(
     System-2 service at `system2_url` (then only System 1 is loaded here). System 1's clips
     come from the preprocessed `shards` when given, else are decoded once per video.
     `samples`: the expressions to train on (default: `trainable_samples` of the train split)."""
+    import torch
     from datasets import Dataset
 
     from omnir1.data.shards import views_for
-    from omnir1.models.loading import freeze_towers, load_models, write_model_folder
+    from omnir1.models.loading import (
+        check_thinker_folder,
+        freeze_towers,
+        load_models,
+        part_saver,
+        stored_dtype,
+        write_model_folder,
+    )
     from omnir1.rl.engine import context_from_sample, engine_from_params
     from omnir1.rl.rewards import check_reward_names
     from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
@@ -106,9 +114,20 @@ def run_training(
     data, out = Path(data), Path(out)
     if device.startswith("cuda") and "LOCAL_RANK" in os.environ:  # one GPU per process
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    models = load_models(models_dir, device=device, system2=system2_url is None)
-    freeze_towers(models.system1)
     s1 = params.system1
+    # System 1's trainable weights are float32 masters whatever the checkpoint stores (bf16 for
+    # the published ones): AdamW's steps at lr 1e-6 are below bf16's resolution. The compute
+    # runs in bf16 under `train.bf16` (autocast), or DeepSpeed keeps its own fp32 masters.
+    models = load_models(
+        models_dir,
+        device=device,
+        system2=system2_url is None,
+        system1_dtype=torch.float32,
+        attn_implementation=s1.attn_implementation,
+    )
+    system1_folder = models.manifest.system1
+    check_thinker_folder(system1_folder)  # TRL builds the reference model from its config
+    freeze_towers(models.system1)
     if samples is None:
         samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
@@ -181,11 +200,10 @@ def run_training(
     # every process takes part: under DeepSpeed ZeRO-3 this gathers the partitioned weights
     # (stage3_gather_16bit_weights_on_model_save); only the main process writes OUT/
     state_dict = acc.get_state_dict(trainer.model_wrapped)
-    processor = models.system1_processor
-
-    def save_system1(folder: Path) -> None:
-        trainer.model.save_pretrained(folder, state_dict=state_dict)
-        processor.save_pretrained(folder)
+    # saved in the dtype the base folder stores (bf16 for the published checkpoints)
+    save_system1 = part_saver(
+        trainer.model, models.system1_processor, stored_dtype(system1_folder), state_dict
+    )
 
     curve = training_curve(trainer.state.log_history)
     summary = {
@@ -193,6 +211,9 @@ def run_training(
         "resumed_from": resume_from.name if resume_from else None,
         "reused_finished_run": reused,
         "seconds": seconds,
+        "processes": trainer.accelerator.num_processes,  # ranks that trained together
+        # GRPO's frozen reference (None with beta 0): the thinker class, not a full model's
+        "reference_model": None if trainer.ref_model is None else type(trainer.ref_model).__name__,
         "samples": len(samples),
         "last": {k: v for k, v in (curve[-1] if curve else {}).items() if k.startswith("reward")},
         "step_seconds": {

@@ -28,6 +28,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
 from omnir1.fsutil import write_json
+from omnir1.models.loading import check_master_weights
 from omnir1.rl.checkpoints import CHECKPOINT_DONE
 from omnir1.rl.engine import GroupContext, RewardEngine
 
@@ -62,6 +63,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self, *args, prompt_inputs: dict[int, dict], rewards: GroupRewards | None = None, **kwargs
     ):
         super().__init__(*args, **kwargs)
+        check_master_weights(self.model, deepspeed=self.is_deepspeed_enabled)
         self.prompt_inputs = prompt_inputs
         self.group_rewards = rewards  # for the step-time split (reward and System-2 time)
         self._generate_s = 0.0

@@ -99,8 +99,11 @@ def finetune(
     import torch
     from tqdm import tqdm
 
+    from omnir1.models.loading import check_master_weights
+
     if not examples:
         raise ValueError("no examples to train on")
+    check_master_weights(model)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model.train()
@@ -310,6 +313,8 @@ def run_warm_start(
     after the other, each from the last one's weights; `grounder_extra(grounder)` adds grounder
     examples (omnir1.experimental.warmstart builds both from research knobs). `samples`: the
     train split's expressions when the caller has them (default: `trainable_samples`)."""
+    import torch
+
     from omnir1.data.shards import clips_for
     from omnir1.models.loading import (
         Manifest,
@@ -318,6 +323,7 @@ def run_warm_start(
         load_models,
         load_thinker,
         part_saver,
+        stored_dtype,
         write_model_folder,
     )
     from omnir1.rl.engine import context_from_sample
@@ -331,7 +337,11 @@ def run_warm_start(
     if samples is None:
         samples = trainable_samples(fmt, data)
     stages = list(system1_stages) if system1_stages is not None else [System1Stage(ws.system1)]
-    models = load_models(models_dir, system2=False)
+    # float32 masters whatever the stored dtype: both thinkers are trained here
+    attention = params.system1.attn_implementation
+    models = load_models(
+        models_dir, system2=False, system1_dtype=torch.float32, attn_implementation=attention
+    )
     descriptions = object_descriptions(data)
     summary: dict = {"samples": len(samples), "described": bool(descriptions)}
     savers = {}
@@ -341,7 +351,9 @@ def run_warm_start(
         savers["grounder"] = lambda folder: link_tree(source, folder)
         summary["grounder"] = {"from": str(grounder_from)}
     elif ws.grounder.steps > 0:
-        grounder_model, grounder_processor = load_thinker(Manifest.read(models_dir).grounder)
+        grounder_model, grounder_processor = load_thinker(
+            Manifest.read(models_dir).grounder, dtype=torch.float32, attn_implementation=attention
+        )
         grounder = Grounder(grounder_model, grounder_processor, params.grounder)
         with watch("grounder_examples"):
             examples = grounder_examples(
@@ -359,7 +371,8 @@ def run_warm_start(
                 seed=params.train.seed,
                 desc="warm start: grounder",
             )
-        savers["grounder"] = part_saver(grounder_model, grounder_processor)
+        grounder_dtype = stored_dtype(Manifest.read(models_dir).grounder)
+        savers["grounder"] = part_saver(grounder_model, grounder_processor, grounder_dtype)
         summary["grounder"] = {
             "examples": len(examples),
             **(grounder_info or {}),
@@ -403,7 +416,8 @@ def run_warm_start(
                     desc=desc,
                 )
             done.append({"examples": len(examples), **stage.info, "loss": _ends(losses)})
-        savers["system1"] = part_saver(models.system1, models.system1_processor)
+        system1_dtype = stored_dtype(models.manifest.system1)
+        savers["system1"] = part_saver(models.system1, models.system1_processor, system1_dtype)
         summary["system1"] = done[0] if len(done) == 1 else {"stages": done, **done[-1]}
     name = f"{models.manifest.name}-warm"
     write_model_folder(models_dir, out, name=name, **savers)
