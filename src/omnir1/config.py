@@ -53,7 +53,7 @@ def _no_credentials(url: str) -> str:
 
 
 class SynthParams(_Section):
-    videos: int = Field(24, ge=1)
+    videos: int = Field(24, ge=1, le=100_000)
     seed: int = 0
     workers: int = Field(2, ge=1)
     background: Literal["gradient", "position", "timecode"] = (
@@ -449,8 +449,14 @@ def _read_yaml(path: Path) -> dict:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(path, "file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, f"invalid YAML ({exc})") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "is a folder, not a params file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(path, f"invalid YAML ({exc.__class__.__name__}: {exc})") from None
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read ({exc.strerror or exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(path, "expected a mapping of sections")
     return raw

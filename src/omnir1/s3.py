@@ -103,16 +103,29 @@ def list_objects(url: str) -> list[dict]:
     return sorted(out, key=lambda o: o["key"])
 
 
+def _stamp(url: str) -> tuple[list[dict], dict]:
+    objects = list_objects(url)
+    if not objects:
+        raise S3Error(url, "no objects under this prefix")
+    return objects, {o["key"]: o["etag"] for o in objects}
+
+
+def is_mirrored(url: str, dest: str | Path) -> bool:
+    """Whether `dest` is a complete mirror of the objects now under `url`."""
+    path = Path(dest) / STAMP
+    try:
+        return path.is_file() and json.loads(path.read_text()) == _stamp(url)[1]
+    except ValueError:
+        return False
+
+
 def download_prefix(url: str, dest: str | Path) -> Path:
     """Mirror every object under `url` into `dest` (atomically; a no-op when unchanged)."""
     from omnir1.fsutil import inside
 
     loc = S3Url.parse(url)
     dest = Path(dest)
-    objects = list_objects(url)
-    if not objects:
-        raise S3Error(url, "no objects under this prefix")
-    stamp = {o["key"]: o["etag"] for o in objects}
+    objects, stamp = _stamp(url)
     if (dest / STAMP).is_file() and json.loads((dest / STAMP).read_text()) == stamp:
         return dest
     s3 = client()

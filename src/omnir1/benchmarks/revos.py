@@ -98,7 +98,13 @@ def foreground_counts(
                 fg_path, f"expected {first.num_frames} per-frame RLEs", f"{vid}.masks_rle"
             )
         return [
-            int(np.count_nonzero(rle.decode(r, source=fg_path, field=f"{vid}.masks_rle[{t}]")))
+            int(
+                np.count_nonzero(
+                    rle.decode(
+                        r, source=fg_path, field=f"{vid}.masks_rle[{t}]", shape=(height, width)
+                    )
+                )
+            )
             for t, r in enumerate(rles)
         ]
     union = np.zeros((first.num_frames, height, width), bool)

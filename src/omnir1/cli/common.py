@@ -12,6 +12,34 @@ from omnir1.data import FORMATS
 from omnir1.errors import ConfigError
 
 
+def number(kind: type = float, *, low: float = 0, high: float = 1e9, low_open: bool = True):
+    """An argparse type: a finite `kind` in (low, high] (or [low, high] with low_open=False).
+    Out-of-range, NaN and infinite values are refused while the arguments are parsed (exit
+    code 2, the option named), before anything loads or any output folder is made."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not {'an integer' if kind is int else 'a number'}: {text!r}"
+            ) from None
+        import math
+
+        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
+            bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = number(float)  # rates, durations, sizes
+COUNT = number(int, low=1, high=10**6, low_open=False)  # things made or run: videos, workers
+SEED = number(int, low=0, high=2**32 - 1, low_open=False)
+
+
 def print_json(obj: object) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

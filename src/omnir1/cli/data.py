@@ -7,7 +7,10 @@ import sys
 
 from omnir1.cli.common import (
     FORMATS,
+    POSITIVE,
+    SEED,
     add_params_args,
+    number,
     print_json,
 )
 from omnir1.fsutil import write_json
@@ -141,9 +144,14 @@ def add_commands(groups) -> None:
     )
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="output folder (created; see --overwrite)")
-    p.add_argument("--videos", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="videos rendered in parallel")
+    p.add_argument("--videos", type=number(int, low=1, high=100_000, low_open=False), default=24)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--workers",
+        type=number(int, low=1, high=256, low_open=False),
+        default=2,
+        help="videos rendered in parallel",
+    )
     p.add_argument(
         "--background",
         choices=("gradient", "position", "timecode"),
@@ -151,11 +159,11 @@ def add_commands(groups) -> None:
         "timecode: position, and blue rises with time (default: SynthConfig's)",
     )
     p.add_argument(
-        "--object-scale", type=float, help="shapes' radii x this (default: SynthConfig's)"
+        "--object-scale", type=POSITIVE, help="shapes' radii x this (default: SynthConfig's)"
     )
     p.add_argument(
         "--visits",
-        type=float,
+        type=number(float, low=0, high=1, low_open=False),
         help="fraction of objects only in view for 2-3.5 s (default: SynthConfig's)",
     )
     p.add_argument(
@@ -164,7 +172,11 @@ def add_commands(groups) -> None:
         help="free: 3-5 objects, often several in view; turns: 2-3 objects in view one at a "
         "time (default: SynthConfig's)",
     )
-    p.add_argument("--duration", type=float, help="seconds per video (default: SynthConfig's, 10)")
+    p.add_argument(
+        "--duration",
+        type=number(float, low=2, high=600, low_open=False),
+        help="seconds per video (default: SynthConfig's, 10)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)
@@ -210,7 +222,11 @@ def add_commands(groups) -> None:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("root", help="data set folder")
     p.add_argument("--out", required=True, help="shards folder: VIDEO_ID/*.npy, meta.json, index")
-    p.add_argument("--workers", type=int, help="worker processes (default: params preprocess)")
+    p.add_argument(
+        "--workers",
+        type=number(int, low=1, high=256, low_open=False),
+        help="worker processes (default: params preprocess)",
+    )
     p.add_argument("--prefer", choices=("frames", "video"), help="source of a video that has both")
     p.add_argument("--part", metavar="I/N", help="only every N-th video from the I-th (fan-out)")
     p.add_argument("--params", default="params.yaml")
@@ -246,5 +262,10 @@ def add_commands(groups) -> None:
         "inspect", help="print duration, fps, size, frames, audio and codec as JSON"
     )
     p.add_argument("path", help="video file or folder of frames")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames")
+    p.add_argument(
+        "--fps",
+        type=number(float, high=1000),
+        default=None,
+        help="frame rate of a folder of frames",
+    )
     p.set_defaults(func=cmd_media_inspect)

@@ -6,11 +6,14 @@ import argparse
 from pathlib import Path
 
 from omnir1.cli.common import (
+    COUNT,
     FORMATS,
+    SEED,
     add_data_model_args,
     add_params_args,
     format_paths,
     named_paths,
+    number,
     print_json,
     text_arg,
 )
@@ -126,9 +129,14 @@ def add_commands(groups) -> None:
         help="split to evaluate (repeatable; default: RefAVS test_s/test_u/test_n, "
         "else every split but train)",
     )
-    p.add_argument("--workers", type=int, default=2, help="processes scoring videos in parallel")
     p.add_argument(
-        "--videos-per-split", type=int, help="score only the first N videos of each split"
+        "--workers",
+        type=number(int, low=1, high=256, low_open=False),
+        default=2,
+        help="processes scoring videos in parallel",
+    )
+    p.add_argument(
+        "--videos-per-split", type=COUNT, help="score only the first N videos of each split"
     )
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -152,13 +160,16 @@ def add_commands(groups) -> None:
         help="split to predict (repeatable; default: the splits omnir1 evaluate scores)",
     )
     add_params_args(p, "system1 and grounder settings")
-    p.add_argument("--limit", type=int, help="predict only the first N expressions")
+    p.add_argument("--limit", type=COUNT, help="predict only the first N expressions")
     p.add_argument(
-        "--videos-per-split", type=int, help="predict only the first N videos of each split"
+        "--videos-per-split", type=COUNT, help="predict only the first N videos of each split"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of System 1's prompt")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of System 1's prompt")
     p.add_argument(
-        "--batch-size", type=int, default=8, help="expressions per System-1 generate call"
+        "--batch-size",
+        type=number(int, low=1, high=1024, low_open=False),
+        default=8,
+        help="expressions per System-1 generate call",
     )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument(

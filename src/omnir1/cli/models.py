@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 
 from omnir1.cli.common import (
+    COUNT,
+    SEED,
     add_params_args,
+    number,
     print_json,
     text_arg,
 )
@@ -116,8 +119,13 @@ def add_commands(groups) -> None:
         "init-tiny", help="build tiny System-1/grounder/SAM2 models locally (random weights)"
     )
     p.add_argument("--out", required=True, help="model folder to write (models.json + weights)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sam2-size", type=int, default=256, help="SAM2 input size (multiple of 16)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--sam2-size",
+        type=number(int, low=64, high=4096, low_open=False),
+        default=256,
+        help="SAM2 input size (multiple of 16)",
+    )
     p.set_defaults(func=cmd_models_init_tiny)
 
     p = models.add_parser(
@@ -133,7 +141,7 @@ def add_commands(groups) -> None:
     p.add_argument("--out", help="model folder to write (models.json + weights)")
     p.add_argument("--device", default="cpu", help="where to build (cuda: much faster)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=cmd_models_init)
 
     p = models.add_parser(
@@ -168,13 +176,19 @@ def add_commands(groups) -> None:
     p.add_argument(
         "--video", required=True, help="video file (any common container and codec) or frame folder"
     )
-    p.add_argument("--fps", type=float, default=1.0, help="frame rate of a frame folder")
+    p.add_argument(
+        "--fps", type=number(float, high=1000), default=1.0, help="frame rate of a frame folder"
+    )
     p.add_argument("--expression", required=True, help="what to segment")
     p.add_argument("--models", required=True, help="model folder with models.json")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--audio", help="audio file to use instead of the video's own track")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, help="System-1 completion length limit")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument(
+        "--max-new-tokens",
+        type=number(int, low=1, high=65536, low_open=False),
+        help="System-1 completion length limit",
+    )
     p.add_argument("--no-overlay", action="store_true", help="skip overlay.mp4")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument(
@@ -196,12 +210,17 @@ def add_commands(groups) -> None:
     )
     p.add_argument("--models", required=True, help="model folder with models.json")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=number(int, low=1, high=65535, low_open=False), default=8080)
     p.add_argument("--data-root", default=".", help="videos are named relative to this folder")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-body-mb", type=float, default=64.0)
-    p.add_argument("--max-frames", type=int, default=3000, help="frames of one video")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per call, queue included")
+    p.add_argument("--max-body-mb", type=number(float, high=65536), default=64.0)
+    p.add_argument("--max-frames", type=COUNT, default=3000, help="frames of one video")
+    p.add_argument(
+        "--timeout",
+        type=number(float, high=7 * 24 * 3600),
+        default=600.0,
+        help="seconds per call, queue included",
+    )
     p.add_argument(
         "--params",
         help="params.yaml whose `grounder` section says how keyframes are shown to the grounder "

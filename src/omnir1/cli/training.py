@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from omnir1.cli.common import (
+    COUNT,
     FORMATS,
+    SEED,
     add_params_args,
+    number,
     print_json,
 )
 from omnir1.fsutil import write_json
@@ -136,7 +139,7 @@ def add_commands(groups) -> None:
         "the same params, data and models, else start afresh",
     )
     p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/checkpoints)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-steps", type=COUNT, help="override train.max_steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--metrics", help="also write the summary here (DVC metrics)")
     p.add_argument("--curve", help="write the per-step curve here (DVC plots)")
@@ -168,13 +171,23 @@ def add_commands(groups) -> None:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--out", required=True, help="folder for study.json, study.md, plots, runs")
     add_params_args(p)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=SEED, nargs="+", default=[0, 1, 2])
     p.add_argument("--heldout-split", default="valid")
-    p.add_argument("--heldout-limit", type=int, help="assess at most this many expressions")
+    p.add_argument("--heldout-limit", type=COUNT, help="assess at most this many expressions")
     p.add_argument(
         "--heldout-data",
         help="take the held-out split from this data set (same format and drawing) instead",
     )
-    p.add_argument("--per-sample", type=int, default=2, help="sampled answers per expression")
-    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at a time")
+    p.add_argument(
+        "--per-sample",
+        type=number(int, low=1, high=1024, low_open=False),
+        default=2,
+        help="sampled answers per expression",
+    )
+    p.add_argument(
+        "--jobs",
+        type=number(int, low=1, high=256, low_open=False),
+        default=1,
+        help="seeds run in this many processes at a time",
+    )
     p.set_defaults(func=cmd_study)

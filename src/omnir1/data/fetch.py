@@ -11,8 +11,10 @@ Sources (`data.sources.FORMAT`, else `data.source`):
   errors for a missing bucket, key or credentials; AWS_ENDPOINT_URL for MinIO and the like);
 - a local folder (absolute, or relative to the working directory): copied, symlinks resolved.
 
-OUT is replaced only by a complete copy (a staging folder renamed at the end). A copy the loader
-cannot read fails the stage with the problems named (exit 2); the check report goes to METRICS.
+OUT is replaced only by a complete copy that the loader can read: the copy is made and checked
+in a staging folder, which replaces OUT only when the check passes. A copy the loader cannot
+read fails the stage with the problems named (exit 2), the report goes to METRICS, and OUT
+keeps the data set it held.
 An external source is not watched by DVC: point `data.sources` at a new, versioned prefix (or
 run `dvc repro -f -s data@FORMAT`) when its contents change.
 """
@@ -33,10 +35,40 @@ def source_of(params, fmt: str) -> str:
 def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -> dict:
     """Bring the data set of `fmt` to `out`; the check report (with where it came from)."""
     from omnir1.data.check import check_dataset
-    from omnir1.s3 import download_prefix, is_s3
+    from omnir1.s3 import is_mirrored, is_s3
 
     out = Path(out)
     source = source_of(params, fmt)
+    if is_s3(source) and is_mirrored(source, out):  # the objects it was checked as, unchanged
+        report = {**check_dataset(fmt, out).to_dict(), "source": source}
+        if not report["ok"]:
+            raise UnreadableDataSetError(out, fmt, report)
+        return report
+    with atomic_dir(out) as staging:
+        _bring(params, fmt, source, staging, out, progress)
+        report = check_dataset(fmt, staging).to_dict()
+        # the problems name files as they will be once the copy is in place
+        report["problems"] = [p.replace(str(staging), str(out)) for p in report["problems"]]
+        report["source"] = source
+        if not report["ok"]:
+            raise UnreadableDataSetError(out, fmt, report)
+    return report
+
+
+class UnreadableDataSetError(DataError):
+    """The fetched copy failed its check (OUT was left as it was); `report` says why."""
+
+    def __init__(self, out: Path, fmt: str, report: dict):
+        problems = "; ".join(report["problems"][:5])
+        message = f"the {fmt} data set from {report['source']} is unreadable: {problems}"
+        super().__init__(out, message)
+        self.report = report
+
+
+def _bring(params, fmt: str, source: str, staging: Path, out: Path, progress: bool) -> None:
+    """The data set of `fmt` from `source` into the (empty) folder `staging`."""
+    from omnir1.s3 import download_prefix, is_s3
+
     if source == "synth":
         from omnir1.data.synth import SynthConfig, synthesize
 
@@ -52,30 +84,27 @@ def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -
             layout=synth.layout,
             duration_s=synth.duration_s,
         )
-        synthesize(cfg, out, overwrite=True, progress=progress)
+        synthesize(cfg, staging, overwrite=True, progress=progress)
     elif is_s3(source):
-        download_prefix(source, out)
+        download_prefix(source, staging)
     else:
         folder = Path(source)
         if not folder.is_dir():
             raise DataError(folder, "data set folder not found", f"data.sources.{fmt}")
         if out.resolve() == folder.resolve():
             raise DataError(folder, "source and --out are the same folder", "--out")
-        with atomic_dir(out) as staging:
-            shutil.copytree(folder, staging, symlinks=False, dirs_exist_ok=True)
-    report = check_dataset(fmt, out).to_dict()
-    report["source"] = source
-    return report
+        shutil.copytree(folder, staging, symlinks=False, dirs_exist_ok=True)
 
 
 def fetch_to_files(
     params, fmt: str, out: str | Path, metrics: str | Path | None, *, progress: bool = True
 ) -> dict:
-    report = fetch_dataset(params, fmt, out, progress=progress)
+    try:
+        report = fetch_dataset(params, fmt, out, progress=progress)
+    except UnreadableDataSetError as err:
+        if metrics is not None:
+            write_json(metrics, err.report)
+        raise
     if metrics is not None:
         write_json(metrics, report)
-    if not report["ok"]:
-        problems = "; ".join(report["problems"][:5])
-        source = report["source"]
-        raise DataError(out, f"the {fmt} data set from {source} is unreadable: {problems}")
     return report

@@ -55,8 +55,7 @@ class RLEMaskSource:
             if entry is None:
                 continue
             where = f"{self.object_fields[k]}[{frame}]"
-            mask = rle.decode(entry, source=self.source, field=where)
-            _require_frame_size(mask, height, width, self.source, where)
+            mask = rle.decode(entry, source=self.source, field=where, shape=(height, width))
             out[k] = mask
         return out
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from omnir1.errors import DataError
+from omnir1.media.video import MAX_FRAME_PIXELS
 
 
 def encode(mask: np.ndarray) -> dict:
@@ -66,8 +67,16 @@ def _counts_from_string(s: str) -> np.ndarray:
     return values
 
 
-def decode(rle: Any, *, source: str | Path | None = None, field: str | None = None) -> np.ndarray:
-    """Decode a COCO RLE (compressed string or uncompressed list counts) to a (H, W) bool mask."""
+def decode(
+    rle: Any,
+    *,
+    source: str | Path | None = None,
+    field: str | None = None,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Decode a COCO RLE (compressed string or uncompressed list counts) to a (H, W) bool mask.
+    Its size is checked before anything is decoded: against `shape` (the frame's (H, W)) when
+    given, and always against the largest frame accepted (a size may claim anything)."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise DataError(source, "RLE must be an object with 'size' and 'counts'", field)
     size = rle["size"]
@@ -80,6 +89,14 @@ def decode(rle: Any, *, source: str | Path | None = None, field: str | None = No
             source, f"RLE size must be [height, width] of non-negative ints, got {size!r}", field
         )
     h, w = size
+    if shape is not None and (h, w) != tuple(shape):
+        raise DataError(
+            source, f"mask size {h}x{w} does not match its frame {shape[0]}x{shape[1]}", field
+        )
+    if h * w > MAX_FRAME_PIXELS:
+        raise DataError(
+            source, f"RLE size {w}x{h} is over the limit of {MAX_FRAME_PIXELS:,} pixels", field
+        )
     raw = rle["counts"]
     try:
         if isinstance(raw, bytes):

@@ -50,6 +50,7 @@ def read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
         return None
     except OSError as exc:
         raise PredictionError(path, f"cannot read the predicted mask ({exc})") from None
+    _check_header_size(path, data, shape)
     arr = None
     if data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[25] != _PNG_PALETTE:
         import cv2
@@ -67,6 +68,28 @@ def read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
             f"{shape[1]}x{shape[0]}; predictions must have the frame's native size",
         )
     return arr
+
+
+def _check_header_size(path: Path, data: bytes, shape: tuple[int, int]) -> None:
+    """The size the file's header claims, compared with the frame's before any pixel is
+    decoded: a header can claim 100000x100000 (a decompression bomb), or a wrong size that
+    would only be found after decoding it all."""
+    import struct
+
+    if data[:8] == _PNG_SIGNATURE and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as img:  # reads the header only
+                width, height = img.size
+        except (OSError, Image.DecompressionBombError) as exc:
+            raise PredictionError(path, f"cannot decode the predicted mask ({exc})") from None
+    if (height, width) != tuple(shape):
+        raise PredictionError(
+            path,
+            f"predicted mask is {width}x{height} (WxH) but the frame is "
+            f"{shape[1]}x{shape[0]}; predictions must have the frame's native size",
+        )
 
 
 def _read_with_pillow(path: Path, data: bytes) -> np.ndarray:

@@ -10,6 +10,7 @@ import base64
 import csv
 import html
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from omnir1.eval.metrics import seg2bmap
 from omnir1.eval.predictions import expression_dir, frame_file, read_mask_png
 from omnir1.eval.protocols import Evaluation
 from omnir1.eval.scoring import ExpressionScore
-from omnir1.fsutil import atomic_open
+from omnir1.fsutil import atomic_group
 from omnir1.media.draw import tint
 
 CSV_COLUMNS = (
@@ -61,7 +62,8 @@ def _refavs_columns(score: ExpressionScore) -> dict:
 
 
 def write_csv(path: Path, scores: Sequence[ExpressionScore]) -> None:
-    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+    """The per-expression table at `path` (a temporary file of `evaluate_to_files`' group)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for s in scores:
@@ -193,8 +195,7 @@ def write_html(
                 f"{overlay_strip(sample, pred_root, score=score)}</div>"
             )
     parts.append("</body></html>")
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
+    path.write_text("\n".join(parts), encoding="utf-8")
 
 
 def evaluate_to_files(
@@ -213,7 +214,6 @@ def evaluate_to_files(
     import time
 
     from omnir1.eval.protocols import evaluate
-    from omnir1.fsutil import write_json
 
     out = Path(out)
     start = time.perf_counter()
@@ -246,9 +246,11 @@ def evaluate_to_files(
         "per_expression_csv": csv_path.name,
         "html_report": html_path.name if html_report else None,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(csv_path, evaluation.scores)
-    if html_report:
-        write_html(html_path, evaluation, summary, Path(pred))
-    write_json(out, result)
+    # the three appear together: a kill while the report renders leaves the previous ones
+    targets = [out, csv_path, *([html_path] if html_report else [])]
+    with atomic_group(*targets) as staged:
+        write_csv(staged[1], evaluation.scores)
+        if html_report:
+            write_html(staged[2], evaluation, summary, Path(pred))
+        staged[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result

@@ -38,6 +38,8 @@ from omnir1.data.synth.scene import (
 from omnir1.errors import ConfigError
 from omnir1.fsutil import atomic_dir, write_json
 
+# A synthetic set is a test load: 100,000 videos of 10 s are ~200 GB of frames already
+MAX_VIDEOS = 100_000
 # Split of the i-th video, cycling; RefAVS test_u videos hold unseen shape classes and test_n
 # videos only null expressions (their referents are absent).
 SPLIT_CYCLES = {
@@ -86,8 +88,10 @@ class SynthConfig:
             raise ConfigError(
                 None, f"unknown format {self.format!r}; valid: {', '.join(SPLIT_CYCLES)}", "format"
             )
-        if self.videos < 1:
-            raise ConfigError(None, f"need at least 1 video, got {self.videos}", "videos")
+        if not 1 <= self.videos <= MAX_VIDEOS:
+            raise ConfigError(
+                None, f"videos must be in [1, {MAX_VIDEOS:,}], got {self.videos}", "videos"
+            )
         if not 0.2 <= self.object_scale <= 3.0:
             raise ConfigError(
                 None, f"object_scale must be in [0.2, 3], got {self.object_scale}", "object_scale"
