@@ -753,12 +753,102 @@ def bench_preprocess(ctx: Context) -> list[Row]:
     return rows
 
 
+def expression_index(source: Path, out: Path, expressions: int) -> Path:
+    """A ReVOS-layout set of `expressions` training expressions over the videos of `source`
+    (the same media files, annotations and masks; the train split's expressions repeated under
+    new ids; those with a referent, which training takes): what a 10k-expression index over a
+    few shared files looks like to a loader."""
+    from omnir1.rl.train import trainable_samples
+
+    trainable = {(s.video_id, s.expression_id) for s in trainable_samples("revos", source)}
+    out.mkdir(parents=True)
+    for item in source.iterdir():  # the media and masks are shared, not copied
+        if item.name != "meta_expressions_train_.json":
+            (out / item.name).symlink_to(item)
+    meta = json.loads((source / "meta_expressions_train_.json").read_text())
+    pool = [
+        (vid, exp)
+        for vid, v in meta["videos"].items()
+        for eid, exp in v["expressions"].items()
+        if (vid, eid) in trainable
+    ]
+    for v in meta["videos"].values():
+        v["expressions"] = {}
+    for k in range(expressions):
+        vid, exp = pool[k % len(pool)]
+        meta["videos"][vid]["expressions"][f"x{k}"] = exp
+    (out / "meta_expressions_train_.json").write_text(json.dumps(meta))
+    return out
+
+
+def bench_startup(ctx: Context) -> list[Row]:
+    """Peak resident memory and time to the first GRPO step of `omnir1 train --max-steps 1`
+    (a fresh process: models loaded, inputs prepared, one step of G=2) for 100, 1,000 and
+    10,000 training expressions over the same 6 videos' shards: flat in the number of
+    expressions, as inputs are built per step (omnir1.rl.inputs). Ratios are against 100."""
+    from bench_infer import MEASURED_CLI
+
+    work = ctx.tmp / "startup"
+    sizes = (100, 1000) if ctx.quick else (100, 1_000, 10_000)
+
+    def changes(p: dict) -> None:
+        p["train"].update(num_generations=2, max_completion_length=8, save_steps=1000)
+
+    params = small_params(work, changes)
+    data, models = ctx.revos(), ctx.models()
+    shards = work / "shards"
+    pre = ["--format", "revos", str(data), "--out", str(shards), "--params", str(params)]
+    cli("data", "preprocess", *pre, "--quiet")
+    figures = {}
+    for n in sizes:
+        index = expression_index(data, work / f"set_{n}", n)
+        cmd = [sys.executable, "-c", MEASURED_CLI, "train", "--data", str(index)]
+        cmd += ["--format", "revos", "--params", str(params), "--shards", str(shards)]
+        cmd += ["--models", str(models), "--out", str(work / f"run_{n}"), "--max-steps", "1"]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(f"omnir1 train failed:\n{done.stderr[-3000:]}")
+        samples = json.loads((work / f"run_{n}" / "train.json").read_text())["samples"]
+        if samples != n:
+            raise RuntimeError(f"trained on {samples} expressions, expected {n}")
+        figures[n] = (int(done.stderr.strip().splitlines()[-1]) / 1024, seconds)
+    base_mb, base_s = figures[sizes[0]]
+    rows = []
+    for n, (mb, seconds) in figures.items():
+        rows.append(
+            row(
+                ctx,
+                f"startup/{n} memory",
+                f"`omnir1 train --max-steps 1` on {n:,} expressions: peak RSS (vs {sizes[0]})",
+                "MB",
+                mb,
+                base_mb,
+                higher_is_better=False,
+            )
+        )
+        rows.append(
+            row(
+                ctx,
+                f"startup/{n} first step",
+                f"... time to the end of the first GRPO step, whole process (vs {sizes[0]})",
+                "s",
+                seconds,
+                base_s,
+                higher_is_better=False,
+            )
+        )
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "metrics": bench_metrics,
     "evaluate": bench_evaluate,
     "media": bench_media,
     "system2": bench_system2,
     "training": bench_training,
+    "startup": bench_startup,
     "warm_start": bench_warm_start,
     "study": bench_study,
     "dvc": bench_dvc,

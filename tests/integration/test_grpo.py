@@ -13,7 +13,8 @@ from omnir1.config import System1Params
 from omnir1.experimental.params import StudySystem1Params
 from omnir1.models.loading import load_models
 from omnir1.rl.engine import RewardEngine, context_from_sample
-from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
+from omnir1.rl.inputs import LazyContexts, LazyPrompts, SampleViews
+from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer
 from omnir1.systems.reasoning import GlobalReasoner, load_clip
 
 pytestmark = pytest.mark.slow
@@ -36,13 +37,10 @@ def test_two_grpo_steps_move_the_policy_and_not_the_grounder(
     models = load_models(tiny_models)
     samples = [s for s in load("revos", synth_sets["revos"]) if s.split == "train"][:2]
     reasoner = GlobalReasoner(models.system1, models.system1_processor, cfg)
-    clips = [
-        load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=cfg, folder_fps=s.fps)
-        for s in samples
-    ]
-    assert all(c.audio is not None for c in clips)
-    prompt_inputs = prepare_prompts(reasoner, clips, [s.expression for s in samples])
-    contexts = [context_from_sample(s) for s in samples]
+    views = SampleViews(samples, cfg)
+    assert all(views(i)[0].audio is not None for i in range(len(samples)))
+    prompt_inputs = LazyPrompts(reasoner, views, [s.expression for s in samples])
+    contexts = LazyContexts(samples, cfg, views)
     rewards = GroupRewards(RewardEngine(["format", "video_accuracy"], models), contexts)
     dataset = Dataset.from_list(
         [{"prompt": s.expression, "sample_index": i} for i, s in enumerate(samples)]
@@ -106,8 +104,8 @@ def test_advantages_and_kl_on_a_known_batch(tiny_models, synth_sets, tmp_path):
     models = load_models(tiny_models, system2=False)
     sample = next(s for s in load("revos", synth_sets["revos"]) if s.split == "train")
     reasoner = GlobalReasoner(models.system1, models.system1_processor)
-    clip = load_clip(sample.frame_paths[0].parent, audio=sample.audio_path, folder_fps=sample.fps)
-    prompt_inputs = prepare_prompts(reasoner, [clip], [sample.expression])
+    views = SampleViews([sample], reasoner.cfg)
+    prompt_inputs = LazyPrompts(reasoner, views, [sample.expression])
     train = load_params(ROOT / "configs/params/release.yaml").train.model_copy(
         update={"num_generations": 4, "max_completion_length": 8, "max_steps": 1}
     )
@@ -147,3 +145,27 @@ def test_advantages_and_kl_on_a_known_batch(tiny_models, synth_sets, tmp_path):
     k3 = math.exp(-0.1) + 0.1 - 1
     assert trainer._metrics["train"]["kl"][-1] == pytest.approx(k3, rel=1e-4)
     assert float(loss) == pytest.approx(0.04 * k3 - float(batch["advantages"].mean()), abs=1e-6)
+
+
+def test_lazy_inputs_are_what_building_them_all_at_once_gives(tiny_models, synth_sets):
+    """Prompts and reward contexts made on first use (omnir1.rl.inputs) equal the eager ones:
+    each prompt with its own seeded example times, each context at System 1's sample times."""
+    import random
+
+    models = load_models(tiny_models, system2=False)
+    cfg = System1Params(max_pixels=1568)
+    samples = [s for s in load("revos", synth_sets["revos"]) if s.split == "train"][:5]
+    reasoner = GlobalReasoner(models.system1, models.system1_processor, cfg)
+    views = SampleViews(samples, cfg)
+    prompts = LazyPrompts(reasoner, views, [s.expression for s in samples], seed=3, cache=2)
+    contexts = LazyContexts(samples, cfg, views, cache=2)
+    for i in [4, 0, 3, 0, 1]:  # out of order, past the caches
+        s = samples[i]
+        clip = load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=cfg, folder_fps=s.fps)
+        eager = reasoner.inputs(clip, s.expression, random.Random(3 * 1_000_003 + i))
+        lazy = prompts[i]
+        assert lazy.keys() == eager.keys()
+        assert all(torch.equal(lazy[k], eager[k]) for k in eager)
+        assert contexts[i].target == context_from_sample(s, cfg, clip).target
+        assert contexts[i].frame_times == clip.frame_times
+    assert len(prompts) == len(contexts) == 5 and list(prompts) == [0, 1, 2, 3, 4]

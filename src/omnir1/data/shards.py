@@ -58,6 +58,24 @@ def check_settings(meta: dict, cfg, meta_path: Path) -> None:
             )
 
 
+def check_index(shards: str | Path, cfg, video_ids) -> None:
+    """The shards folder's index lists every video of `video_ids`, made with the System-1
+    settings of `cfg`: what loading them one by one later would find, checked at once."""
+    path = Path(shards) / INDEX_FILE
+    if not path.is_file():
+        raise DataError(path, "no shards index; run `omnir1 data preprocess`")
+    index = read_json(path)
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise DataError(path, "expected an object with a list of shards", "shards")
+    check_settings(index, cfg, path)
+    have = {e.get("video_id") for e in index["shards"] if isinstance(e, dict)}
+    missing = sorted(set(video_ids) - have)
+    if missing:
+        raise DataError(
+            path, f"no shard of {len(missing)} video(s), e.g. {missing[:3]}; rerun preprocessing"
+        )
+
+
 def load_shard(shards: str | Path, video_id: str, *, cfg=None):
     """(VideoClip equal to `load_clip`'s, frames) of a video: `frames` is the (N, H, W, 3)
     uint8 memory map of every frame at full resolution. With `cfg` (params.yaml `system1` or the

@@ -96,7 +96,6 @@ def run_training(
     import torch
     from datasets import Dataset
 
-    from omnir1.data.shards import views_for
     from omnir1.models.loading import (
         check_thinker_folder,
         freeze_towers,
@@ -105,9 +104,10 @@ def run_training(
         stored_dtype,
         write_model_folder,
     )
-    from omnir1.rl.engine import context_from_sample, engine_from_params
+    from omnir1.rl.engine import engine_from_params
+    from omnir1.rl.inputs import LazyContexts, LazyPrompts, SampleViews
     from omnir1.rl.rewards import check_reward_names
-    from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer, prepare_prompts
+    from omnir1.rl.trainer import GroupRewards, VideoGRPOTrainer
     from omnir1.systems.reasoning import GlobalReasoner
 
     check_reward_names(params.rewards.names)  # before anything loads
@@ -131,14 +131,13 @@ def run_training(
     if samples is None:
         samples = trainable_samples(fmt, data)
     reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
-    clips, frames = views_for(samples, s1, shards)
-    prompt_inputs = prepare_prompts(
-        reasoner, clips, [s.expression for s in samples], seed=params.train.seed
+    # clips, prompts and reward contexts are built as steps ask for them: memory and start-up
+    # stay flat in the number of samples (omnir1.rl.inputs)
+    views = SampleViews(samples, s1, shards)
+    prompt_inputs = LazyPrompts(
+        reasoner, views, [s.expression for s in samples], seed=params.train.seed
     )
-    contexts = [
-        context_from_sample(s, s1, clip, full)
-        for s, clip, full in zip(samples, clips, frames, strict=True)
-    ]
+    contexts = LazyContexts(samples, s1, views)
     engine = engine_from_params(params, models, system2_url=system2_url, system2_root=system2_root)
     rewards = GroupRewards(engine, contexts)
     train = params.train

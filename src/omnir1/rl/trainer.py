@@ -1,7 +1,8 @@
 """GRPO of System 1 on video + audio prompts: a thin subclass of TRL 1.16's GRPOTrainer.
 
 The stock trainer carries images only. Our prompts are videos with their audio interleaved,
-prepared once per sample by `GlobalReasoner.inputs` (token ids with the video/audio
+prepared per sample when first asked for (`omnir1.rl.inputs.LazyPrompts` over
+`GlobalReasoner.inputs`) (token ids with the video/audio
 placeholders, pixel_values_videos, video_grid_thw, video_second_per_grid, Whisper features). The
 subclass
 - tokenises a batch by looking up each row's prepared inputs (rows carry `sample_index`),
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,15 +35,6 @@ from omnir1.rl.engine import GroupContext, RewardEngine
 # the processor's outputs for System 1's frames, by its `frames` setting
 VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")
 IMAGE_FIELDS = ("pixel_values", "image_grid_thw")
-
-
-def prepare_prompts(reasoner, clips: Sequence, expressions: Sequence[str], seed: int = 0) -> dict:
-    """Processor outputs for every sample (index -> tensors), each with its own random example
-    times in the instructions (seeded per sample: the same prompt on every epoch and resume)."""
-    return {
-        i: dict(reasoner.inputs(clip, expression, random.Random(seed * 1_000_003 + i)))
-        for i, (clip, expression) in enumerate(zip(clips, expressions, strict=True))
-    }
 
 
 class EpochSampler(RepeatSampler):

@@ -43,6 +43,36 @@ class Example:
     fields: dict = field(repr=False)
 
 
+class LazyExamples(Sequence):
+    """Examples made when a step draws them, from small `plans` (an index, frames, a text) by
+    `make(plan)`; the last `cache` are kept. A warm start draws a few examples per step out of
+    thousands: made up front they would all sit in memory with their pixels. Ready examples
+    can be added (`examples + [...]`, research's rendered ones)."""
+
+    def __init__(self, plans: Sequence, make, cache: int = 32):
+        from omnir1.rl.inputs import LRU
+
+        self.plans, self.make = list(plans), make
+        self._get = LRU(self._build, cache)
+
+    def _build(self, index: int) -> Example:
+        plan = self.plans[index]
+        return plan if isinstance(plan, Example) else self.make(plan)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._get(index % len(self))
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __add__(self, other: Sequence[Example]) -> LazyExamples:
+        return LazyExamples([*self.plans, *other], self.make)
+
+
 def collate(examples: Sequence[Example], pad_id: int) -> dict:
     """A right-padded batch with labels on the answer tokens only."""
     import torch
@@ -193,16 +223,20 @@ def grounder_answer(boxes: Sequence[Sequence[int]], description: str) -> str:
 
 def system1_examples(reasoner, samples, clips, targets, descriptions, seed: int = 0):
     """One example per sample whose target is visible on some System-1 frame."""
-    out = []
-    for i, (sample, clip, target) in enumerate(zip(samples, clips, targets, strict=True)):
+    plans = []
+    for i, (sample, target) in enumerate(zip(samples, targets, strict=True)):
         visible = [f for f, area in enumerate(target.union_areas) if area > 0]
         if visible:
-            description = target_description(sample, descriptions)
-            rng = random.Random(seed * 1_000_003 + i)
-            out.append(
-                _system1_example(reasoner, clip, sample.expression, visible, description, rng)
-            )
-    return out
+            plans.append((i, visible, target_description(sample, descriptions)))
+
+    def make(plan) -> Example:
+        i, visible, description = plan
+        rng = random.Random(seed * 1_000_003 + i)
+        return _system1_example(
+            reasoner, clips[i], samples[i].expression, visible, description, rng
+        )
+
+    return LazyExamples(plans, make)
 
 
 def _system1_example(reasoner, clip, expression: str, visible, description: str, rng) -> Example:
@@ -260,10 +294,11 @@ def grounder_examples(grounder, samples, descriptions, *, frame_stride: int = 3)
     every frame of `target_boxes`."""
     from omnir1.media.video import read_image
 
-    return [
-        _box_example(grounder, read_image(sample.frame_paths[t]), text, boxes)
-        for sample, t, text, boxes in target_boxes(samples, descriptions, frame_stride=frame_stride)
-    ]
+    def make(plan) -> Example:
+        sample, t, text, boxes = plan
+        return _box_example(grounder, read_image(sample.frame_paths[t]), text, boxes)
+
+    return LazyExamples(list(target_boxes(samples, descriptions, frame_stride=frame_stride)), make)
 
 
 def _fields(inputs) -> dict:
@@ -315,7 +350,6 @@ def run_warm_start(
     train split's expressions when the caller has them (default: `trainable_samples`)."""
     import torch
 
-    from omnir1.data.shards import clips_for
     from omnir1.models.loading import (
         Manifest,
         freeze_towers,
@@ -326,7 +360,7 @@ def run_warm_start(
         stored_dtype,
         write_model_folder,
     )
-    from omnir1.rl.engine import context_from_sample
+    from omnir1.rl.inputs import ClipsOf, LazyContexts, Picked, SampleViews
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.grounding import Grounder
     from omnir1.systems.reasoning import GlobalReasoner
@@ -382,10 +416,11 @@ def run_warm_start(
         s1 = params.system1
         reasoner = GlobalReasoner(models.system1, models.system1_processor, s1)
         with watch("system1_examples"):
-            clips = clips_for(samples, s1)
-            targets = [
-                context_from_sample(s, s1, c).target for s, c in zip(samples, clips, strict=True)
-            ]
+            # clips are loaded as examples are drawn (a few videos kept), the targets (a few
+            # numbers per frame) once: memory stays flat in the number of samples
+            views = SampleViews(samples, s1)
+            clips = Picked(ClipsOf(views), range(len(samples)))
+            targets = [t.target for t in LazyContexts(samples, s1, views)]
         done = []
         for number, stage in enumerate(stages):
             if stage.finetune.steps == 0:
@@ -395,7 +430,7 @@ def run_warm_start(
                 examples = system1_examples(
                     reasoner,
                     [samples[i] for i in chosen],
-                    [clips[i] for i in chosen],
+                    Picked(clips, chosen),
                     [targets[i] for i in chosen],
                     descriptions,
                     seed=params.train.seed,
