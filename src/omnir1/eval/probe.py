@@ -336,6 +336,36 @@ def answer_probes(
     return [r for r in records if r is not None]
 
 
+class LazyClips(Mapping):
+    """(format, video id) -> System 1's clip of that video, decoded on first use; the last
+    few kept (the probes of a video, and a CMM probe's audio donor, come together)."""
+
+    def __init__(self, samples: Mapping, cfg, keep: int = 4):
+        from omnir1.lazy import LRU
+
+        self.samples, self.cfg = samples, cfg
+        self._get = LRU(self._load, keep)
+
+    def _load(self, key):
+        from omnir1.systems.reasoning import load_clip
+
+        s = self.samples[key]
+        return load_clip(
+            s.frame_paths[0].parent, audio=s.audio_path, cfg=self.cfg, folder_fps=s.fps
+        )
+
+    def __getitem__(self, key):
+        if key not in self.samples:
+            raise KeyError(key)
+        return self._get(key)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
 def score(records: Sequence[dict]) -> dict:
     """AVH (pooled and per family) and CMM figures of one model's answered probes."""
     avh = [r for r in records if r["family"] in AVH_FAMILIES]
@@ -379,10 +409,8 @@ def run_probe(
     device: str = "cpu",
 ) -> dict:
     """Build the probes of every data set, ask every model, write OUT and METRICS."""
-    from tqdm import tqdm
 
     from omnir1.eval.benchmark import difference
-    from omnir1.systems.reasoning import load_clip
 
     if not data or not models:
         raise ConfigError(None, "needs at least one --data FORMAT=DIR and one --model NAME=DIR")
@@ -397,13 +425,11 @@ def run_probe(
         samples.update({(fmt, vid): s for vid, s in videos.items()})
     if not probes:
         raise ConfigError(None, "no probe could be built from the data sets given", "--data")
-    clips = {
-        key: load_clip(s.frame_paths[0].parent, audio=s.audio_path, cfg=s1, folder_fps=s.fps)
-        for key, s in tqdm(samples.items(), desc="probe: decode", disable=not progress)
-    }
+    # decoded when a probe asks (a few kept): memory stays flat in the number of videos
+    clips = LazyClips(samples, s1)
     built = time.perf_counter()
     report: dict = {}
-    seconds: dict = {"build_and_decode": built - start}
+    seconds: dict = {"build": built - start}
     out = Path(out)
     for label, model_dir in models.items():
         began = time.perf_counter()

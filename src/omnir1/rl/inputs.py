@@ -11,30 +11,10 @@ same as building them all at once (tests/integration/test_grpo.py compares them)
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
-
-
-class LRU(Generic[T]):
-    """`make(key)` remembered for the last `size` keys."""
-
-    def __init__(self, make: Callable[[object], T], size: int):
-        self.make, self.size = make, max(1, size)
-        self._items: OrderedDict[object, T] = OrderedDict()
-
-    def __call__(self, key) -> T:
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = self.make(key)
-        self._items[key] = value
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-        return value
+from omnir1.lazy import LRU, LazySequence
 
 
 class SampleViews:
@@ -101,13 +81,13 @@ class LazyPrompts(Mapping[int, dict]):
         return iter(range(len(self.expressions)))
 
 
-class LazyContexts(Sequence):
+class LazyContexts(LazySequence):
     """The reward context (`omnir1.rl.engine.GroupContext`) of each sample, built on first use
     from its clip (ground truth at System 1's sample times); the last `cache` are kept."""
 
     def __init__(self, samples: Sequence, cfg, views: SampleViews, cache: int = 16):
         self.samples, self.cfg, self.views = samples, cfg, views
-        self._get = LRU(self._build, cache)
+        super().__init__(len(samples), self._build, cache)
 
     def _build(self, index: int):
         from omnir1.rl.engine import context_from_sample
@@ -115,42 +95,9 @@ class LazyContexts(Sequence):
         clip, frames = self.views(index)
         return context_from_sample(self.samples[index], self.cfg, clip, frames)
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._get(index % len(self))
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-
-class Picked(Sequence):
-    """The items of `items` at `indices`, looked up when asked for (a stage's chosen samples)."""
-
-    def __init__(self, items: Sequence, indices: Sequence[int]):
-        self.items, self.indices = items, list(indices)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.items[self.indices[index]]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-class ClipsOf(Sequence):
-    """System 1's clip of each sample, from `views` (SampleViews) when asked for."""
+class ClipsOf(LazySequence):
+    """System 1's clip of each sample, from `views` (SampleViews, which keeps a few videos)."""
 
     def __init__(self, views: SampleViews):
-        self.views = views
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self.views(index)[0]
-
-    def __len__(self) -> int:
-        return len(self.views.samples)
+        super().__init__(len(views.samples), lambda i: views(i)[0], cache=1)

@@ -27,6 +27,7 @@ import numpy as np
 from omnir1.config import FinetuneParams
 from omnir1.data.synth.generate import OBJECTS_FILE
 from omnir1.fsutil import read_json
+from omnir1.lazy import LazySequence
 from omnir1.systems.parsing import FrameTimes
 from omnir1.systems.prompts import format_time
 
@@ -43,31 +44,19 @@ class Example:
     fields: dict = field(repr=False)
 
 
-class LazyExamples(Sequence):
+class LazyExamples(LazySequence):
     """Examples made when a step draws them, from small `plans` (an index, frames, a text) by
     `make(plan)`; the last `cache` are kept. A warm start draws a few examples per step out of
     thousands: made up front they would all sit in memory with their pixels. Ready examples
     can be added (`examples + [...]`, research's rendered ones)."""
 
     def __init__(self, plans: Sequence, make, cache: int = 32):
-        from omnir1.rl.inputs import LRU
-
         self.plans, self.make = list(plans), make
-        self._get = LRU(self._build, cache)
+        super().__init__(len(self.plans), self._build, cache)
 
     def _build(self, index: int) -> Example:
         plan = self.plans[index]
         return plan if isinstance(plan, Example) else self.make(plan)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return self._get(index % len(self))
-
-    def __len__(self) -> int:
-        return len(self.plans)
 
     def __add__(self, other: Sequence[Example]) -> LazyExamples:
         return LazyExamples([*self.plans, *other], self.make)
@@ -350,6 +339,7 @@ def run_warm_start(
     train split's expressions when the caller has them (default: `trainable_samples`)."""
     import torch
 
+    from omnir1.lazy import Picked
     from omnir1.models.loading import (
         Manifest,
         freeze_towers,
@@ -360,7 +350,7 @@ def run_warm_start(
         stored_dtype,
         write_model_folder,
     )
-    from omnir1.rl.inputs import ClipsOf, LazyContexts, Picked, SampleViews
+    from omnir1.rl.inputs import ClipsOf, LazyContexts, SampleViews
     from omnir1.rl.train import trainable_samples
     from omnir1.systems.grounding import Grounder
     from omnir1.systems.reasoning import GlobalReasoner
