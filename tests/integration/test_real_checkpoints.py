@@ -160,3 +160,11 @@ def test_warm_start_and_grpo_from_an_imported_bf16_snapshot(imported, synth_sets
         assert all(v.dtype == torch.bfloat16 for v in new.values())
         changed = [k for k in old if not torch.equal(old[k], new[k])]
         assert changed and not any("audio_tower" in k or "visual" in k for k in changed)
+    # and the trained folder predicts (System 1, the imported grounder, Meta's SAM2)
+    pred = tmp_path / "pred"
+    args = ["predict", "--data", str(synth_sets["revos"]), "--format", "revos", "--limit", "1"]
+    assert (
+        main([*args, "--models", str(run / "model"), "--out", str(pred), "--params", str(params)])
+        == 0
+    )
+    assert (pred / "answers.jsonl").read_text().count("\n") == 1
