@@ -256,12 +256,7 @@ def load_metrics(files: Sequence[tuple[str | None, str | Path]]) -> dict[str, fl
     owner: dict[str, Path] = {}
     for prefix, path in files:
         path = Path(path)
-        try:
-            data = read_json(path)
-        except OSError as exc:
-            raise DataError(path, f"cannot read metrics ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise DataError(path, "cannot read metrics (not UTF-8 text)") from None
+        data = read_json(path)  # unreadable, not UTF-8, a folder: a DataError naming the file
         if not isinstance(data, dict):
             raise DataError(path, "expected a JSON object of metrics")
         try:

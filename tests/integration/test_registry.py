@@ -187,4 +187,4 @@ def test_bad_inputs_exit_2_before_any_tracking_call(tmp_path, capsys):
     assert main(["register", "--model", str(model), "--metrics", str(bad), *out]) == 2
     assert f"{bad}: invalid JSON" in capsys.readouterr().err
     assert main(["register", "--model", str(model), "--metrics", str(tmp_path), *out]) == 2
-    assert "cannot read metrics" in capsys.readouterr().err
+    assert f"{tmp_path}: is a folder, not a JSON file" in capsys.readouterr().err

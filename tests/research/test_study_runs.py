@@ -163,8 +163,10 @@ def test_study_seeds_in_processes(synth_sets, tmp_path, capsys):
     assert "Seed 2: System 1 warm start " in (out / "study.md").read_text()
     assert study["summary"]["reward"]["improved_seeds"] in range(4)
     capsys.readouterr()
-    assert main([*args[:-2], "--jobs", "0", "--seeds", "0"]) != 0
-    assert "--jobs: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused while the arguments are parsed
+        main([*args[:-2], "--jobs", "0", "--seeds", "0"])
+    assert refused.value.code == 2
+    assert "argument --jobs: must be >= 1 and <= 256, got 0" in capsys.readouterr().err
 
 
 def test_rendered_frames_join_the_grounders_examples(tiny_models, synth_sets, tmp_path):
