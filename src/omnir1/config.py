@@ -142,7 +142,7 @@ class System1Params(_Section):
     max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # one 28 px token per frame at least
     moments: int = Field(4, ge=1)
     max_keyframes: int = Field(4, ge=1)
-    max_moments: int = Field(8, ge=1)
+    max_moments: int = Field(64, ge=1)  # objects read from an answer; more: no answer
     max_new_tokens: int = Field(800, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)

@@ -255,15 +255,14 @@ def test_lone_surrogate_description_is_bad():
     assert result.moments[0].problems == ["bad_description"]
 
 
-def test_too_many_moments_dropped_in_order():
+def test_every_moment_is_read_up_to_max_moments_and_none_past_it():
     items = [moment(f"00:0{i}", f"00:0{i}", f"m{i}") for i in range(10)]
     result = checked(parse_answer(answer(*items), FrameTimes.uniform(20)))
-    assert result.num_objects == 10 and result.num_dropped == 2
-    assert [m.description for m in result.moments] == [f"m{i}" for i in range(8)]
-    assert result.problems == ["too_many_moments"]
-    assert (
-        checked(parse_answer(answer(*items), FrameTimes.uniform(20), max_moments=10)).problems == []
-    )
+    assert result.num_objects == 10 and result.num_dropped == 0 and result.problems == []
+    assert [m.description for m in result.moments] == [f"m{i}" for i in range(10)]
+    over = checked(parse_answer(answer(*items), FrameTimes.uniform(20), max_moments=9))
+    assert over.problems == ["too_many_moments", "no_valid_moment"]
+    assert over.num_objects == 10 and over.num_dropped == 10 and over.moments == []
 
 
 def test_not_an_object_items_skipped():
@@ -340,7 +339,7 @@ CORPUS = [
      f'"x", "k": {"[" * 19 + "]" * 19}}}</answer>', [], 1),
     ("1 MB", "<think>" + "x" * 1_000_000 + "</think><answer>[]</answer>",
      ["too_long", "no_json"], 0),
-    ("5000 moments", f"<answer>{MANY}</answer>", ["too_long", "too_many_moments"], 8),
+    ("5000 moments", f"<answer>{MANY}</answer>", ["too_long", "too_many_moments"], 0),
     ("NaN", '<answer>[{"start_time": NaN}]</answer>', ["no_valid_moment"], 0),
     ("huge float", '<answer>[{"start_time": 1e999}]</answer>', ["no_valid_moment"], 0),
     ("huge int", "<answer>[" + "9" * 5000 + "]</answer>", ["no_json"], 0),
@@ -382,9 +381,17 @@ def test_5000_moments_read_in_full_when_allowed():
             f"<think></think><answer>{MANY}</answer>", FrameTimes.uniform(8), max_chars=10**6
         )
     )
-    assert result.problems == ["too_many_moments"]
-    assert result.num_objects == 5000 and result.num_dropped == 4992
-    assert result.duplicate_frames == 7 * 3
+    assert result.problems == ["too_many_moments", "no_valid_moment"]
+    assert result.num_objects == 5000 and result.num_dropped == 5000
+    read = checked(
+        parse_answer(
+            f"<think></think><answer>{MANY}</answer>",
+            FrameTimes.uniform(8),
+            max_chars=10**6,
+            max_moments=5000,
+        )
+    )
+    assert read.problems == [] and len(read.moments) == 5000
 
 
 def test_not_a_string():

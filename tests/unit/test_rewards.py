@@ -179,12 +179,19 @@ def test_matched_box_iou_beats_greedy():
         matched_box_iou([P1], [])
 
 
-def test_box_iou_term_averages_keyframes_with_gt_boxes_only():
-    # keyframes 0, 1, 2; frame 1 has no GT box and is left out of the mean
+def test_box_iou_is_pooled_over_object_keyframe_pairs():
+    # keyframes 0, 1, 2: two objects on frame 0, none on frame 1 (left out), one on frame 2.
+    # The released code averages its (object, keyframe) matched-IoU matrix over the pairs that
+    # have a GT box: (IoU(A) + IoU(B) + 1) / 3, not the mean of the keyframes' means.
     tgt = target([[1, 1], [0, 0], [1, 0], [0, 0]], gt_boxes=[[GT_A, GT_B], [], [GT_A], []])
     boxes = [[P1, P2], [P1], [GT_A]]
     result = accuracy(answer(moment("00:00.00", "00:01.00")), tgt, boxes=boxes)
-    assert result.components["box_iou"] == pytest.approx((HUNGARIAN + 1.0) / 2)
+    pooled = (2 * HUNGARIAN + 1.0) / 3
+    assert result.components["box_iou"] == pytest.approx(pooled)
+    assert pooled != pytest.approx((HUNGARIAN + 1.0) / 2)  # the per-keyframe mean differs
+    # a GT object left unmatched on a keyframe counts 0 in the pool
+    missed = accuracy(answer(moment("00:00.00", "00:01.00")), tgt, boxes=[[], [], [GT_A]])
+    assert missed.components["box_iou"] == pytest.approx(1.0 / 3)
 
 
 def test_box_iou_not_computable_without_gt_boxes():
@@ -256,12 +263,52 @@ def test_weights_scale_their_terms():
 # --- gating -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", ["<think>x</think><answer>[]</answer>", "no json at all", ""])
-def test_no_json_object_gives_zero(text):
+@pytest.mark.parametrize(
+    ("text", "note"),
+    [
+        ("<think>x</think><answer>[]</answer>", "gated: no JSON object"),
+        ("no json at all", "gated: no <answer>...</answer> pair"),
+        ("", "gated: no <answer>...</answer> pair"),
+    ],
+)
+def test_no_json_object_gives_zero(text, note):
     result = accuracy(text, one_object(4), boxes=[], sam_j=1.0)
     assert result.total == 0.0
     assert result.components == {"cumulated": 0.0} | dict.fromkeys(VIDEO_ACCURACY_TERMS[1:])
-    assert result.notes == ["gated: no JSON object"]
+    assert result.notes == [note]
+
+
+def test_an_answer_without_its_tags_earns_no_video_accuracy():
+    """The released code reads the answer between <answer> tags: good JSON outside them is
+    worth nothing but its missing format point."""
+    good = json.dumps([moment("00:00.00", "00:00.00"), moment("00:01.00", "00:01.00")])
+    tagged = accuracy(f"<think>x</think><answer>{good}</answer>", one_object(4), sam_j=1.0)
+    assert tagged.total > 3
+    for text in (f"<think>x</think>{good}", good, f"<answer>{good}"):
+        result = accuracy(text, one_object(4), sam_j=1.0)
+        assert result.total == 0.0 and result.notes == ["gated: no <answer>...</answer> pair"]
+
+
+def test_every_object_of_an_answer_counts():
+    """10 moments: the 9th and 10th count in cumulated, frame and overlap like the first 8
+    (hand-computed); past system1.max_moments the answer is read as none, never as its head."""
+    good = [moment(f"00:0{i}.00", f"00:0{i}.00") for i in range(8)]  # frames 0, 2, ..., 14
+    whole = [moment("00:00.00", "00:09.50")] * 2  # all 20 frames, twice
+    tgt = one_object(20)
+    result = accuracy(answer(*good, *whole), tgt, boxes=[[]] * 4, a_g=0.0)
+    # cumulated: 8 x (0.6 + 1.0) and 2 x (0.6 + 1.0), over 10
+    assert result.components["cumulated"] == pytest.approx(1.6)
+    # 20 unique frames: 0.4 (7 - 20); overlap: 2 x -0.2 x 19, and -0.5 per duplicate slot
+    # (8 + 40 slots over 20 frames: 28 duplicates)
+    assert result.components["frame"] == pytest.approx(0.4 * (7 - 20))
+    assert result.components["overlap"] == pytest.approx(2 * -0.2 * 19 - 0.5 * 28)
+    assert result.total < -15  # what writing whole-video moments after 8 good ones costs
+    head = accuracy(answer(*good), tgt, boxes=[[]] * 4, a_g=0.0)
+    assert head.total > result.total + 15
+    # more objects than parse_answer's max_moments: read as no answer at all
+    parsed = parse_answer(answer(*good, *whole), FrameTimes.uniform(20), max_moments=9)
+    over = video_accuracy_reward(parsed, tgt, None)
+    assert over.total == 0.0 and over.notes == ["gated: answer read in part (too_many_moments)"]
 
 
 def test_no_valid_interval_counts_cumulated_only():

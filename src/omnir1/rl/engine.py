@@ -135,7 +135,7 @@ class RewardEngine:
         retries: int = 2,
         backoff_s: float = 1.0,
         max_keyframes: int = 4,
-        max_moments: int = 8,
+        max_moments: int = 64,
         segment_masks: bool = True,
         local_frames: bool = True,
         grounder_cfg=None,

@@ -8,25 +8,34 @@ format = 1 if the completion is "<think>..</think><answer>..</answer>" else 0.
 
 video accuracy = cumulated + a_k * (frame + overlap) + a_k_ratio * saliency + a_a * box_iou
                  + object_num_mismatch + a_g * sam_j
-- cumulated: per JSON object considered, 0.2 for being there, +0.2 if start, end and description
-  all parse, +0.2 if the moment is valid (start <= end <= duration), + (valid ones only) the
-  fraction of (GT object, covered frame) pairs whose GT mask is non-empty; averaged over the
-  objects considered.
+- cumulated: per JSON object of the answer (every one: an answer of more than
+  `system1.max_moments` objects is read as none), 0.2 for being there, +0.2 if start, end and
+  description all parse, +0.2 if the moment is valid (start <= end <= duration), + (valid ones
+  only) the fraction of (GT object, covered frame) pairs whose GT mask is non-empty; averaged
+  over the objects.
 - frame: n unique frames covered by valid moments; 0.4 n if n <= 4 else 0.4 (7 - n).
 - overlap: -0.2 (len(frames) - 1) per valid moment, -0.5 per duplicated frame.
 - saliency: mean over keyframes of GT union area / the largest GT union area of the video.
-- box_iou: mean over keyframes with GT boxes of (Hungarian-matched IoU sum / number of GT boxes).
+- box_iou: the Hungarian-matched IoU of every (GT object, keyframe) pair that has a GT box,
+  pooled (0 for a GT box left unmatched): sum of matched IoUs over all keyframes / number of GT
+  boxes on them, as the released code averages its matched-IoU matrix.
 - object_num_mismatch: sum over keyframes of -0.5 max(0, n_pred - n_gt_objects), divided by
   max(n_gt_objects, 1) * number of keyframes.
 - sam_j: mean J of System 2's propagated masks (computed by the caller).
-Gating: no JSON object -> 0; no valid moment -> cumulated only; no valid predicted box (or
-a_g == 0) -> the SAM2 term is skipped. Optional clipping: when the weighted sum of every term but
+Gating: no `<answer>...</answer>` pair, or an answer read only in part (over `max_chars` or
+`max_moments`) -> 0, as the released code extracts the answer between the tags first; no JSON
+object -> 0; no valid moment -> cumulated only; no valid predicted box (or a_g == 0) -> the
+SAM2 term is skipped. Optional clipping: when the weighted sum of every term but
 cumulated is <= 0, the reward is cumulated.
 
-Decision: each term stands on its own, as in the paper's R = a_K R_K + a_A R_A + a_G R_G. The
-released code drops box_iou, saliency and the mismatch penalty whenever SAM2 is skipped; here a
-term that cannot be computed contributes 0 (and is reported as None) without taking the others
-with it, so a group where SAM2 fails still ranks completions by their boxes.
+Deliberate differences from the released code, each for a reason:
+- Each term stands on its own, as in the paper's R = a_K R_K + a_A R_A + a_G R_G. The released
+  code drops box_iou, saliency and the mismatch penalty whenever SAM2 is skipped; here a term
+  that cannot be computed contributes 0 (and is reported as None) without taking the others
+  with it, so a group where SAM2 fails still ranks completions by their boxes.
+- Predicted boxes are clipped to the image and boxes without area are dropped (the parser's
+  `parse_boxes`): the released code scores a box outside the frame with its raw coordinates.
+- Times are read against the frames' real sample times (the released code assumes 2 fps).
 
 RefAVS box reward = IoU of System 2's first box on frame 0 with frame 0's GT box (0 if either is
 missing).
@@ -54,6 +63,9 @@ Box = list[float]  # [x0, y0, x1, y1] in pixels
 
 # Reason codes of the parser that mean a field of the moment did not parse.
 _UNPARSED = frozenset({"bad_start_time", "bad_end_time", "bad_description"})
+# Parser codes that mean the answer was read only in part: no video accuracy, so that a longer
+# answer can never escape the penalties its unread objects would earn.
+_UNREAD = frozenset({"too_long", "too_many_moments"})
 VIDEO_ACCURACY_TERMS = (
     "cumulated",
     "frame",
@@ -208,6 +220,13 @@ def video_accuracy_reward(
     components: dict[str, float | None] = dict.fromkeys(VIDEO_ACCURACY_TERMS)
     notes: list[str] = []
     moments = parsed.moments
+    if not parsed.answer_found:
+        components["cumulated"] = 0.0
+        return RewardBreakdown(0.0, components, ["gated: no <answer>...</answer> pair"])
+    unread = _UNREAD.intersection(parsed.problems)
+    if unread:
+        components["cumulated"] = 0.0
+        return RewardBreakdown(0.0, components, [f"gated: answer read in part ({min(unread)})"])
     if parsed.num_objects == 0 or not moments:
         components["cumulated"] = 0.0
         return RewardBreakdown(0.0, components, ["gated: no JSON object"])
@@ -246,13 +265,14 @@ def video_accuracy_reward(
 
     pred_boxes = _keyframe_boxes(keyframes, outcome, notes)
     if pred_boxes is not None and keyframes:
-        scored = [
-            matched_box_iou(pred, target.gt_boxes[frame])
-            for frame, pred in zip(keyframes, pred_boxes, strict=True)
-            if target.gt_boxes[frame]
-        ]
-        if scored:
-            components["box_iou"] = sum(scored) / len(scored)
+        matched, gt_count = 0.0, 0
+        for frame, pred in zip(keyframes, pred_boxes, strict=True):
+            gt = target.gt_boxes[frame]
+            if gt:  # pooled over (GT object, keyframe) pairs
+                matched += matched_box_iou(pred, gt) * len(gt)
+                gt_count += len(gt)
+        if gt_count:
+            components["box_iou"] = matched / gt_count
         else:
             notes.append("box_iou not computed: no GT box on any keyframe")
         n_gt = target.num_objects

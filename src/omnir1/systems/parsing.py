@@ -54,7 +54,7 @@ ANSWER_REASONS = (
     "invalid_json_object",  # a balanced {...} that is not JSON, skipped
     "no_json",  # no JSON value found
     "not_an_object",  # a JSON value where a moment object belongs, skipped
-    "too_many_moments",  # objects after the first max_moments, dropped
+    "too_many_moments",  # more than max_moments objects: none read (no video accuracy)
     "no_valid_moment",  # nothing usable: no keyframes
 )
 MOMENT_REASONS = (
@@ -113,8 +113,8 @@ class ParsedAnswer:
     format_ok: bool = False
     answer_found: bool = False
     json_found: bool = False
-    num_objects: int = 0  # JSON objects found, including dropped ones
-    num_dropped: int = 0  # objects beyond max_moments
+    num_objects: int = 0  # JSON objects found
+    num_dropped: int = 0  # objects not read (all of them when over max_moments)
     valid_moments: int = 0
     duplicate_frames: int = 0  # covered frame slots minus unique covered frames
     keyframes: list[int] = field(default_factory=list)
@@ -208,7 +208,7 @@ def parse_answer(
     frame_times: FrameTimes,
     *,
     max_keyframes: int = 4,
-    max_moments: int = 8,
+    max_moments: int = 64,
     max_chars: int = 20000,
 ) -> ParsedAnswer:
     """Read System 1's completion for a clip whose frames were sampled at `frame_times`. Never
@@ -234,17 +234,18 @@ def parse_answer(
     for code in json_problems:
         _add(problems, code)
     items = _as_items(value) if result.json_found else []
-    for item in items:
-        if not isinstance(item, dict):
-            _add(problems, "not_an_object")
-            continue
-        result.num_objects += 1
-        if len(result.moments) < max_moments:
-            result.moments.append(_moment(item, frame_times))
-        else:
-            result.num_dropped += 1
-    if result.num_dropped:
+    objects = [item for item in items if isinstance(item, dict)]
+    if len(objects) < len(items):
+        _add(problems, "not_an_object")
+    result.num_objects = len(objects)
+    # every object counts (rewards see them all, as the released code does); `max_moments`
+    # bounds the work, and an answer over it is read as no answer at all, so that writing
+    # more objects can never escape the penalties the extra ones would earn
+    if len(objects) > max_moments:
+        result.num_dropped = len(objects)
         _add(problems, "too_many_moments")
+    else:
+        result.moments = [_moment(item, frame_times) for item in objects]
 
     valid = [m for m in result.moments if m.valid]
     result.valid_moments = len(valid)
