@@ -107,7 +107,10 @@ def test_revos_protocol_on_a_hand_made_set(tiny_revos):
     assert (e1.J, e1.F) == pytest.approx(jf([A, A, A], [A | B, A | B, A]))
 
     e3 = by_id["3"]
-    assert (e3.J, e3.F, e3.JF) == (0.0, 0.0, 0.0)  # no-target rule: one stray pixel
+    # a null expression is scored frame by frame, as the official code does: one stray pixel
+    # on frame 1 of 3 costs that frame only; the all-or-nothing rule is N_acc, its own figure
+    assert (e3.J, e3.F) == pytest.approx((2 / 3, 2 / 3)) and e3.N_acc == 0.0
+    assert e0.N_acc is None and e1.N_acc is None
     # R: 1 false-positive pixel against |FG| = 13 on frame 1
     assert e3.R == pytest.approx((1 + (1 - 1 / (13 + 1e-6)) + 1) / 3)
 
@@ -117,13 +120,14 @@ def test_revos_protocol_on_a_hand_made_set(tiny_revos):
     assert summary["reasoning"]["JF"] == pytest.approx(e1.JF)
     assert summary["overall"]["JF"] == pytest.approx((referring + e1.JF) / 2)
     assert summary["overall"]["J"] == pytest.approx(((e0.J + e3.J) / 2 + e1.J) / 2)
+    assert summary["referring"]["N_acc"] == 0.0 and summary["reasoning"]["N_acc"] is None
 
 
 def test_null_expression_with_an_empty_prediction_scores_one(tiny_revos):
     data, pred = tiny_revos
     save_png(pred / "v1" / "3" / "00001.png", EMPTY)
     e3 = next(s for s in evaluate("revos", data, pred).scores if s.expression_id == "3")
-    assert (e3.J, e3.F, e3.R) == (1.0, 1.0, 1.0)
+    assert (e3.J, e3.F, e3.R, e3.N_acc) == (1.0, 1.0, 1.0, 1.0)
 
 
 def test_foreground_without_its_file_is_the_union_of_annotated_objects(tiny_revos):
@@ -447,7 +451,9 @@ def test_refavs_official_protocol_on_a_hand_made_set(tmp_path):
     assert seen["pooled"]["F"] == pytest.approx((3 + f_quarter) / 5)
     # S on the null split: 64x64 predicted pixels over 2 frames of 256x256
     assert null["official"]["S"] == pytest.approx(np.sqrt(64 * 64 / (2 * size * size)))
-    assert null["davis"]["JF"] == 0.0  # no-target rule: the prediction is not empty
+    # per frame, as DAVIS scores an empty frame: foreground predicted on one frame of two;
+    # the all-or-nothing no-target accuracy is its own figure
+    assert null["davis"]["JF"] == 0.5 and null["davis"]["N_acc"] == 0.0
     assert null["empty_prediction_rate"] == 0.0
 
 

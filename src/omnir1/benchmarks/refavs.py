@@ -141,7 +141,7 @@ def summarize_refavs(scores: Sequence[ExpressionScore]) -> dict:
             for kind in ("official", "pooled"):
                 figures[kind].pop("S")
         davis = mean_block(group)
-        figures["davis"] = {k: davis[k] for k in ("J", "F", "JF")}
+        figures["davis"] = {k: davis[k] for k in ("J", "F", "JF", "N_acc")}
         figures["empty_prediction_rate"] = float(np.mean([s.prediction_empty for s in group]))
         figures["expressions"] = len(group)
         out[REFAVS_SPLIT_NAMES.get(split, split)] = figures

@@ -44,6 +44,7 @@ CSV_COLUMNS = (
     "JF",
     "A",
     "R",
+    "N_acc",
     "refavs_miou",
     "refavs_max_f",
     "refavs_s",

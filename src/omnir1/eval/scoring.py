@@ -6,8 +6,11 @@ annotated objects of the video (the official script divides by |FG| + 1e-6). For
 the statistics its official protocol needs at 256x256 (see `omnir1.eval.protocols`), so that
 batches and pooled figures can be formed afterwards from per-frame numbers.
 
-Null expressions (no referent) follow the no-target rule: J = F = 1 when the prediction is empty
-on every frame, else 0.
+Null expressions (no referent) are scored frame by frame like any other, as the official ReVOS
+and MeViS code does (an empty prediction on an empty frame is J = F = 1, any foreground 0), and
+averaged over frames. The stricter all-or-nothing rule (1 only when every frame is predicted
+empty) is a figure of its own, `N_acc` (MeViS v2's no-target accuracy), None for expressions
+with a referent.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class ExpressionScore:
     frame_j: list[float]
     frame_f: list[float]
     refavs: RefAVSFrameStats | None = None
+    # no-target accuracy of a null expression: 1 when every frame is predicted empty (None for
+    # expressions with a referent)
+    N_acc: float | None = None
     index: int = 0  # position in the data set's order (RefAVS batches follow it)
 
     @property
@@ -151,10 +157,7 @@ def score_expression(
                 refavs.f_curve.append(refavs_frame_f_curve(p256, g256))
             refavs.pred_pixels += int(np.count_nonzero(p256))
             refavs.pixels += p256.size
-    if sample.is_null:  # no-target rule
-        j = f = 0.0 if any_pred else 1.0
-    else:
-        j, f = float(np.mean(frame_j)), float(np.mean(frame_f))
+    j, f = float(np.mean(frame_j)), float(np.mean(frame_f))
     return ExpressionScore(
         dataset=sample.dataset,
         split=sample.split,
@@ -172,6 +175,7 @@ def score_expression(
         JF=(j + f) / 2,
         A=float(np.mean(frame_a)),
         R=float(np.mean(frame_r)) if frame_r else None,
+        N_acc=(0.0 if any_pred else 1.0) if sample.is_null else None,
         frame_j=frame_j,
         frame_f=frame_f,
         refavs=refavs,

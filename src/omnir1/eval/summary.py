@@ -9,7 +9,8 @@ import numpy as np
 
 from omnir1.eval.scoring import ExpressionScore
 
-METRIC_KEYS = ("J", "F", "JF", "A", "R")
+# N_acc: no-target accuracy, over the null expressions only (the all-or-nothing rule)
+METRIC_KEYS = ("J", "F", "JF", "A", "R", "N_acc")
 
 
 def mean_block(scores: Sequence[ExpressionScore]) -> dict:
