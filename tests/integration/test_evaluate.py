@@ -123,6 +123,30 @@ def test_revos_protocol_on_a_hand_made_set(tiny_revos):
     assert summary["referring"]["N_acc"] == 0.0 and summary["reasoning"]["N_acc"] is None
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_official_png_handling_reproduces_the_official_revos_script(tiny_revos, workers):
+    """--official-png: A and R from VISA's 0/255 PNG values (A counts only pixels both call
+    background; one false-positive pixel weighs 255 in R) and an expression with a missing PNG
+    scored [0, 0, 0, 0]; the same through the worker pool."""
+    data, pred = tiny_revos
+    ours = {s.expression_id: s for s in evaluate("revos", data, pred).scores}
+    official = {
+        s.expression_id: s
+        for s in evaluate("revos", data, pred, official_png=True, workers=workers).scores
+    }
+    e0, e1, e3 = official["0"], official["1"], official["3"]
+    assert (e0.J, e0.F, e0.A, e0.R) == (0.0, 0.0, 0.0, 0.0)  # frame 2's PNG is missing
+    assert ours["0"].J > 0 and ours["0"].A > 0.9
+    # expression 1 predicts A where the ground truth is A | B: agreement is the background only
+    size = A.size
+    background = [size - np.count_nonzero(A | B)] * 2 + [size - np.count_nonzero(A)]
+    assert e1.A == pytest.approx(np.mean(background) / size)
+    assert (e1.J, e1.F) == (ours["1"].J, ours["1"].F)  # J and F do not change
+    # the null expression's stray pixel against |FG| = 13: max(1 - 255 / 13, 0) = 0
+    assert e3.R == pytest.approx((1 + 0 + 1) / 3)
+    assert ours["3"].R == pytest.approx((1 + (1 - 1 / (13 + 1e-6)) + 1) / 3)
+
+
 def test_null_expression_with_an_empty_prediction_scores_one(tiny_revos):
     data, pred = tiny_revos
     save_png(pred / "v1" / "3" / "00001.png", EMPTY)

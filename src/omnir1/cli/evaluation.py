@@ -33,6 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         html_report=not args.no_html,
         progress=not args.quiet,
         videos_per_split=args.videos_per_split,
+        official_png=args.official_png,
     )
     print_json({k: result[k] for k in ("benchmark", "splits", "summary", "counts", "timing")})
     return 0
@@ -137,6 +138,12 @@ def add_commands(groups) -> None:
     )
     p.add_argument(
         "--videos-per-split", type=COUNT, help="score only the first N videos of each split"
+    )
+    p.add_argument(
+        "--official-png",
+        action="store_true",
+        help="A and R from 0/255 PNG values and a missing PNG scoring its expression 0, as the "
+        "official ReVOS script does: figures comparable with published tables",
     )
     p.add_argument("--no-html", action="store_true", help="skip the HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,7 +24,11 @@ def score_shard(task: Mapping, job: Mapping) -> Iterator[dict]:
     )
     videos = set(job["videos"])
     mine = [(i, s) for i, s in enumerate(samples) if s.video_id in videos]
-    for score in score_samples([s for _, s in mine], data, pred, indices=[i for i, _ in mine]):
+    official = bool(task.get("official_png", False))
+    indices = [i for i, _ in mine]
+    for score in score_samples(
+        [s for _, s in mine], data, pred, indices=indices, official_png=official
+    ):
         yield score.to_dict()
 
 

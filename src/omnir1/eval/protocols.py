@@ -89,7 +89,12 @@ def is_excluded(sample: Sample) -> bool:
 
 
 def score_samples(
-    samples: Sequence[Sample], data: Path, pred: Path, *, indices: Sequence[int] | None = None
+    samples: Sequence[Sample],
+    data: Path,
+    pred: Path,
+    *,
+    indices: Sequence[int] | None = None,
+    official_png: bool = False,
 ) -> Iterator[ExpressionScore]:
     """Scores of `samples` (one video's expressions together), skipping excluded ones."""
     indices = list(range(len(samples))) if indices is None else list(indices)
@@ -114,6 +119,7 @@ def score_samples(
                 benchmark,
                 foreground_count=None if counts is None else counts.__getitem__,
                 index=i,
+                official_png=official_png,
             )
 
 
@@ -203,9 +209,11 @@ def evaluate(
     workers: int = 1,
     progress: bool = False,
     videos_per_split: int | None = None,
+    official_png: bool = False,
 ) -> Evaluation:
     """Score every expression of the evaluated splits of `data` against the masks in `pred`
-    (of the first `videos_per_split` videos of each split, when given)."""
+    (of the first `videos_per_split` videos of each split, when given); `official_png` as
+    `score_expression` says (the official ReVOS script's handling, to match published tables)."""
     data, pred = Path(data), Path(pred)
     if not pred.is_dir():
         raise DataError(pred, "prediction folder not found")
@@ -214,7 +222,8 @@ def evaluate(
     shards = shard_videos(samples, max(1, workers))
     total = sum(1 for s in samples if not is_excluded(s))
     if len(shards) <= 1:
-        scores = list(_with_progress(score_samples(samples, data, pred), total, progress))
+        scored_here = score_samples(samples, data, pred, official_png=official_png)
+        scores = list(_with_progress(scored_here, total, progress))
     else:
         task = {
             "benchmark": benchmark,
@@ -222,6 +231,7 @@ def evaluate(
             "pred": str(pred),
             "splits": chosen,
             "videos_per_split": videos_per_split,
+            "official_png": official_png,
         }
         from omnir1.workers import run_pool
 

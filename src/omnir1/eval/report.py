@@ -210,6 +210,7 @@ def evaluate_to_files(
     html_report: bool = True,
     progress: bool = False,
     videos_per_split: int | None = None,
+    official_png: bool = False,
 ) -> dict:
     """Evaluate and write OUT (JSON), OUT with .csv (per expression) and .html (report)."""
     import time
@@ -226,6 +227,7 @@ def evaluate_to_files(
         workers=workers,
         progress=progress,
         videos_per_split=videos_per_split,
+        official_png=official_png,
     )
     seconds = time.perf_counter() - start
     summary = evaluation.summary()
@@ -236,6 +238,7 @@ def evaluate_to_files(
         "predictions": str(pred),
         "splits": evaluation.splits,
         "videos_per_split": videos_per_split,
+        "official_png": official_png,
         "summary": summary,
         "counts": evaluation.counts,
         "unexpected_prediction_folders": evaluation.unexpected_prediction_folders[:50],

@@ -30,6 +30,7 @@ R_EPS = 1e-6  # as in the official ReVOS script
 IOU_EPS = 1e-7  # as in the official RefAVS mask_iou
 PR_EPS = 1e-20  # as in the official RefAVS _eval_pr
 BETA2 = 0.3
+OFFICIAL_PNG_VALUE = 255  # the foreground value of VISA's prediction PNGs (official_png)
 
 
 @dataclass
@@ -127,12 +128,17 @@ def score_expression(
     *,
     foreground_count: Callable[[int], int] | None = None,
     index: int = 0,
+    official_png: bool = False,
 ) -> ExpressionScore:
     """Score one expression of `benchmark` (omnir1.benchmarks: its prediction layout, whether
     its protocol needs the official per-frame statistics). `foreground_count(t)`: pixels of all
     annotated objects of the video in frame t (ReVOS R); `index`: the expression's position in
-    the data set."""
+    the data set. `official_png`: A and R as the official ReVOS script computes them from the
+    0/255 PNG values VISA writes (A counts only pixels both call background; R is
+    max(1 - 255 FP / |FG|, 0)), and an expression with any prediction missing scored J = F = A =
+    R = 0, so that figures match published tables."""
     height, width = sample.frame_size()
+    raw = OFFICIAL_PNG_VALUE if official_png else 1
     folder = expression_dir(sample, pred_root, benchmark)
     frame_j, frame_f, frame_a, frame_r = [], [], [], []
     refavs = RefAVSFrameStats() if benchmark.official_frame_stats else None
@@ -146,9 +152,11 @@ def score_expression(
         any_pred = any_pred or bool(pred.any())
         frame_j.append(float(jaccard(pred, gt)))
         frame_f.append(float(boundary_f(pred, gt)))
-        frame_a.append(float(np.count_nonzero(pred == gt) / pred.size))
+        # 0/255 predictions against 0/1 ground truth agree only where both are background
+        agree = np.count_nonzero(~pred & ~gt) if official_png else np.count_nonzero(pred == gt)
+        frame_a.append(float(agree / pred.size))
         if foreground_count is not None:
-            false_pos = np.count_nonzero(pred & ~gt)
+            false_pos = raw * np.count_nonzero(pred & ~gt)
             frame_r.append(max(1.0 - false_pos / (foreground_count(t) + R_EPS), 0.0))
         if refavs is not None:
             p256, g256 = resize_for_refavs(pred), resize_for_refavs(gt)
@@ -158,6 +166,10 @@ def score_expression(
             refavs.pred_pixels += int(np.count_nonzero(p256))
             refavs.pixels += p256.size
     j, f = float(np.mean(frame_j)), float(np.mean(frame_f))
+    a, r = float(np.mean(frame_a)), float(np.mean(frame_r)) if frame_r else None
+    if official_png and missing:  # the official script scores the expression [0, 0, 0, 0]
+        j = f = a = 0.0
+        r = None if r is None else 0.0
     return ExpressionScore(
         dataset=sample.dataset,
         split=sample.split,
@@ -173,8 +185,8 @@ def score_expression(
         J=j,
         F=f,
         JF=(j + f) / 2,
-        A=float(np.mean(frame_a)),
-        R=float(np.mean(frame_r)) if frame_r else None,
+        A=a,
+        R=r,
         N_acc=(0.0 if any_pred else 1.0) if sample.is_null else None,
         frame_j=frame_j,
         frame_f=frame_f,
