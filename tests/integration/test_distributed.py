@@ -40,6 +40,18 @@ tracking:
 """
 
 
+def cpu_ranks_env() -> dict:
+    """This environment without a launcher's or a tracking server's variables, on the CPU even
+    where there is a GPU, one thread per process (two processes share the cores)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ACCELERATE_", "MLFLOW_")) and k not in ("RANK", "WORLD_SIZE")
+    }
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,13 +84,7 @@ def test_train_under_accelerate_launch_with_deepspeed(
     params = tmp_path / "params.yaml"
     params.write_text(PARAMS)
     out = tmp_path / "run"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ACCELERATE_", "MLFLOW_")) and k not in ("RANK", "WORLD_SIZE")
-    }
-    # CPU even where there is a GPU; one thread per process (two processes share the cores)
-    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env = cpu_ranks_env()
     env["TORCH_EXTENSIONS_DIR"] = str(torch_extensions)
     launcher = Path(sys.executable).with_name("accelerate")
     cmd = [str(launcher), "launch", "--config_file", str(accelerate_config)]
@@ -139,12 +145,7 @@ def test_train_gpus_per_node_launches_one_process_each(synth_sets, tiny_models, 
     launch = f"  gpus_per_node: 2\n  accelerate_config: {config}\ntracking:"
     params.write_text(PARAMS.replace("tracking:", launch))
     out = tmp_path / "run"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ACCELERATE_", "MLFLOW_")) and k not in ("RANK", "WORLD_SIZE")
-    }
-    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    env = cpu_ranks_env()
     omnir1 = Path(sys.executable).with_name("omnir1")
     cmd = [str(omnir1), "train", "--data", str(synth_sets["revos"]), "--format", "revos"]
     cmd += ["--models", str(tiny_models), "--out", str(out), "--params", str(params)]

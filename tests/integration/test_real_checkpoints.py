@@ -10,6 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from conftest import WARM as WARM_STARTS
 from omnir1.cli import main
 from omnir1.errors import ConfigError
 from omnir1.models.loading import (
@@ -20,21 +21,17 @@ from omnir1.models.loading import (
     load_thinker,
 )
 
-WARM = """
-system1: {max_pixels: 1568, max_new_tokens: 12}
-grounder: {max_pixels: 6272, max_new_tokens: 12}
-warm_start:
-  grounder: {steps: 2, batch_size: 2, warmup_steps: 1}
-  grounder_frame_stride: 20
-  system1: {steps: 2, batch_size: 2, warmup_steps: 1}
-train:
+# conftest's two-step warm starts, and two GRPO steps
+WARM = WARM_STARTS.replace(
+    "tracking:",
+    """train:
   num_generations: 2
   max_completion_length: 12
   learning_rate: 1.0e-3
   save_steps: 2
   max_steps: 2
-tracking: {enabled: false}
-"""
+tracking:""",
+)
 
 
 def folder_weights(folder) -> dict:

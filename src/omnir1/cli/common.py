@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,6 @@ def number(kind: type = float, *, low: float = 0, high: float = 1e9, low_open: b
             raise argparse.ArgumentTypeError(
                 f"not {'an integer' if kind is int else 'a number'}: {text!r}"
             ) from None
-        import math
-
         if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
             bound = f"{'>' if low_open else '>='} {low:g} and <= {high:g}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
