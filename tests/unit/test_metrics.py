@@ -138,3 +138,40 @@ def test_toolkit_method_agrees():
         h, w = (int(v) for v in rng.integers(1, 120, 2))
         pred, gt = random_blobs(rng, h, w), random_blobs(rng, h, w)
         assert abs(boundary_f(pred, gt) - boundary_f_toolkit(pred, gt)) <= 1e-9, (h, w)
+
+
+def test_identical_to_reference_at_every_radius_near_the_edges():
+    # A run cut by the array's (or the dilated box's) left edge is shorter than its half-width
+    # suggests; widening it too fast left gaps (from radius 10 up: 1080p's 18 included). Lone
+    # pixels on the left and right edges, ground truth dense around them.
+    rng = np.random.default_rng(5)
+    for radius in range(1, 41):
+        h, w = 2 * radius + 12, int(rng.integers(2 * radius + 2, 3 * radius + 70))
+        pred = np.zeros((h, w), bool)
+        pred[h // 2, 0] = pred[h // 3, w - 1] = True
+        gt = rng.random((h, w)) < 0.05
+        got, expected = boundary_f(pred, gt, radius), boundary_f_toolkit(pred, gt, radius)
+        assert abs(got - expected) <= 1e-9, radius
+
+
+@pytest.mark.parametrize("stray", ["prediction", "ground truth", "both"])
+def test_identical_to_reference_with_scattered_false_positives(stray):
+    # The dilated box is the smaller of the two boundaries' boxes: stray pixels all over one
+    # mask must not change the result, whichever mask has them.
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        h, w = (int(v) for v in rng.integers(60, 300, 2))
+        pred, gt = random_blobs(rng, h, w), random_blobs(rng, h, w)
+        if stray in ("prediction", "both"):
+            pred |= rng.random((h, w)) < 0.001
+        if stray in ("ground truth", "both"):
+            gt |= rng.random((h, w)) < 0.001
+        for bound_th in (0.008, 0.05, 70):  # 70 px: wider than a packed word
+            got = boundary_f(pred, gt, bound_th)  # the toolkit's OpenCV method: fast at 70 px
+            assert abs(got - boundary_f_toolkit(pred, gt, bound_th)) <= 1e-9, (h, w)
+
+
+def test_full_frame_against_empty_is_one_as_in_the_toolkit():
+    # Neither has a boundary pixel: the toolkit's precision and recall are both 1.
+    full, empty = np.ones((6, 9), bool), np.zeros((6, 9), bool)
+    assert boundary_f(full, empty) == boundary_f_reference(full, empty) == 1.0
