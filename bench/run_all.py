@@ -355,6 +355,18 @@ def grpo_group(frames: int, boxed: bool, seed: int = 0) -> list:
     return group
 
 
+def mask_differences(group: list, together: dict, apart: dict) -> int:
+    """Pixels where a completion's masks from the batched call and from its own call differ."""
+    from omnir1.data import rle
+
+    differ = 0
+    for r in group:
+        assert together[r.id].keys() == apart[r.id].keys(), r.id  # every frame both ways
+        for frame, mask in together[r.id].items():
+            differ += int((rle.decode(mask) != rle.decode(apart[r.id][frame])).sum())
+    return differ
+
+
 def bench_system2(ctx: Context) -> list[Row]:
     """Masks per second for one GRPO group (G=8, 4 keyframes each, with duplicates): one
     batched, deduplicated call vs one call per completion, in process and through the service.
@@ -381,6 +393,7 @@ def bench_system2(ctx: Context) -> list[Row]:
             keyframes = [(k.frame, k.description) for r in group for k in r.keyframes]
             unique = len(set(keyframes))
             masks = len(group) * frames  # one union mask per completion per frame
+            pixels = masks * 360 * 640
             batched: dict[str, float] = {}
             for route, system2 in routes.items():
                 one_by_one = float("inf")
@@ -395,9 +408,10 @@ def bench_system2(ctx: Context) -> list[Row]:
                     for request in group:
                         system2(models, clip, [request], sink)
                     one_by_one = min(one_by_one, time.perf_counter() - start)
-                # batching must not change any completion's masks (one SAM2 state per first
-                # keyframe: omnir1.systems.system2._by_first_keyframe)
-                assert all(together[r.id] == apart[r.id] for r in group), route
+                # batching must not change any completion's masks beyond the rounding of
+                # batched products (boxes on the same frame run as one SAM2 batch)
+                differ = mask_differences(group, together, apart)
+                assert differ <= pixels * 1e-4, (route, differ)
                 rows.append(
                     row(
                         ctx,
@@ -409,7 +423,8 @@ def bench_system2(ctx: Context) -> list[Row]:
                         masks / one_by_one,
                         higher_is_better=True,
                         note=f"8 completions x {frames} frames; {len(keyframes)} keyframes, "
-                        f"{unique} unique; every completion's masks identical both ways",
+                        f"{unique} unique; {differ} of {pixels:,} mask pixels "
+                        "differ both ways (rounding of batched products)",
                     )
                 )
             rows.append(

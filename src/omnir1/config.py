@@ -162,7 +162,7 @@ class GrounderParams(_Section):
     min_pixels: int = Field(4 * 28 * 28, ge=28 * 28)
     max_new_tokens: int = Field(128, ge=1)
     max_boxes: int = Field(16, ge=1)
-    batch_size: int = Field(8, ge=1)  # grounding requests per generate call
+    batch_size: int = Field(16, ge=1)  # grounding requests per generate call
 
 
 class VideoAccuracyParams(_Section):

@@ -178,6 +178,32 @@ def test_grounder_deduplicates_and_scales_boxes(loaded):
     assert parsed.boxes == [[0.0, 0.0, 28 * 640 / shown_w, 28 * 360 / shown_h]]
 
 
+def assert_equal_up_to_rounding(got: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Objects prompted on the same frames run through SAM2 as one batch; a batched matrix
+    product may round differently from a single row's, so a mask may differ from a call of
+    its own in a few pixels where SAM2's logit is all but zero: on a mask's edge, never more
+    than 1 in 10,000."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
+    differ = got != expected
+    if not differ.any():
+        return
+    edges = np.zeros_like(differ)
+    for m in (got, expected):
+        edges |= maximum_filter(m, size=3) != minimum_filter(m, size=3)
+    assert not (differ & ~edges).any(), f"{what}: pixels away from any edge differ"
+    assert differ.sum() <= max(2, differ.size // 10_000), f"{what}: {differ.sum()} pixels differ"
+
+
+def masks_per_frame(predictor, frames, prompts, **kwargs) -> dict[int, dict]:
+    """`segment`'s parts merged: {frame: {object: mask}}, each object once per frame."""
+    merged: dict[int, dict] = {}
+    for frame, part in segment(predictor, frames, prompts, **kwargs):
+        assert not merged.get(frame, {}).keys() & part.keys(), frame  # exactly once
+        merged.setdefault(frame, {}).update(part)
+    return merged
+
+
 def test_sam2_tracks_objects_together_as_it_does_alone(loaded, media_files):
     info = inspect(media_files["odd_mp4"])
     frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
@@ -186,22 +212,31 @@ def test_sam2_tracks_objects_together_as_it_does_alone(loaded, media_files):
         assert (frames.video_height, frames.video_width) == (info.height, info.width)
         a = [BoxPrompt("a", 5, (20, 20, 120, 90)), BoxPrompt("a", 12, (30, 20, 130, 90))]
         b = [BoxPrompt("b", 20, (200, 60, 300, 170))]
+        # prompted on a's frames: tracked in one batch with a
+        c = [BoxPrompt("c", 5, (150, 40, 260, 150)), BoxPrompt("c", 12, (160, 40, 270, 150))]
+        d = [BoxPrompt("d", 0, (10, 100, 90, 170))]  # starts on frame 0: no backward pass
         twin = [BoxPrompt("twin", p.frame, p.box) for p in a]  # identical prompts: tracked once
-        together = dict(segment(loaded.sam2, frames, a + b + twin))
-        alone = dict(segment(loaded.sam2, frames, a))
+        together = masks_per_frame(loaded.sam2, frames, a + b + c + d + twin)
+        objects = {"a": a, "b": b, "c": c, "d": d}
+        alone = {o: masks_per_frame(loaded.sam2, frames, x) for o, x in objects.items()}
     finally:
         frames.close()
-    assert sorted(together) == list(range(30))  # every frame exactly once
+    assert sorted(together) == list(range(30))
     for t in range(30):
+        assert sorted(together[t]) == ["a", "b", "c", "d", "twin"]
         assert together[t]["a"].shape == (info.height, info.width)
-        np.testing.assert_array_equal(together[t]["a"], alone[t]["a"])
+        for o in "bd":  # tracked on their own either way: identical
+            np.testing.assert_array_equal(together[t][o], alone[o][t][o], err_msg=f"{o} {t}")
+        for o in "ac":  # one batch
+            assert_equal_up_to_rounding(together[t][o], alone[o][t][o], f"{o} frame {t}")
         np.testing.assert_array_equal(together[t]["twin"], together[t]["a"])
+    assert any(alone["c"][t]["c"].any() for t in range(30))
 
 
 def test_a_request_gets_the_masks_it_would_get_alone(loaded, media_files):
     """A GRPO group's completions start at different keyframes: batching them into one call
-    must not change any completion's masks (SAM2 propagates a state from its earliest prompt,
-    so one shared state gave later-starting requests other masks)."""
+    must not change any completion's masks (each box is tracked from its own keyframe; a
+    state shared from the earliest prompt once gave later-starting requests other masks)."""
     from omnir1.data import rle
     from omnir1.systems.system2 import KeyframeRequest, System2Request, collect_rle, run_system2
 
@@ -223,7 +258,7 @@ def test_a_request_gets_the_masks_it_would_get_alone(loaded, media_files):
         assert sorted(batched[r.id]) == sorted(alone[r.id]) == list(range(30)), r.id
         for t in range(30):
             a, b = rle.decode(batched[r.id][t]), rle.decode(alone[r.id][t])
-            np.testing.assert_array_equal(a, b, err_msg=f"{r.id} frame {t}")
+            assert_equal_up_to_rounding(a, b, f"{r.id} frame {t}")
     assert not any(rle.decode(m).any() for m in batched["no_box"].values())
     assert any(rle.decode(m).any() for m in batched["late"].values())
 
@@ -235,10 +270,10 @@ def test_sam2_computes_each_frames_features_once(loaded, media_files):
     forward_image = sam2.forward_image
     sam2.forward_image = lambda image: computed.append(1) or forward_image(image)
     try:
-        # keyframes 5 and 20 of two requests: the backward pass starts at 5, the forward pass
-        # revisits 5..29; without the shared cache frames 5..20 would be computed twice
+        # keyframes 5 and 20 of two objects: the backward sweep runs 20..0, the forward sweep
+        # 5..29; frames 6..19 are kept between the sweeps, so none is computed twice
         prompts = [BoxPrompt("a", 5, (20, 20, 120, 90)), BoxPrompt("b", 20, (30, 20, 130, 90))]
-        assert len(dict(segment(sam2, frames, prompts))) == 30
+        assert len(masks_per_frame(sam2, frames, prompts)) == 30
     finally:
         del sam2.forward_image
         frames.close()
@@ -362,8 +397,8 @@ def test_pruning_sam2_state_keeps_results_identical(loaded, media_files):
     frames = SAM2Frames(media_files["mp4"], loaded.sam2.image_size)  # 60 frames
     try:
         prompts = [BoxPrompt("a", 30, (40, 30, 200, 120)), BoxPrompt("a", 44, (60, 30, 220, 120))]
-        pruned = dict(segment(loaded.sam2, frames, prompts, prune=True))
-        full = dict(segment(loaded.sam2, frames, prompts, prune=False))
+        pruned = masks_per_frame(loaded.sam2, frames, prompts, prune=True)
+        full = masks_per_frame(loaded.sam2, frames, prompts, prune=False)
     finally:
         frames.close()
     assert sorted(pruned) == list(range(60))
@@ -372,13 +407,12 @@ def test_pruning_sam2_state_keeps_results_identical(loaded, media_files):
 
 
 def test_sam2_runs_in_float32_on_cpu(loaded, media_files):
-    # Object b is tracked forward from frame 0 before its own keyframe (3): its memory bank holds
-    # only stored (bfloat16) memories, which fail without CUDA autocast unless they are handed
-    # back as float32.
+    # The first frame tracked from a keyframe reads only that keyframe's stored (bfloat16)
+    # memory, which fails without CUDA autocast unless it is handed back as float32.
     frames = SAM2Frames(media_files["odd_mp4"], loaded.sam2.image_size)
     prompts = [BoxPrompt("a", 0, (20, 20, 120, 90)), BoxPrompt("b", 3, (30, 20, 130, 90))]
     try:
-        masks = dict(segment(loaded.sam2, frames, prompts))
+        masks = masks_per_frame(loaded.sam2, frames, prompts)
     finally:
         frames.close()
     assert sorted(masks) == list(range(30))

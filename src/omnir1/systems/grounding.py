@@ -83,14 +83,40 @@ class Grounder:
             padding_side="left",  # decoder-only batch generation continues from the right
         ).to(self.model.device)
         with torch.no_grad():
+            pixels, grid = inputs.pop("pixel_values"), inputs["image_grid_thw"]
             out = self.model.generate(
                 **inputs,
+                mm_encoder_outputs={"image": self._encode_images(batch, pixels, grid)},
                 max_new_tokens=self.cfg.max_new_tokens,
                 do_sample=False,
                 suppress_tokens=self.suppress_tokens,
             )
         return self.processor.batch_decode(
             out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+
+    def _encode_images(self, batch: list[GroundingRequest], pixels, grid):
+        """The vision tower's output for every request of `batch`, each distinct frame encoded
+        once: a GRPO group asks about the same keyframe with several descriptions, and the
+        image is the same for all of them (transformers takes pre-encoded images as
+        `mm_encoder_outputs`)."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        patches = grid.prod(-1).tolist()  # rows of `pixels` per image, in batch order
+        starts = [sum(patches[:i]) for i in range(len(patches))]
+        first: dict[object, int] = {}
+        for i, r in enumerate(batch):
+            first.setdefault(r.key, i)
+        distinct = list(first.values())
+        encoded = self.model.get_image_features(
+            torch.cat([pixels[starts[i] : starts[i] + patches[i]] for i in distinct]),
+            grid[distinct],
+            return_dict=True,
+        ).pooler_output
+        slot = {i: n for n, i in enumerate(distinct)}
+        return BaseModelOutputWithPooling(
+            pooler_output=tuple(encoded[slot[first[r.key]]] for r in batch)
         )
 
     def ground(self, requests: list[GroundingRequest]) -> list[GroundingResult]:

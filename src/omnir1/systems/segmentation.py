@@ -6,10 +6,11 @@ asks for it; memory stays bounded whatever the video's length (SAM2's own per-fr
 grows with the frames it tracks).
 
 `segment` takes box prompts of many objects at once (for GRPO: every object of every completion
-of a group), deduplicates objects whose prompts are identical, tracks them all in one inference
-state, and computes the image features of each frame once (an LRU cache shared by the backward
-and forward passes). Each object gets its masks on every frame: backward from its group's first
-keyframe to frame 0, then forward to the last frame.
+of a group). Each object is tracked from its own first prompt, backward to frame 0 and then
+forward to the last frame, so its masks never depend on the other objects; objects with
+identical prompts are tracked once, objects prompted on the same frames run as one SAM2 batch,
+and all of them advance in lockstep so that each frame's image features are computed once per
+sweep and shared.
 """
 
 from __future__ import annotations
@@ -142,30 +143,50 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
     return state
 
 
-def _with_feature_cache(predictor, capacity: int, pinned: set[int]) -> None:
-    """Bind a cache of backbone features to this predictor. SAM2 keeps only the latest frame's,
-    so a keyframe's features, computed when its box is added, would be computed again when a
-    pass reaches it. Keyframes stay pinned; other frames go through a small LRU."""
-    original = type(predictor)._get_image_feature
-    cache: OrderedDict = OrderedDict()
+class _FeatureCache:
+    """Backbone features shared by every inference state of one `segment` call. SAM2 keeps
+    only the latest frame's, per state: without this each state would compute every frame
+    again. Kept: the frame being computed now (the states step through it one after another),
+    prompted frames (read again when the states start), and `keep` frames the forward sweep
+    will read after the backward sweep, until that sweep has passed them."""
 
-    def cached(self, inference_state, frame_idx, batch_size):
-        hit = cache.get(frame_idx)
-        if hit is not None:
-            cache.move_to_end(frame_idx)
-            inference_state["cached_features"] = {frame_idx: hit}
-        features = original(self, inference_state, frame_idx, batch_size)
-        if hit is None:
-            cache[frame_idx] = inference_state["cached_features"][frame_idx]
-            evictable = [f for f in cache if f not in pinned]
-            for f in evictable[: max(0, len(evictable) - capacity)]:
-                del cache[f]
-        return features
+    def __init__(self, pinned: set[int], keep: set[int]):
+        self.pinned, self.keep = pinned, keep
+        self.store: dict[int, object] = {}
+        self.current: int | None = None
 
-    predictor._get_image_feature = types.MethodType(cached, predictor)
+    def bind(self, predictor) -> None:
+        original = type(predictor)._get_image_feature
+        cache = self
+
+        def cached(self, inference_state, frame_idx, batch_size):
+            hit = cache.store.get(frame_idx)
+            if hit is not None:
+                inference_state["cached_features"] = {frame_idx: hit}
+            features = original(self, inference_state, frame_idx, batch_size)
+            if hit is None:
+                cache.store[frame_idx] = inference_state["cached_features"][frame_idx]
+            if cache.current != frame_idx:
+                cache.release(cache.current)
+                cache.current = frame_idx
+            return features
+
+        predictor._get_image_feature = types.MethodType(cached, predictor)
+
+    def release(self, frame: int | None) -> None:
+        """Forget `frame` unless a later read is planned."""
+        if frame is not None and frame not in self.pinned and frame not in self.keep:
+            self.store.pop(frame, None)
+
+    def passed(self, frame: int) -> None:
+        """The forward sweep is past `frame`: nothing reads it again."""
+        self.pinned.discard(frame)
+        self.keep.discard(frame)
+        if frame != self.current:
+            self.store.pop(frame, None)
 
 
-def _drop_old_outputs(state: dict, frame: int, reverse: bool, window: int, first: int) -> None:
+def _drop_old_outputs(memory: dict, frame: int, reverse: bool, window: int, first: int) -> None:
     """Forget non-conditioning outputs SAM2 will not read again. Backward, frames more than
     `window` above the current one, except the `window` frames below the first keyframe that
     the forward pass reads when it starts; forward, frames more than `window` below."""
@@ -175,8 +196,75 @@ def _drop_old_outputs(state: dict, frame: int, reverse: bool, window: int, first
             return
     else:
         old = frame - window - 1
-    for outputs in state["output_dict_per_obj"].values():
-        outputs["non_cond_frame_outputs"].pop(old, None)
+    memory["non_cond_frame_outputs"].pop(old, None)
+
+
+@dataclass
+class _Track:
+    """Objects prompted on the same frames, tracked as one batch: their memories have the same
+    frames, so SAM2 runs them in one forward pass per frame (results equal to one pass per
+    object: tested). `memory` is SAM2's output dict, batched over the objects."""
+
+    frames: tuple[int, ...]  # prompted frames, ascending
+    objects: list[tuple]  # prompt signatures, in batch order
+    state: dict
+    memory: dict
+
+    @property
+    def start(self) -> int:
+        return self.frames[0]
+
+
+def _start_track(predictor, frames: SAM2Frames, signatures: list[tuple]) -> _Track:
+    """Add every object's boxes to a fresh state, let SAM2 encode the prompted frames'
+    memories, then stack the objects' outputs into one batch."""
+    import torch
+
+    state = _init_state(predictor, frames)
+    for sam_id, sig in enumerate(signatures, start=1):
+        for frame, box in sig:
+            predictor.add_new_points_or_box(
+                state, frame_idx=frame, obj_id=sam_id, box=np.array(box, np.float32)
+            )
+    predictor.propagate_in_video_preflight(state)
+    per_obj = [state["output_dict_per_obj"][i] for i in range(len(signatures))]
+    cond = {}
+    for frame, _ in signatures[0]:
+        outs = [o["cond_frame_outputs"][frame] for o in per_obj]
+        merged = {
+            key: torch.cat([o[key] for o in outs])
+            for key in ("maskmem_features", "pred_masks", "obj_ptr", "object_score_logits")
+        }
+        merged["maskmem_pos_enc"] = [
+            x.expand(len(outs), -1, -1, -1) for x in state["constants"]["maskmem_pos_enc"]
+        ]
+        cond[frame] = merged
+    memory = {"cond_frame_outputs": cond, "non_cond_frame_outputs": {}}
+    return _Track(tuple(f for f, _ in signatures[0]), signatures, state, memory)
+
+
+def _track_frame(predictor, track: _Track, frame: int, reverse: bool) -> np.ndarray:
+    """(objects, H, W) masks of the track's objects on `frame`, at the video's size; the
+    frame's output joins the track's memory (as `propagate_in_video` does, one object at a
+    time)."""
+    cond = track.memory["cond_frame_outputs"].get(frame)
+    if cond is not None:
+        low_res = cond["pred_masks"]
+    else:
+        out, low_res = predictor._run_single_frame_inference(
+            inference_state=track.state,
+            output_dict=track.memory,
+            frame_idx=frame,
+            batch_size=len(track.objects),
+            is_init_cond_frame=False,
+            point_inputs=None,
+            mask_inputs=None,
+            reverse=reverse,
+            run_mem_encoder=True,
+        )
+        track.memory["non_cond_frame_outputs"][frame] = out
+    _, video_res = predictor._get_orig_video_res_output(track.state, low_res)
+    return (video_res[:, 0] > 0).cpu().numpy()
 
 
 def _float_memories(predictor) -> None:
@@ -210,17 +298,32 @@ def segment(
     frames: SAM2Frames,
     prompts: Sequence[BoxPrompt],
     *,
-    feature_cache: int = 4,
+    feature_cache: int = 16,
     prune: bool = True,
 ) -> Iterator[tuple[int, dict[object, np.ndarray]]]:
-    """Masks (native size, bool) of every prompted object on every frame, one frame at a time
-    (frames before the first keyframe come first, in reverse order; then the rest, in order).
+    """Masks (native size, bool) of every prompted object on every frame, as (frame,
+    {object: mask}) parts: every object's mask on every frame exactly once, a frame possibly
+    in two parts (see below).
+
+    Each object is tracked from its own first prompt, backward to frame 0 and then forward to
+    the last frame, so its masks depend on its prompts alone: never on which other objects
+    share the call. Objects with identical prompts are tracked once; objects prompted on the
+    same frames run as one batch (`_Track`). The tracks advance in lockstep through one
+    backbone-feature cache: a backward sweep from the latest start to frame 0, then a forward
+    sweep from the earliest start to the end, each frame's features computed once per sweep
+    that needs them; up to `feature_cache` frames between the earliest and the latest start
+    are kept from the backward sweep for the forward one. Frames before the earliest start
+    come whole, in reverse order, during the backward sweep; later frames come in the forward
+    sweep, those up to the latest start in two parts (the objects that start after the frame
+    were given in the backward sweep).
 
     `prune` drops SAM2's per-frame outputs once they fall out of the window its memory reads
     (the last num_maskmem frames and max_obj_ptrs_in_encoder object pointers), so that the
     state stays bounded on long videos; results are unchanged (tested)."""
     import torch
 
+    if predictor.non_overlap_masks or predictor.non_overlap_masks_for_mem_enc:
+        raise ValueError("SAM2 with non-overlapping masks couples objects: not supported")
     by_obj: dict[object, list[BoxPrompt]] = {}
     for p in prompts:
         if not 0 <= p.frame < len(frames):
@@ -233,13 +336,14 @@ def segment(
         obj: tuple(sorted((p.frame, tuple(round(v, 3) for v in p.box)) for p in ps))
         for obj, ps in by_obj.items()
     }
-    tracked: dict[tuple, int] = {}
-    for sig in signature.values():
-        tracked.setdefault(sig, len(tracked) + 1)  # SAM2 object ids
-
-    state = _init_state(predictor, frames)
-    keyframes = {frame for sig in tracked for frame, _ in sig}
-    _with_feature_cache(predictor, feature_cache, keyframes)
+    batches: dict[tuple[int, ...], list[tuple]] = {}  # prompted frames -> signatures
+    for sig in dict.fromkeys(signature.values()):
+        batches.setdefault(tuple(f for f, _ in sig), []).append(sig)
+    starts = sorted({f[0] for f in batches})
+    keyframes = {f for fs in batches for f in fs}
+    between = sorted(set(range(starts[0] + 1, starts[-1])) - keyframes)
+    cache = _FeatureCache(set(keyframes), set(between[:feature_cache]))
+    cache.bind(predictor)
     window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
     on_cuda = predictor.device.type == "cuda"
     if not on_cuda:
@@ -248,30 +352,36 @@ def segment(
     precision = (
         torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
     )
+
+    def step(track: _Track, frame: int, reverse: bool) -> dict[object, np.ndarray]:
+        masks = _track_frame(predictor, track, frame, reverse)
+        if prune:
+            _drop_old_outputs(track.memory, frame, reverse, window, track.start)
+        row = {sig: i for i, sig in enumerate(track.objects)}
+        return {obj: masks[row[sig]] for obj, sig in signature.items() if sig in row}
+
     try:
         with torch.inference_mode(), precision, warnings.catch_warnings():
             # sam2 built without its CUDA extension (CPU machines) skips hole filling of small
             # mask holes (fill_hole_area=8) and says so on every frame; that is expected here
             warnings.filterwarnings("ignore", message="cannot import name '_C'")
-            for sig, sam_id in tracked.items():
-                for frame, box in sig:
-                    predictor.add_new_points_or_box(
-                        state, frame_idx=frame, obj_id=sam_id, box=np.array(box, np.float32)
-                    )
-            first = min(frame for sig in tracked for frame, _ in sig)
-            passes = [(True, first), (False, first)]
-            seen: set[int] = set()
-            for reverse, start in passes:
-                for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-                    state, start_frame_idx=start, reverse=reverse
-                ):
-                    if prune:
-                        _drop_old_outputs(state, frame_idx, reverse, window, first)
-                    if frame_idx in seen:
-                        continue
-                    seen.add(frame_idx)
-                    masks = (logits[:, 0] > 0).cpu().numpy()
-                    per_id = dict(zip(obj_ids, masks, strict=True))
-                    yield frame_idx, {obj: per_id[tracked[sig]] for obj, sig in signature.items()}
+            tracks = [_start_track(predictor, frames, sigs) for sigs in batches.values()]
+            for frame in range(starts[-1], -1, -1):
+                part: dict[object, np.ndarray] = {}
+                for track in tracks:
+                    if track.start >= frame and track.start > 0:  # none back from frame 0
+                        part.update(step(track, frame, reverse=True))
+                if part:
+                    yield frame, part
+            for frame in range(starts[0], len(frames)):
+                part = {}
+                for track in tracks:
+                    if track.start <= frame:
+                        masks = step(track, frame, reverse=False)
+                        if not (track.start == frame > 0):  # a start's frame came backward
+                            part.update(masks)
+                cache.passed(frame)
+                if part:
+                    yield frame, part
     finally:
         _restore(predictor)

@@ -3,9 +3,10 @@ completions of a group) and of the System-2 service.
 
 A request is a list of keyframes, each a frame index with a description (and, optionally, known
 boxes that take the grounder's place, to study SAM2 alone or replay a run). All grounding
-requests of the batch are deduplicated and generated together; every box of every request is
-tracked by SAM2 in one inference state, so each frame's image features are computed once; the
-masks of a request's boxes are unioned per frame.
+requests of the batch are deduplicated and generated together; every box is a SAM2 object tracked
+from its own keyframe (so a request's masks never depend on the rest of the batch), identical
+boxes are tracked once for the whole batch, every frame's image features are shared by all of
+them, and the masks of a request's boxes are unioned per frame.
 """
 
 from __future__ import annotations
@@ -112,20 +113,9 @@ def run_system2(
                     BoxPrompt((r.id, i, j), k.frame, tuple(b)) for j, b in enumerate(kr.boxes)
                 ]
             results.append(System2Result(r.id, keyframes))
-        empty = np.zeros((frames.video_height, frames.video_width), bool)
         with watch("sam2"):
             if segment_masks:
-                for rids, group in _by_first_keyframe(ids, prompts):
-                    done = set()
-                    for frame_idx, masks in segment(models.sam2, frames, group):
-                        union = dict.fromkeys(rids, empty)
-                        for (rid, _, _), mask in masks.items():
-                            union[rid] = union[rid] | mask
-                        on_frame(frame_idx, union)
-                        done.add(frame_idx)
-                    for frame_idx in range(len(frames)):
-                        if frame_idx not in done:  # frames no box reached: empty
-                            on_frame(frame_idx, dict.fromkeys(rids, empty))
+                _union_per_request(models.sam2, frames, ids, prompts, on_frame)
     finally:
         frames.close()
     if timings is not None:
@@ -134,23 +124,40 @@ def run_system2(
     return results
 
 
-def _by_first_keyframe(ids: Sequence[str], prompts: Sequence[BoxPrompt]):
-    """(request ids, their box prompts) per group of requests that share their earliest
-    prompted frame, and last the requests without a box (no prompts: empty masks).
-
-    SAM2 propagates a state from its earliest prompt, and each object's masks depend on where
-    that is (frames before its own first box are tracked forward, not backward from it). One
-    state per group makes a request's masks the same as if it had been sent alone, whatever
-    else the GRPO group holds; requests with the same first keyframe still share a pass."""
-    first: dict[str, int] = {}
+def _union_per_request(sam2, frames: SAM2Frames, ids, prompts, on_frame: MaskSink) -> None:
+    """Call `on_frame` with each request's union of its boxes' masks on every frame, as soon
+    as the frame's last part has come from `segment`. Unions still waiting for a part are kept
+    packed 8 pixels to a byte: only frames between the group's earliest and latest keyframes
+    wait, and only for the requests with boxes on both sides of them."""
+    shape = (frames.video_height, frames.video_width)
+    empty = np.zeros(shape, bool)
+    objects: dict[str, set] = {}
     for p in prompts:
-        first[p.obj[0]] = min(first.get(p.obj[0], p.frame), p.frame)
-    for start in sorted(set(first.values())):
-        rids = [rid for rid in ids if first.get(rid) == start]
-        yield rids, [p for p in prompts if first[p.obj[0]] == start]
-    unprompted = [rid for rid in ids if rid not in first]
+        objects.setdefault(p.obj[0], set()).add(p.obj)
+    waiting: dict[tuple[int, str], tuple[np.ndarray, int]] = {}  # packed union, parts seen
+    for frame_idx, masks in segment(sam2, frames, prompts):
+        parts: dict[str, list[np.ndarray]] = {}
+        for obj, mask in masks.items():
+            parts.setdefault(obj[0], []).append(mask)
+        done = {}
+        for rid, got in parts.items():
+            union, seen = np.logical_or.reduce(got), len(got)  # a new array
+            if (frame_idx, rid) in waiting:
+                packed, before = waiting.pop((frame_idx, rid))
+                union |= np.unpackbits(packed, count=union.size).reshape(shape).view(bool)
+                seen += before
+            if seen == len(objects[rid]):
+                done[rid] = union
+            else:
+                waiting[(frame_idx, rid)] = (np.packbits(union), seen)
+        if done:
+            on_frame(frame_idx, done)
+    if waiting:
+        raise RuntimeError(f"SAM2 left {len(waiting)} request masks incomplete")
+    unprompted = [rid for rid in ids if rid not in objects]
     if unprompted:
-        yield unprompted, []
+        for frame_idx in range(len(frames)):  # no box: empty masks
+            on_frame(frame_idx, dict.fromkeys(unprompted, empty))
 
 
 def collect_rle() -> tuple[MaskSink, dict[str, dict[int, dict]]]:
