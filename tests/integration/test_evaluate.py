@@ -225,7 +225,8 @@ def erode(mask: np.ndarray) -> np.ndarray:
 
 
 def expected_scores(fmt: str, data: Path, transform, splits) -> dict[str, tuple[float, float]]:
-    """(J, F) per expression straight from the reference definitions (no-target rule on nulls)."""
+    """(J, F) per expression straight from the reference definitions (no-target expressions
+    frame by frame, like any other)."""
     out = {}
     for s in load(fmt, data):
         if s.split not in splits or s.expression_type == "excluded":
@@ -233,11 +234,7 @@ def expected_scores(fmt: str, data: Path, transform, splits) -> dict[str, tuple[
         h, w = s.frame_size()
         gts = [o.any(axis=0) if len(o) else np.zeros((h, w), bool) for o in s.masks()]
         preds = [transform(g, s, t) for t, g in enumerate(gts)]
-        if s.is_null:
-            v = 0.0 if any(p.any() for p in preds) else 1.0
-            out[s.expression_id] = (v, v)
-        else:
-            out[s.expression_id] = jf(preds, gts)
+        out[s.expression_id] = jf(preds, gts)
     return out
 
 

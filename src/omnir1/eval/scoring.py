@@ -121,6 +121,21 @@ def refavs_frame_f_curve(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float
     return f0, f1
 
 
+def official_false_positives(objects: np.ndarray, pred: np.ndarray) -> int:
+    """The official ReVOS script's false-positive term, ((1 - gt) * pred).sum(), in its uint8
+    arithmetic: gt is the sum of the expression's object masks (2 where two overlap) and pred
+    VISA's 0/255 PNG, so a predicted background pixel weighs 255, a predicted pixel covered by
+    one object 0 and one covered by g >= 2 objects g - 1 (the product wraps modulo 256)."""
+    if not pred.any():
+        return 0
+    covered = (
+        objects.sum(axis=0, dtype=np.int64)[pred] % 256
+        if len(objects)
+        else np.zeros(np.count_nonzero(pred), np.int64)
+    )
+    return int(((1 - covered) * OFFICIAL_PNG_VALUE % 256).sum())
+
+
 def score_expression(
     sample: Sample,
     pred_root: Path,
@@ -135,10 +150,10 @@ def score_expression(
     annotated objects of the video in frame t (ReVOS R); `index`: the expression's position in
     the data set. `official_png`: A and R as the official ReVOS script computes them from the
     0/255 PNG values VISA writes (A counts only pixels both call background; R is
-    max(1 - 255 FP / |FG|, 0)), and an expression with any prediction missing scored J = F = A =
+    max(1 - 255 FP / |FG|, 0), with `official_false_positives`' weights where objects
+    overlap), and an expression with any prediction missing scored J = F = A =
     R = 0, so that figures match published tables."""
     height, width = sample.frame_size()
-    raw = OFFICIAL_PNG_VALUE if official_png else 1
     folder = expression_dir(sample, pred_root, benchmark)
     frame_j, frame_f, frame_a, frame_r = [], [], [], []
     refavs = RefAVSFrameStats() if benchmark.official_frame_stats else None
@@ -156,7 +171,10 @@ def score_expression(
         agree = np.count_nonzero(~pred & ~gt) if official_png else np.count_nonzero(pred == gt)
         frame_a.append(float(agree / pred.size))
         if foreground_count is not None:
-            false_pos = raw * np.count_nonzero(pred & ~gt)
+            if official_png:
+                false_pos = official_false_positives(objects, pred)
+            else:
+                false_pos = np.count_nonzero(pred & ~gt)
             frame_r.append(max(1.0 - false_pos / (foreground_count(t) + R_EPS), 0.0))
         if refavs is not None:
             p256, g256 = resize_for_refavs(pred), resize_for_refavs(gt)
