@@ -614,7 +614,7 @@ def bench_study(ctx: Context) -> list[Row]:
     def changes(p: dict) -> None:
         p["warm_start"]["grounder"]["steps"] = ws_steps
         p["warm_start"]["system1"]["steps"] = ws_steps
-        p["rewards"]["weights"]["a_g"] = 0.0  # random SAM2 masks: logged on every 1000th group
+        p["rewards"]["video_accuracy"]["a_g"] = 0.0  # random SAM2 masks: logged every 1000th group
         p["rewards"]["sam2_every"] = 1000
         p["train"].update(
             num_generations=group, max_steps=steps, max_completion_length=tokens, save_steps=1000
