@@ -203,7 +203,8 @@ def _drop_old_outputs(memory: dict, frame: int, reverse: bool, window: int, firs
 class _Track:
     """Objects prompted on the same frames, tracked as one batch: their memories have the same
     frames, so SAM2 runs them in one forward pass per frame (results equal to one pass per
-    object: tested). `memory` is SAM2's output dict, batched over the objects."""
+    object up to the rounding of batched matrix products: tested). `memory` is SAM2's output
+    dict, batched over the objects."""
 
     frames: tuple[int, ...]  # prompted frames, ascending
     objects: list[tuple]  # prompt signatures, in batch order
