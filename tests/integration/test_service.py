@@ -106,6 +106,20 @@ def test_auth_limits_and_errors(service):
         "requests": [{"id": "a", "keyframes": [{"frame": 1, "description": "x", "boxes": [[1]]}]}],
     }
     assert requests.post(service + "/v1/segment", json=bad_box, headers=auth).status_code == 422
+    # NaN and Infinity (Python's JSON accepts them): 422 naming the field, not a 500
+    one = {"video": "short.mp4", "requests": [{"id": "a", "keyframes": []}]}
+    boxed = {"frame": 1, "description": "x", "boxes": [[1, 2, "NAN", 4]]}
+    two = {"video": "short.mp4", "requests": [{"id": "a", "keyframes": [boxed]}]}
+    bodies = {
+        "fps": json.dumps({**one, "fps": "INF"}).replace('"INF"', "Infinity"),
+        "boxes": json.dumps(two).replace('"NAN"', "NaN"),
+    }
+    for field, text in bodies.items():
+        answer = requests.post(
+            service + "/v1/segment", data=text, headers={**auth, "Content-Type": "application/json"}
+        )
+        assert answer.status_code == 422, (field, answer.text)
+        assert field in answer.json()["detail"][0]["loc"], answer.text
 
 
 def test_named_videos_cannot_leave_the_data_root_through_symlinks(service):

@@ -30,6 +30,8 @@ from pathlib import Path
 # FastAPI reads the endpoint annotations at run time: these names must be module globals
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from omnir1.service import TOKEN_ENV
 from omnir1.service.schema import BatchIn, SegmentIn
@@ -157,6 +159,15 @@ def create_app(
     }
     job_lock = threading.Lock()
     app = FastAPI(title="omnir1 System 2", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes every offending value back: NaN and Infinity, which
+        # Python's JSON reader accepts, cannot be written as JSON, so a non-finite box or fps
+        # became a 500; an echoed upload would also send megabytes back. Where and why only.
+        fields = ("type", "loc", "msg")
+        errors = [{k: e[k] for k in fields if k in e} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     def authorised(request: Request) -> None:  # the Gate checked already: defence in depth
         if not bearer_ok(request.headers.get("authorization"), token):
