@@ -220,6 +220,29 @@ async def asgi_post(app, path: str, body: bytes, headers: dict[str, str]) -> tup
     return sent, reads
 
 
+def test_the_service_loads_system_2_alone(tiny_models, data_root, monkeypatch):
+    """System 1 (the 7B thinker in production) is never used by the service: not loaded."""
+    import uvicorn
+
+    from omnir1.service import TOKEN_ENV
+    from omnir1.service.app import serve
+
+    loaded = {}
+    real = load_models
+
+    def recording(*args, **kwargs):
+        loaded["models"] = models = real(*args, **kwargs)
+        return models
+
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    monkeypatch.setattr("omnir1.models.loading.load_models", recording)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: loaded.update(app=app))
+    serve(tiny_models, data_root=data_root)
+    models = loaded["models"]
+    assert models.system1 is None and models.system1_processor is None
+    assert models.grounder is not None and models.sam2 is not None and "app" in loaded
+
+
 def test_a_caller_without_the_token_is_refused_before_its_body_is_read(data_root):
     """FastAPI reads and parses a JSON body before the endpoint's token dependency runs: the
     ASGI gate in front refuses first, so no one without the token makes it parse 64 MB."""

@@ -68,8 +68,8 @@ class Manifest:
 @dataclass
 class Models:
     manifest: Manifest
-    system1: object  # Qwen2_5OmniThinkerForConditionalGeneration
-    system1_processor: object  # Qwen2_5OmniProcessor
+    system1: object | None  # Qwen2_5OmniThinkerForConditionalGeneration; None in the service
+    system1_processor: object | None  # Qwen2_5OmniProcessor
     grounder: object | None  # None when System 2 runs elsewhere (the service)
     grounder_processor: object | None
     sam2: object | None  # SAM2VideoPredictor
@@ -130,13 +130,16 @@ def load_models(
     device: str = "cpu",
     dtype=None,
     system2: bool = True,
+    system1: bool = True,
     system1_dtype=None,
     attn_implementation: str | None = None,
 ) -> Models:
     """All models of a folder (a grounder in the same folder as System 1 is loaded separately,
     so that training System 1 never changes the frozen grounder). `system2=False` skips the
-    grounder and SAM2, for clients of the System-2 service. `root` may be an s3:// prefix: it
-    is mirrored into the local cache first (and only re-downloaded when it changed).
+    grounder and SAM2, for clients of the System-2 service; `system1=False` skips System 1,
+    for the service itself (the 7B thinker would hold ~15 GB of its GPU for nothing). `root`
+    may be an s3:// prefix: it is mirrored into the local cache first (and only re-downloaded
+    when it changed).
     `dtype`: of both thinkers (None: as stored); `system1_dtype`: System 1's alone (training:
     float32 masters); `attn_implementation`: params `system1.attn_implementation`."""
     from omnir1 import s3
@@ -144,18 +147,20 @@ def load_models(
     if s3.is_s3(root):
         root = s3.download_prefix(str(root), s3.cache_dir(str(root)))
     manifest = Manifest.read(root)
-    system1, processor = load_thinker(
-        manifest.system1, device, system1_dtype or dtype, attn_implementation
-    )
+    thinker, processor = None, None
+    if system1:
+        thinker, processor = load_thinker(
+            manifest.system1, device, system1_dtype or dtype, attn_implementation
+        )
     if not system2:
-        return Models(manifest, system1, processor, None, None, None)
+        return Models(manifest, thinker, processor, None, None, None)
     grounder, grounder_processor = load_thinker(
         manifest.grounder, device, dtype, attn_implementation
     )
     for p in grounder.parameters():
         p.requires_grad_(False)
     sam2 = load_sam2(manifest, device)
-    return Models(manifest, system1, processor, grounder, grounder_processor, sam2)
+    return Models(manifest, thinker, processor, grounder, grounder_processor, sam2)
 
 
 def stored_dtype(folder: Path):

@@ -305,7 +305,7 @@ def serve(
     if not token:
         raise ConfigError(None, f"set {TOKEN_ENV} to the bearer token clients must send", TOKEN_ENV)
     app = create_app(
-        load_models(models_dir, device=device),
+        load_models(models_dir, device=device, system1=False),  # System 2 only
         data_root=data_root,
         token=token,
         limits=limits,
