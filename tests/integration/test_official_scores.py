@@ -145,8 +145,9 @@ def write_predictions(meta: Path, mask_dict: Path, out: Path, seed: int, kinds) 
             skip = int(rng.integers(len(video["frames"]))) if kind == "missing" else -1
             folder = out / vid / exp
             folder.mkdir(parents=True)
+            shape = frame_shape(meta, vid, video["frames"][0])  # a video's frames share it
             for t, name in enumerate(video["frames"]):
-                gt = np.zeros(frame_shape(meta, vid, name), bool)
+                gt = np.zeros(shape, bool)
                 for anno in expression["anno_id"]:
                     if rle := masks[str(anno)][t]:
                         gt |= cocomask.decode(rle).astype(bool)

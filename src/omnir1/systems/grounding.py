@@ -100,11 +100,13 @@ class Grounder:
         once: a GRPO group asks about the same keyframe with several descriptions, and the
         image is the same for all of them (transformers takes pre-encoded images as
         `mm_encoder_outputs`)."""
+        import itertools
+
         import torch
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         patches = grid.prod(-1).tolist()  # rows of `pixels` per image, in batch order
-        starts = [sum(patches[:i]) for i in range(len(patches))]
+        starts = [0, *itertools.accumulate(patches)][:-1]
         first: dict[object, int] = {}
         for i, r in enumerate(batch):
             first.setdefault(r.key, i)

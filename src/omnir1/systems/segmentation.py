@@ -354,12 +354,14 @@ def segment(
         torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else contextlib.nullcontext()
     )
 
+    rows = {sig: i for sigs in batches.values() for i, sig in enumerate(sigs)}  # batch row
+    callers = {sig: [obj for obj, s in signature.items() if s == sig] for sig in rows}
+
     def step(track: _Track, frame: int, reverse: bool) -> dict[object, np.ndarray]:
         masks = _track_frame(predictor, track, frame, reverse)
         if prune:
             _drop_old_outputs(track.memory, frame, reverse, window, track.start)
-        row = {sig: i for i, sig in enumerate(track.objects)}
-        return {obj: masks[row[sig]] for obj, sig in signature.items() if sig in row}
+        return {obj: masks[rows[sig]] for sig in track.objects for obj in callers[sig]}
 
     try:
         with torch.inference_mode(), precision, warnings.catch_warnings():
