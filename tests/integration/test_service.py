@@ -260,7 +260,8 @@ def test_a_caller_without_the_token_is_refused_before_its_body_is_read(data_root
 
 def test_a_timed_out_batch_does_not_start_its_remaining_items(monkeypatch, data_root):
     """The caller gets 504 at the deadline; the worker thread finishes the item it is running
-    (it cannot be interrupted) but starts no other item of the batch."""
+    (it is told to stop at its next frame; this one has none) but starts no other item of the
+    batch."""
     import asyncio
 
     import omnir1.systems.system2 as system2
@@ -274,7 +275,7 @@ def test_a_timed_out_batch_does_not_start_its_remaining_items(monkeypatch, data_
         return []
 
     monkeypatch.setattr(system2, "run_system2", slow_system2)
-    app = create_app(None, data_root=data_root, token=TOKEN, limits=Limits(timeout_s=0.2))
+    app = create_app(None, data_root=data_root, token=TOKEN, limits=Limits(work_timeout_s=0.2))
     item = {"video": "short.mp4", "requests": [{"id": "a", "keyframes": []}]}
     raw = json.dumps({"items": [item] * 5}).encode()
 

@@ -88,10 +88,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_serve_system2(args: argparse.Namespace) -> int:
     from omnir1.service.app import Limits, serve
 
+    devices = [d for d in args.device.split(",") if d.strip()]
     limits = Limits(
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_frames=args.max_frames,
-        timeout_s=args.timeout,
+        workers=args.workers or len(devices),
+        queue_size=args.queue_size,
+        queue_timeout_s=args.queue_timeout,
+        work_timeout_s=args.work_timeout,
+        max_connections=args.max_connections,
     )
     grounder_cfg = None
     if args.params:
@@ -212,14 +217,30 @@ def add_commands(groups) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=number(int, low=1, high=65535, low_open=False), default=8080)
     p.add_argument("--data-root", default=".", help="videos are named relative to this folder")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--device", default="cpu", help="torch device, or several (cuda:0,cuda:1): models on each"
+    )
     p.add_argument("--max-body-mb", type=number(float, high=65536), default=64.0)
     p.add_argument("--max-frames", type=COUNT, default=3000, help="frames of one video")
+    p.add_argument("--workers", type=COUNT, help="jobs run at once (default: one per device)")
     p.add_argument(
-        "--timeout",
-        type=number(float, high=7 * 24 * 3600),
-        default=600.0,
-        help="seconds per call, queue included",
+        "--queue-size",
+        type=number(int, low=0, high=10_000, low_open=False),
+        default=8,
+        help="calls admitted beyond the running ones; more get 429 with Retry-After",
+    )
+    seconds = number(float, high=7 * 24 * 3600)
+    p.add_argument(
+        "--queue-timeout", type=seconds, default=120.0, help="longest wait for a worker (503)"
+    )
+    p.add_argument(
+        "--work-timeout", type=seconds, default=600.0, help="longest processing of a job (504)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=COUNT,
+        default=64,
+        help="open connections and calls at once (503 beyond)",
     )
     p.add_argument(
         "--params",

@@ -1,22 +1,23 @@
 """The System-2 service: `omnir1 serve-system2 --models DIR --host 127.0.0.1 --port P`.
 
     GET  /health        liveness (no token needed, says nothing about the models)
+    GET  /metrics       Prometheus metrics (queue depth, latencies, masks, refusals)
     POST /v1/segment    one video, many requests (a GRPO group); masks as COCO RLE per frame
-    POST /v1/batch      several videos, each as /v1/segment
+    POST /v1/batch      several videos, each as /v1/segment, run concurrently
 
-Every POST needs `Authorization: Bearer <token>`, the token coming from the environment
-(`OMNIR1_SYSTEM2_TOKEN`) or a Kubernetes Secret mounted as that variable; the service refuses
-to start without one. Limits: request body size, requests and keyframes per call (schema), frame
-count of a video (of an upload, counted from its packets: a header may understate it), and a
-processing timeout. One System-2 job runs at a time (the models hold the accelerator); others
-wait their turn within the timeout. A named video must stay inside the data root, symlinks
+Every call but /health needs `Authorization: Bearer <token>`, the token coming from the
+environment (`OMNIR1_SYSTEM2_TOKEN`) or a Kubernetes Secret mounted as that variable; the
+service refuses to start without one. Under load (omnir1.service.scheduler): a set number of
+jobs run at once, calls are admitted before their body is read or refused with 429 and
+Retry-After, queueing and work have their own timeouts (503 / 504). Limits: request body size,
+requests and keyframes per call (schema), frame count of a video (of an upload, counted from its
+packets: a header may understate it). A named video must stay inside the data root, symlinks
 resolved; error answers name videos as the client did, never by the server's paths. JSON only:
 nothing is pickled. docs/security.md lists what was reviewed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -24,16 +25,17 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # FastAPI reads the endpoint annotations at run time: these names must be module globals
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from omnir1.service import TOKEN_ENV
+from omnir1.service.scheduler import Busy, Cancelled, Scheduler, WorkTimeout
 from omnir1.service.schema import BatchIn, SegmentIn
 
 
@@ -41,16 +43,21 @@ from omnir1.service.schema import BatchIn, SegmentIn
 class Limits:
     max_body_bytes: int = 64 * 1024 * 1024
     max_frames: int = 3000  # frames of one video
-    timeout_s: float = 600.0  # processing time of one call, waiting included
+    workers: int = 1  # jobs run at once (one per device unless told otherwise)
+    queue_size: int = 8  # calls admitted beyond `workers`; more get 429
+    queue_timeout_s: float = 120.0  # longest wait of a job for a worker (then 503)
+    work_timeout_s: float = 600.0  # longest processing of one job (then 504)
+    max_connections: int = 64  # open connections and calls (uvicorn answers 503 beyond)
 
 
 class Gate:
-    """ASGI middleware in front of the app: any call but /health without the bearer token gets
-    401, and a body over `limit` bytes 413, both before the body is read (FastAPI reads and
-    parses a JSON body before it runs an endpoint's dependencies, the token check among them)."""
+    """ASGI middleware in front of the app, deciding before a body is read (FastAPI reads and
+    parses a JSON body before it runs an endpoint's dependencies, the token check among them):
+    any call but /health without the bearer token gets 401, a body over `limit` bytes 413, and a
+    POST the scheduler has no room for 429 with Retry-After. Admitted POSTs are timed."""
 
-    def __init__(self, app, limit: int, token: str):
-        self.app, self.limit, self.token = app, limit, token
+    def __init__(self, app, limit: int, token: str, scheduler: Scheduler):
+        self.app, self.limit, self.token, self.scheduler = app, limit, token, scheduler
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -61,6 +68,28 @@ class Gate:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _answer(send, 413, f"request body over {self.limit} bytes")
+        if scope["method"] != "POST":
+            return await self._limited(scope, receive, send)
+        try:
+            self.scheduler.admit()
+        except Busy as busy:
+            return await _answer(send, busy.status, busy.detail, busy.retry_after_s)
+        start, status = time.monotonic(), [500]
+
+        async def noted(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._limited(scope, receive, noted)
+        finally:
+            self.scheduler.release()
+            self.scheduler.metrics.call_s.labels(scope["path"], str(status[0])).observe(
+                time.monotonic() - start
+            )
+
+    async def _limited(self, scope, receive, send):
         seen = 0
 
         async def limited():
@@ -117,17 +146,14 @@ def _scrub(text: str, private: dict[str, str]) -> str:
     return text
 
 
-async def _answer(send, status: int, detail: str) -> None:
+async def _answer(send, status: int, detail: str, retry_after_s: int | None = None) -> None:
     import json
 
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
+    headers = [(b"content-type", b"application/json")]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -139,8 +165,10 @@ def create_app(
     limits: Limits | None = None,
     grounder_cfg=None,
 ):
-    """The FastAPI app around loaded `models` (omnir1.models.loading.Models); `grounder_cfg`
-    (params.yaml `grounder`: how keyframes are shown to the grounder) defaults to the release's."""
+    """The FastAPI app around loaded `models` (omnir1.models.loading.Models), or a sequence of
+    them (one per device): `limits.workers` jobs run at once, worker i on `models[i % n]`.
+    `grounder_cfg` (params.yaml `grounder`: how keyframes are shown to the grounder) defaults to
+    the release's."""
     from omnir1.errors import OmniR1Error
     from omnir1.fsutil import inside
     from omnir1.media import inspect
@@ -157,7 +185,7 @@ def create_app(
         for name in sorted({str(real_root), str(data_root.absolute())}, key=len, reverse=True)
         if len(name) > 1
     }
-    job_lock = threading.Lock()
+    per_device = list(models) if isinstance(models, Sequence) else [models]
     app = FastAPI(title="omnir1 System 2", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -168,6 +196,15 @@ def create_app(
         fields = ("type", "loc", "msg")
         errors = [{k: e[k] for k in fields if k in e} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(WorkTimeout)
+    async def overran(request: Request, exc: WorkTimeout) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=504)
 
     def authorised(request: Request) -> None:  # the Gate checked already: defence in depth
         if not bearer_ok(request.headers.get("authorization"), token):
@@ -190,15 +227,16 @@ def create_app(
             raise refused
         return video
 
-    def run_one(item: SegmentIn) -> dict:
+    def run_one(models, item: SegmentIn, cancelled: threading.Event) -> dict:
+        """One job, in a worker thread."""
         with tempfile.TemporaryDirectory(prefix="omnir1-system2-") as tmp:
             try:
-                return segment(item, Path(tmp))
+                return segment(models, item, Path(tmp), cancelled)
             except (OmniR1Error, ValueError) as err:  # av's InvalidDataError is a ValueError
                 private = {tmp: "<upload>", **root_names}
                 raise HTTPException(422, _scrub(str(err), private)) from None
 
-    def segment(item: SegmentIn, tmp: Path) -> dict:
+    def segment(models, item: SegmentIn, tmp: Path, cancelled: threading.Event) -> dict:
         if item.video_b64 is not None:
             try:
                 data = base64.b64decode(item.video_b64, validate=True)
@@ -223,7 +261,13 @@ def create_app(
             raise HTTPException(
                 413, f"video has more than {limits.max_frames} frames (counted from its packets)"
             )
-        sink, masks = collect_rle()
+        keep, masks = collect_rle()
+
+        def sink(frame, frame_masks):  # a job whose caller has gone stops at its next frame
+            if cancelled.is_set():
+                raise Cancelled
+            keep(frame, frame_masks)
+
         timings: dict[str, float] = {}
         results = run_system2(
             models,
@@ -247,33 +291,30 @@ def create_app(
             "timings_s": timings,
         }
 
-    def run_locked(items: list[SegmentIn], deadline: float) -> list[dict]:
-        if not job_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise HTTPException(503, "System 2 is busy; retry later")
-        try:
-            done = []
-            for item in items:
-                # past the deadline the caller already has its 504: a worker thread cannot be
-                # stopped mid-item, but the rest of a batch is not started
-                if time.monotonic() > deadline:
-                    raise HTTPException(504, f"System 2 took longer than {limits.timeout_s} s")
-                done.append(run_one(item))
-            return done
-        finally:
-            job_lock.release()
+    worker_models = [per_device[i % len(per_device)] for i in range(limits.workers)]
+    scheduler = Scheduler(
+        run_one,
+        worker_models,
+        queue_size=limits.queue_size,
+        queue_timeout_s=limits.queue_timeout_s,
+        work_timeout_s=limits.work_timeout_s,
+    )
+    metrics = scheduler.metrics
 
     async def run_items(items: list[SegmentIn]) -> list[dict]:
-        deadline = time.monotonic() + limits.timeout_s
-        try:
-            return await asyncio.wait_for(
-                run_in_threadpool(run_locked, items, deadline), timeout=limits.timeout_s
-            )
-        except TimeoutError:
-            raise HTTPException(504, f"System 2 took longer than {limits.timeout_s} s") from None
+        done = await scheduler.run_items(items)
+        metrics.masks.inc(sum(len(r["results"]) * r["video"]["frames"] for r in done))
+        return done
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=[Depends(authorised)])
+    async def prometheus_metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/segment", dependencies=[Depends(authorised)])
     async def segment_one(body: SegmentIn) -> dict:
@@ -283,7 +324,9 @@ def create_app(
     async def segment_batch(body: BatchIn) -> dict:
         return {"items": await run_items(body.items)}
 
-    return Gate(app, limits.max_body_bytes, token)
+    gate = Gate(app, limits.max_body_bytes, token, scheduler)
+    app.state.scheduler = scheduler
+    return gate
 
 
 def serve(
@@ -296,6 +339,8 @@ def serve(
     limits: Limits | None = None,
     grounder_cfg=None,
 ) -> None:
+    """Serve on `host:port`; `device` may list several (`cuda:0,cuda:1`): the models are loaded
+    once per device and the workers spread over them."""
     import uvicorn
 
     from omnir1.errors import ConfigError
@@ -304,11 +349,20 @@ def serve(
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
         raise ConfigError(None, f"set {TOKEN_ENV} to the bearer token clients must send", TOKEN_ENV)
+    limits = limits or Limits()
+    devices = [d.strip() for d in device.split(",") if d.strip()]
     app = create_app(
-        load_models(models_dir, device=device, system1=False),  # System 2 only
+        [load_models(models_dir, device=d, system1=False) for d in devices],  # System 2 only
         data_root=data_root,
         token=token,
         limits=limits,
         grounder_cfg=grounder_cfg,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        limit_concurrency=limits.max_connections,
+    )

@@ -1,18 +1,23 @@
 """Client of the System-2 service, with retries and back-off.
 
 `System2Client.run_system2` has the signature of `omnir1.systems.system2.run_system2`, so the
-trainer and `omnir1 infer --system2-url` swap it in for the in-process System 2. Connection
-errors, timeouts and 502/503/504 answers are retried with exponential back-off; after the last
-attempt, or on any other error answer (bad token, invalid request), it raises System2Error with
-the service's own message: a failed call never turns into empty masks. An answer that is not
-what was asked for (not JSON, other request ids, malformed keyframes or masks, masks that do not
-decode) counts as a failed attempt too: retried, then an error saying what was wrong.
+trainer and `omnir1 infer --system2-url` swap it in for the in-process System 2. A busy service
+(429, or 503: no worker free in time, too many connections, no ready replica) is waited for, as
+its Retry-After says (or with exponential back-off, capped), up to `busy_wait_s` in all: a
+training run pauses while the service is saturated instead of failing. Connection errors,
+timeouts and 502/504 answers are failures, retried `retries` times with exponential back-off;
+after the last attempt, or on any other error answer (bad token, invalid request), it raises
+System2Error with the service's own message: a failed call never turns into empty masks. An
+answer that is not what was asked for (not JSON, other request ids, malformed keyframes or masks,
+masks that do not decode) counts as a failure too: retried, then an error saying what was wrong.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import os
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -22,7 +27,8 @@ from omnir1.errors import OmniR1Error
 from omnir1.service import TOKEN_ENV
 from omnir1.systems.system2 import KeyframeResult, MaskSink, System2Request, System2Result
 
-RETRYABLE_STATUS = {502, 503, 504}
+RETRYABLE_STATUS = {502, 504}
+BUSY_STATUS = {429, 503}
 
 
 class System2Error(OmniR1Error):
@@ -38,14 +44,19 @@ class System2Client:
         timeout_s: float = 600.0,
         retries: int = 3,
         backoff_s: float = 1.0,
+        busy_wait_s: float = 3600.0,
+        max_pause_s: float = 60.0,
         data_root: str | Path | None = None,
     ):
         """`data_root`: where the service's data root is mounted on this side; videos under it
-        are sent by path, others are uploaded."""
+        are sent by path, others are uploaded. `busy_wait_s`: how long a call waits for a busy
+        service in all; `max_pause_s`: the longest single pause (Retry-After is capped to it)."""
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get(TOKEN_ENV, "")
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.busy_wait_s, self.max_pause_s = busy_wait_s, max_pause_s
         self.data_root = None if data_root is None else Path(data_root).resolve()
+        self.busy_answers = 0  # 429/503 answers seen (waited for), over this client's life
 
     def _post(self, path: str, body: dict, parse=lambda answer: answer):
         """POST with retries; `parse(json)` checks and converts the answer (ValueError, KeyError
@@ -53,36 +64,54 @@ class System2Client:
         import requests
 
         headers = {"Authorization": f"Bearer {self.token}"}
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        last, failures, busy, busy_until = "", 0, 0, None
+        while True:
             try:
                 answer = requests.post(
                     self.url + path, json=body, headers=headers, timeout=self.timeout_s
                 )
             except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                answer, last = None, f"{type(exc).__name__}: {exc}"
+            if answer is not None and answer.status_code in BUSY_STATUS:
+                self.busy_answers += 1
+                now = time.monotonic()
+                busy_until = busy_until or now + self.busy_wait_s
+                pause = _retry_after(answer)
+                if pause is None:
+                    pause = self.backoff_s * 2**busy
+                # jitter: clients told the same Retry-After do not all come back at once
+                pause = min(pause, self.max_pause_s) * random.uniform(1.0, 1.25)
+                busy += 1
+                if now + pause > busy_until:
+                    raise System2Error(
+                        None,
+                        f"System-2 service {self.url}{path} busy for {self.busy_wait_s:g} s "
+                        f"({busy} answers HTTP {answer.status_code}: {_detail(answer)})",
+                    )
+                time.sleep(pause)
                 continue
-            if answer.status_code in RETRYABLE_STATUS:
-                last = f"HTTP {answer.status_code}: {_detail(answer)}"
-                continue
-            if answer.status_code != 200:
+            if answer is not None:
+                if answer.status_code in RETRYABLE_STATUS:
+                    last = f"HTTP {answer.status_code}: {_detail(answer)}"
+                elif answer.status_code != 200:
+                    raise System2Error(
+                        None,
+                        f"System-2 service {self.url}{path}: HTTP {answer.status_code}: "
+                        f"{_detail(answer)}",
+                    )
+                else:
+                    try:
+                        return parse(answer.json())
+                    except (ValueError, KeyError, TypeError, IndexError) as exc:
+                        last = f"garbled answer: {type(exc).__name__}: {str(exc)[:200]}"
+            failures += 1
+            if failures > self.retries:
                 raise System2Error(
                     None,
-                    f"System-2 service {self.url}{path}: HTTP {answer.status_code}: "
-                    f"{_detail(answer)}",
+                    f"System-2 service {self.url}{path} unavailable after {failures} attempts "
+                    f"({last})",
                 )
-            try:
-                return parse(answer.json())
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                last = f"garbled answer: {type(exc).__name__}: {str(exc)[:200]}"
-                continue
-        raise System2Error(
-            None,
-            f"System-2 service {self.url}{path} unavailable after {self.retries + 1} attempts "
-            f"({last})",
-        )
+            time.sleep(self.backoff_s * 2 ** (failures - 1))
 
     def health(self) -> bool:
         import requests
@@ -197,6 +226,15 @@ def _request_json(r: System2Request) -> dict:
             for kf in r.keyframes
         ],
     }
+
+
+def _retry_after(answer) -> float | None:
+    """Seconds of a Retry-After header given in seconds (an HTTP date is not used here)."""
+    try:
+        value = float(answer.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _detail(answer) -> str:
