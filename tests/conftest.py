@@ -227,6 +227,46 @@ def kill_when(
     proc.wait()
 
 
+async def asgi_post(app, path: str, body: bytes, headers: dict[str, str]) -> tuple[list, int]:
+    """POST to an ASGI app in process: (messages sent back, times the body was asked for)."""
+    return await asgi_call(app, "POST", path, body, headers)
+
+
+async def asgi_call(app, method: str, path: str, body: bytes, headers: dict[str, str]):
+    """A call to an ASGI app in process: (messages sent back, times the body was asked for)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict] = []
+    reads = 0
+
+    async def receive():
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent, reads
+
+
 def free_port() -> int:
     import socket
 

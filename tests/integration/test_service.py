@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import free_port
+from conftest import asgi_post, free_port
 from omnir1.cli import main
 from omnir1.data import rle
 from omnir1.models.loading import load_models
@@ -183,41 +183,6 @@ def test_an_uploads_frame_count_is_counted_not_taken_from_its_header(service, tm
     )
     assert answer.status_code == 413
     assert "more than 50 frames" in answer.json()["detail"]
-
-
-async def asgi_post(app, path: str, body: bytes, headers: dict[str, str]) -> tuple[list, int]:
-    """POST to an ASGI app in process: (messages sent back, times the body was asked for)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
-    sent: list[dict] = []
-    reads = 0
-
-    async def receive():
-        nonlocal reads
-        reads += 1
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent, reads
 
 
 def test_the_service_loads_system_2_alone(tiny_models, data_root, monkeypatch):
