@@ -58,6 +58,13 @@ GARBAGE = {
 }
 
 
+class Busy:
+    """An answer of a busy service: HTTP `status`, with Retry-After when given."""
+
+    def __init__(self, status: int = 429, retry_after: str | None = None):
+        self.status, self.retry_after = status, retry_after
+
+
 def service(answers: list, delay_s: float = 0.0):
     """Answers the n-th call with answers[n] (the last one repeating), after delay_s."""
     calls = []
@@ -68,9 +75,15 @@ def service(answers: list, delay_s: float = 0.0):
             calls.append(time.monotonic())
             answer = answers[min(len(calls), len(answers)) - 1]
             time.sleep(delay_s)
+            code, retry_after = 200, None
+            if isinstance(answer, Busy):
+                code, retry_after = answer.status, answer.retry_after
+                answer = {"detail": "System 2 is busy; retry later"}
             data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
             try:
-                self.send_response(200)
+                self.send_response(code)
+                if retry_after is not None:
+                    self.send_header("Retry-After", retry_after)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -138,3 +151,35 @@ def test_a_mask_that_does_not_decode_is_an_error_not_an_empty_mask(tmp_path):
             call(server, tmp_path, retries=0)
     finally:
         server.shutdown()
+
+
+def test_a_busy_service_is_waited_for_as_its_retry_after_says(tmp_path):
+    """429 and 503 are not failures: they spend no retry (retries=0 here) and the client waits
+    as told (0.3 s, then exponential back-off from 0.01 s where no Retry-After is given)."""
+    server, calls = service([Busy(429, "0.3"), Busy(503), Busy(429, "soon"), good()])
+    try:
+        results, frames = call(server, tmp_path, retries=0)
+    finally:
+        server.shutdown()
+    assert len(calls) == 4 and results and len(frames) == 2
+    assert calls[1] - calls[0] >= 0.3  # Retry-After: 0.3
+    assert calls[3] - calls[1] < 0.3  # no usable Retry-After: 0.01 s, then 0.02 s, and jitter
+
+
+def test_a_service_busy_for_too_long_ends_in_an_error_that_says_so(tmp_path):
+    server, calls = service([Busy(429, "0.2")])
+    try:
+        with pytest.raises(System2Error, match=r"busy for 1 s \(\d+ answers HTTP 429: System 2"):
+            call(server, tmp_path, retries=3, busy_wait_s=1.0)
+    finally:
+        server.shutdown()
+    assert 3 <= len(calls) <= 5  # 0.2-0.25 s apart, until a pause would pass the 1 s
+
+
+def test_a_long_retry_after_is_capped(tmp_path):
+    server, calls = service([Busy(429, "3600"), good()])
+    try:
+        results, _ = call(server, tmp_path, max_pause_s=0.1)
+    finally:
+        server.shutdown()
+    assert len(calls) == 2 and calls[1] - calls[0] < 1.0 and results
