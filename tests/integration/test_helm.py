@@ -148,3 +148,29 @@ def test_mlflow_answers_its_service_names_and_no_other_host():
         assert not is_allowed_host_header(hosts, host), host
     extra = allowed_hosts("--set", "mlflow.allowedHosts={mlflow.example.com}")
     assert is_allowed_host_header(extra, "mlflow.example.com")
+
+
+def test_system2_scales_on_its_queue_and_is_started_with_arguments_the_cli_takes():
+    from omnir1.cli import build_parser
+
+    objects = render("production")
+    hpa = objects["HorizontalPodAutoscaler", "rel-omni-r1-system2"]["spec"]
+    (metric,) = hpa["metrics"]  # GPU-bound work: not CPU
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "omnir1_system2_queue_depth"
+    # Prometheus scrapes /metrics with the token, from the Service that fronts the pods
+    monitor = objects["ServiceMonitor", "rel-omni-r1-system2"]["spec"]
+    (endpoint,) = monitor["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert endpoint["authorization"]["credentials"] == {
+        "name": "omnir1-system2-token",
+        "key": "OMNIR1_SYSTEM2_TOKEN",
+    }
+    service_labels = objects["Service", "rel-omni-r1-system2"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= service_labels.items()
+    assert ("ServiceMonitor", "rel-omni-r1-system2") not in render("default")  # needs the CRDs
+    # every argument the chart passes is one `omnir1 serve-system2` accepts
+    pod = objects["Deployment", "rel-omni-r1-system2"]["spec"]["template"]["spec"]
+    args = build_parser().parse_args(pod["containers"][0]["args"])
+    assert (args.workers, args.queue_size, args.queue_timeout) == (1, 8, 120.0)
+    assert (args.work_timeout, args.max_connections) == (600.0, 64)
