@@ -420,6 +420,11 @@ def log_run(client, experiment: str, run_name: str, model_dir: Path, metrics, fi
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The commit of the code that runs: OMNIR1_GIT_REVISION (the images carry the revision they
+    were built from, docker/README.md), else `git rev-parse HEAD` in `cwd`, else None."""
+    revision = os.environ.get("OMNIR1_GIT_REVISION", "").strip()
+    if re.fullmatch(r"[0-9a-f]{40,64}", revision):
+        return revision
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10

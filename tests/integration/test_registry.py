@@ -188,3 +188,12 @@ def test_bad_inputs_exit_2_before_any_tracking_call(tmp_path, capsys):
     assert f"{bad}: invalid JSON" in capsys.readouterr().err
     assert main(["register", "--model", str(model), "--metrics", str(tmp_path), *out]) == 2
     assert f"{tmp_path}: is a folder, not a JSON file" in capsys.readouterr().err
+
+
+def test_the_images_revision_tags_the_version(registry, mlflow_server, monkeypatch):
+    revision = "0123456789abcdef" * 2 + "01234567"  # what docker/*.Dockerfile set from GIT_REVISION
+    monkeypatch.setenv("OMNIR1_GIT_REVISION", revision)
+    decision = registry(0.50, 0.20)
+    assert decision["tags"]["git_commit"] == revision
+    version = client(mlflow_server).get_model_version(registry.name, decision["version"])
+    assert version.tags["git_commit"] == revision

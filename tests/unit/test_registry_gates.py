@@ -1,6 +1,8 @@
-"""The promotion gates of `omnir1 register` on hand-made metrics (no MLflow)."""
+"""The promotion gates of `omnir1 register` on hand-made metrics, and the commit its versions are
+tagged with (no MLflow)."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -11,6 +13,7 @@ from omnir1.registry import (
     decide,
     flatten_metrics,
     gates_of,
+    git_commit,
     load_metrics,
     parse_metrics_arg,
     public_uri,
@@ -205,3 +208,25 @@ def test_a_challenger_as_good_as_its_start_is_promoted_and_missing_start_figures
         gates, {**STARTED, "eval.JF": 0.5, "probe.trained.cmm.hr": 0.74}, None, start
     )
     assert not promoted
+
+
+def test_versions_are_tagged_with_the_images_revision_else_the_checkouts_commit(
+    tmp_path, monkeypatch
+):
+    checkout, plain = tmp_path / "checkout", tmp_path / "plain"
+    plain.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(checkout)]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.delenv("OMNIR1_GIT_REVISION", raising=False)
+    assert git_commit(checkout) == head
+    assert git_commit(plain) is None  # not a checkout, no image revision: no tag
+    image = "ab" * 20  # docker/*.Dockerfile: ENV OMNIR1_GIT_REVISION from --build-arg
+    monkeypatch.setenv("OMNIR1_GIT_REVISION", image)
+    assert git_commit(plain) == image and git_commit(checkout) == image
+    for unusable in ("", "main", "abc1234"):  # an unset build arg is empty; not a full commit
+        monkeypatch.setenv("OMNIR1_GIT_REVISION", unusable)
+        assert git_commit(checkout) == head
