@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Airflow 3 with the cncf-kubernetes provider and this project's DAGs (requirements/
 # airflow.lock: Airflow needs kubernetes>=36, which kfp forbids, hence its own image).
-#   docker build -f docker/airflow.Dockerfile -t REGISTRY/omnir1-airflow:TAG .
+#   docker build -f docker/airflow.Dockerfile -t REGISTRY/omnir1-airflow:TAG \
+#     --build-arg GIT_REVISION=$(git rev-parse HEAD) .
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -12,13 +13,17 @@ RUN /opt/airflow-venv/bin/pip install -r /tmp/airflow.lock
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --uid 50000 --user-group --create-home --shell /usr/sbin/nologin airflow
+# the dependencies: one large layer that a change to the DAGs or the code leaves as it is
 COPY --from=build /opt/airflow-venv /opt/airflow-venv
-# root-owned: the code Airflow runs is not writable by the user that runs it
+# the code, small layers on top; root-owned: not writable by the user that runs it
 COPY dags /opt/airflow/dags
 # the DAGs' helpers: omnir1.orchestration needs only the standard library and PyYAML
 COPY src/omnir1 /opt/airflow/lib/omnir1
+# last, so that a new commit changes only the image's metadata
+ARG GIT_REVISION=
+LABEL org.opencontainers.image.revision="$GIT_REVISION"
 ENV PATH=/opt/airflow-venv/bin:$PATH AIRFLOW_HOME=/opt/airflow PYTHONUNBUFFERED=1 \
-    PYTHONPATH=/opt/airflow/lib \
+    PYTHONPATH=/opt/airflow/lib OMNIR1_GIT_REVISION="$GIT_REVISION" \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/airflow/dags AIRFLOW__CORE__LOAD_EXAMPLES=False
 WORKDIR /opt/airflow
 USER 50000:50000
