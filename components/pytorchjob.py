@@ -20,6 +20,7 @@ def train_pytorchjob(
     model: Output[Model],
     run: Output[Artifact],
     summary: Output[Metrics],
+    system2_url: str = "",
 ):
     from omnir1.kube import steps
 
@@ -34,5 +35,6 @@ def train_pytorchjob(
         gpus_per_node=gpus_per_node,
         run_name=run_name,
         workdir_root=workdir_root,
+        system2_url=system2_url,
     )
     steps.log_metrics(summary, figures)

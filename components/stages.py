@@ -142,6 +142,8 @@ def train(
     model: Output[Model],
     run: Output[Artifact],
     summary: Output[Metrics],
+    system2_url: str = "",
+    system2_root: str = "",
 ):
     from omnir1.kube import steps
 
@@ -155,6 +157,8 @@ def train(
         device=device,
         checkpoint_root=checkpoint_root,
         gpus_per_node=gpus_per_node,
+        system2_url=system2_url,
+        system2_root=system2_root,
     )
     steps.log_metrics(summary, figures)
 

@@ -14,6 +14,9 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 DATA_PVC, DATA_MOUNT = "omnir1-data", "/mnt/data"  # data sets, checkpoints, download caches
 S3_SECRET = "omnir1-s3"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 MLFLOW_SECRET = "omnir1-mlflow"  # MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_TOKEN if any)
+SYSTEM2_TOKEN_SECRET = (
+    "omnir1-system2-token"  # OMNIR1_SYSTEM2_TOKEN: the chart's secrets.system2Token
+)
 TRAINER_LABEL = ("omnir1.io/role", "trainer")  # what the NetworkPolicies let reach System 2
 SHM_SIZE = "16Gi"  # torch DataLoader workers and NCCL share memory through /dev/shm
 
@@ -57,6 +60,18 @@ def with_mlflow(task):
         task, MLFLOW_SECRET, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"}
     )
     kubernetes.add_pod_label(task, *TRAINER_LABEL)
+    return task
+
+
+def with_system2_token(task):
+    """The System-2 service's bearer token, for a trainer that calls the chart's service (the
+    Secret is optional: a run that keeps System 2 in process never needs it)."""
+    kubernetes.use_secret_as_env(
+        task,
+        SYSTEM2_TOKEN_SECRET,
+        {"OMNIR1_SYSTEM2_TOKEN": "OMNIR1_SYSTEM2_TOKEN"},
+        optional=True,
+    )
     return task
 
 

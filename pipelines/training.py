@@ -19,6 +19,9 @@ SETTINGS = {
     "parts": (int, 4),  # fan-out of preprocessing and evaluation over the videos
     "train_nodes": (int, 1),  # > 1: GRPO as a PyTorchJob of this many worker pods
     "checkpoint_root": (str, f"{cluster.DATA_MOUNT}/checkpoints"),  # "": inside the task only
+    # GRPO's rewards from the chart's System-2 Service (http://RELEASE-omni-r1-system2:8080)
+    # instead of a System 2 on every trainer GPU; "": in the trainer
+    "system2_url": (str, ""),
 }
 
 
@@ -41,6 +44,7 @@ def training(settings: dict, values: dict, render) -> None:
             gpus_per_node=gpus,
             run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             workdir_root=settings["checkpoint_root"],
+            system2_url=settings["system2_url"],
         )
         cluster.with_data(cluster.on_cpu(job, cpu="1", memory="2Gi"))
         job.set_env_variable("OMNIR1_TRAINER_IMAGE", stages.GPU_IMAGE)
@@ -52,8 +56,11 @@ def training(settings: dict, values: dict, render) -> None:
             device=settings["device"],
             checkpoint_root=settings["checkpoint_root"],
             gpus_per_node=gpus,
+            system2_url=settings["system2_url"],
+            system2_root=cluster.DATA_MOUNT,  # the PVC the chart's service serves from
         )
         cluster.with_mlflow(cluster.with_data(cluster.on_gpu_pool(one, gpus)))
+        cluster.with_system2_token(one)
         # a retry, or a resubmitted run of the same inputs, resumes from its last checkpoint
         one.set_retry(num_retries=cluster.retries(2))
         one.set_caching_options(False)

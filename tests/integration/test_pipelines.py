@@ -187,6 +187,30 @@ def test_multi_node_training_is_a_pytorchjob_branch(compiled):
     )
 
 
+def test_grpo_can_take_its_rewards_from_the_charts_system2_service(compiled):
+    """`system2_url` reaches both trainers; the one-pod trainer gets the service's token from
+    the chart's Secret (optional: a run with System 2 in process never needs it)."""
+    spec, platform = compiled["training"]
+    setting = spec["root"]["inputDefinitions"]["parameters"]["system2_url"]
+    assert setting["parameterType"] == "STRING" and setting["defaultValue"] == ""
+    found = tasks(spec)
+    for name in ("train", "train-pytorchjob"):
+        given = found[name]["inputs"]["parameters"]["system2_url"]
+        assert given["componentInputParameter"].endswith("system2_url"), name
+    assert found["train"]["inputs"]["parameters"]["system2_root"]["runtimeValue"] == {
+        "constant": "/mnt/data"
+    }
+    (token,) = [
+        s
+        for s in platform_of(platform, found["train"])["secretAsEnv"]
+        if s["secretName"] == "omnir1-system2-token"
+    ]
+    assert token["keyToEnv"] == [
+        {"secretKey": "OMNIR1_SYSTEM2_TOKEN", "envVar": "OMNIR1_SYSTEM2_TOKEN"}
+    ]
+    assert token["optional"] is True
+
+
 def test_compile_refuses_a_folder_without_pipelines(tmp_path):
     out = subprocess.run(
         [OMNIR1, "pipeline", "compile", "--project", str(tmp_path), "--out", str(tmp_path / "o")],

@@ -20,6 +20,7 @@ from omnir1.errors import OmniR1Error
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
 JOB_LABEL = "training.kubeflow.org/job-name"
 CONTAINER = "pytorch"  # the operator finds the training container by this name
+DATA_MOUNT = "/mnt/data"  # the data PVC in every worker, where the inputs are staged
 
 
 class JobFailed(OmniR1Error):  # noqa: N818 (a state, as Kubernetes names it)
@@ -36,7 +37,7 @@ class JobSpec:
     gpus_per_node: int = 1
     accelerate_config: str = "configs/accelerate/zero3_offload.yaml"
     data_pvc: str = "omnir1-data"
-    data_mount: str = "/mnt/data"
+    data_mount: str = DATA_MOUNT
     shm_size: str = "16Gi"
     cpu: str = "8"
     memory: str = "64Gi"

@@ -157,12 +157,15 @@ def train(
     device: str = "cpu",
     checkpoint_root: str = "",
     gpus_per_node: int = 1,
+    system2_url: str = "",
+    system2_root: str = "",
 ) -> dict[str, float]:
     """GRPO in this pod with `--resume auto`, one process per GPU (`omnir1.rl.launch`). With
     `checkpoint_root` (a PVC path that outlives the task) the checkpoints live in a folder named
     after the run's fingerprint (training params, data, models): a retried task, or a pipeline
     resubmitted with the same inputs, continues from the last checkpoint; a run of other inputs
-    never does."""
+    never does. With `system2_url` the rewards come from that System-2 service (videos under
+    `system2_root`, its data root as mounted here, go by path; others are uploaded)."""
     from omnir1.errors import OmniR1Error
     from omnir1.rl import launch
     from omnir1.rl.checkpoints import fingerprint_key, run_fingerprint
@@ -180,6 +183,7 @@ def train(
         args = ["--data", data, "--format", fmt, "--models", models, "--out", run_dir]
         args += ["--resume", "auto", "--checkpoints", checkpoints, "--device", device]
         args += ["--shards", shards_of, "--params", params]
+        args += _system2_args(system2_url, system2_root)
         code = launch.relaunch(args, gpus_per_node, settings.train.accelerate_config)
         if code:
             raise OmniR1Error(f"training ranks failed (exit code {code}); see their log above")
@@ -194,6 +198,8 @@ def train(
             checkpoints=checkpoints,
             device=device,
             shards=shards_of,
+            system2_url=system2_url or None,
+            system2_root=system2_root or None,
         )
     for name in ("train.json", "train_curve.json"):  # what run_training wrote into its folder
         shutil.copy(run_dir / name, Path(run) / name)
@@ -214,6 +220,7 @@ def train_multi_node(
     run_name: str,
     workdir_root: str,
     timeout_s: float = 7 * 24 * 3600.0,
+    system2_url: str = "",
 ) -> dict[str, float]:
     """GRPO as a PyTorchJob over `nodes` pods: the inputs are staged on the data PVC (which
     every worker mounts), the job runs `omnir1 train` under accelerate + DeepSpeed, and the
@@ -252,10 +259,14 @@ def train_multi_node(
         "--device",
         "cuda",
     ]
+    args += _system2_args(system2_url, pytorchjob.DATA_MOUNT)  # inputs staged on the PVC
+    secret_env = {"MLFLOW_TRACKING_URI": ("omnir1-mlflow", "MLFLOW_TRACKING_URI")}
+    if system2_url:
+        secret_env["OMNIR1_SYSTEM2_TOKEN"] = ("omnir1-system2-token", "OMNIR1_SYSTEM2_TOKEN")
     if (run_dir / "checkpoints").is_dir():
         args.append("--resume")
     config.load_incluster_config()
-    namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
+    namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
     spec = pytorchjob.JobSpec(
         name=pytorchjob.job_name(run_name),
         namespace=namespace,
@@ -263,7 +274,7 @@ def train_multi_node(
         train_args=[str(a) for a in args],
         nodes=nodes,
         gpus_per_node=gpus_per_node,
-        secret_env={"MLFLOW_TRACKING_URI": ("omnir1-mlflow", "MLFLOW_TRACKING_URI")},
+        secret_env=secret_env,
     )
     runner = pytorchjob.PyTorchJobRunner(client.ApiClient(), namespace)
     runner.run(pytorchjob.job_manifest(spec), timeout_s)
@@ -272,6 +283,14 @@ def train_multi_node(
     for name in ("train.json", "train_curve.json"):
         shutil.copy(work / name, Path(run) / name)
     return flat_metrics(read_json(Path(run) / "train.json"))
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _system2_args(url: str, root: str) -> list[str]:
+    """`omnir1 train` options that send System 2's calls to the service at `url`."""
+    return ["--system2-url", url, "--system2-root", root] if url else []
 
 
 def _models(untrained: str | None, trained: str | None) -> dict[str, str]:
