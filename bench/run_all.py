@@ -306,13 +306,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def system2_service(models: Path, data_root: Path, log: Path) -> Iterator[str]:
-    """`omnir1 serve-system2` on 127.0.0.1 with a token, as tests/conftest.py starts it."""
+def system2_service(models: Path, data_root: Path, log: Path, *extra: str) -> Iterator[str]:
+    """`omnir1 serve-system2 ... EXTRA` on 127.0.0.1 with a token, as tests/conftest.py starts
+    it."""
     import requests
 
     port = free_port()
     cmd = [sys.executable, "-m", "omnir1.cli", "serve-system2", "--models", str(models)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--data-root", str(data_root)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--data-root", str(data_root), *extra]
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "OMNIR1_SYSTEM2_TOKEN": TOKEN}
     with log.open("w") as out:
@@ -440,6 +441,78 @@ def bench_system2(ctx: Context) -> list[Row]:
                 )
             )
     return rows
+
+
+def bench_service_load(ctx: Context) -> list[Row]:
+    """16 clients calling one replica back to back for 60 s (bench_service_load.py), with the
+    service's default queue and timeouts: 2 workers (jobs run at once) vs 1 (the one-job lock
+    the service had before). Each call: one boxed request on an 8-frame 640x360 clip (SAM2
+    tracks it), every answer checked against the in-process masks."""
+    from bench_long_video import make_clip
+    from bench_service_load import run_load
+
+    from omnir1.models.loading import load_models
+    from omnir1.service.client import System2Client
+    from omnir1.systems.system2 import KeyframeRequest, System2Request, collect_rle, run_system2
+
+    seconds, clients = (6.0, 16) if ctx.quick else (60.0, 16)
+    root = ctx.tmp / "served-load"
+    root.mkdir(exist_ok=True)
+    clip = make_clip(root / "clip.mp4", seconds=1, fps=8)
+    request = System2Request("ball", (KeyframeRequest(2, "the red ball", ((107, 135, 197, 225),)),))
+    sink, expected = collect_rle()
+    run_system2(load_models(ctx.models(), system1=False), clip, [request], sink)
+    want = [expected["ball"][t] for t in range(len(expected["ball"]))]
+    body = System2Client("http://unused", data_root=root).segment_body(clip, [request], 1.0)
+
+    def check(answer: dict) -> bool:
+        return answer["results"][0]["masks"] == want
+
+    got = {}
+    for workers in (1, 2):
+        log = ctx.tmp / f"service-load-{workers}.log"
+        with system2_service(ctx.models(), root, log, "--workers", str(workers)) as url:
+            got[workers] = run_load(url, TOKEN, body, check, clients=clients, seconds=seconds)
+    one, two = got[1].summary(), got[2].summary()
+    assert one["wrong"] == two["wrong"] == 0, (one, two)
+
+    def note(s: dict) -> str:
+        return (
+            f"{s['correct']} correct in {seconds:g} s, {s['refused']} refused with 429 "
+            f"(p95 {s['refused_p95_s'] * 1000:.0f} ms), {s['timed_out']} ended in 503/504 or "
+            f"a client timeout, {s['wrong']} wrong"
+        )
+
+    def load_row(name, figure, unit, key, higher_is_better):
+        return row(
+            ctx,
+            f"service_load/{name}",
+            figure,
+            unit,
+            two[key],
+            one[key],
+            higher_is_better=higher_is_better,
+            note=f"2 workers: {note(two)}; 1 worker: {note(one)}",
+        )
+
+    queue_timeout = 120.0  # the service's default --queue-timeout
+    return [
+        load_row(
+            "answers", f"{clients} clients, 2 workers vs 1", "correct/s", "correct_per_s", True
+        ),
+        load_row("p50", "latency of an answer, p50, 2 workers vs 1", "s", "p50_s", False),
+        load_row("p95", "latency of an answer, p95, 2 workers vs 1", "s", "p95_s", False),
+        row(
+            ctx,
+            "service_load/refusal",
+            "longest wait for a 429, 2 workers (before: callers waited out the timeout, "
+            f"{queue_timeout:g} s, for a 503)",
+            "s",
+            two["refused_max_s"],
+            higher_is_better=False,
+            note=f"1 worker: {one['refused_max_s']:.3f} s",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -865,6 +938,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "evaluate": bench_evaluate,
     "media": bench_media,
     "system2": bench_system2,
+    "service_load": bench_service_load,
     "training": bench_training,
     "startup": bench_startup,
     "warm_start": bench_warm_start,

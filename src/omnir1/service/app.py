@@ -150,7 +150,9 @@ async def _answer(send, status: int, detail: str, retry_after_s: int | None = No
     import json
 
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json")]
+    # answered without reading the body: the connection cannot carry another request (the
+    # unread body would be taken for one), so tell the client not to reuse it
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
