@@ -2,7 +2,7 @@
 random weights, built on the GPU (nothing is downloaded), timed on a release-size prompt.
 
     PYTHONPATH=src python bench/gpu_scale.py --out $OUT/gpu_scale.json        # one GPU
-    .venv/bin/python bench/gpu_scale.py --smoke --device cpu --out tmp/gpu_scale.json
+    .venv/bin/python bench/gpu_scale.py --smoke --device cpu     # reports/gpu_scale.json
 
 Stages: `sam2` first (SAM2.1 hiera-l at 1024 px tracking 1, 8 and 32 objects through 32
 frames: masks/s), then per model (`--models 3b,7b`) `build` (the thinker in bf16, allocated
