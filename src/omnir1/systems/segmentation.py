@@ -16,9 +16,10 @@ sweep and shared.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import tempfile
 import types
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -289,9 +290,14 @@ def _float_memories(predictor) -> None:
     predictor._run_memory_encoder = types.MethodType(memory_encoder, predictor)
 
 
-def _restore(predictor) -> None:
-    for name in ("_get_image_feature", "_run_single_frame_inference", "_run_memory_encoder"):
-        predictor.__dict__.pop(name, None)
+@functools.cache
+def _hole_filling_kernel() -> bool:
+    """Whether sam2 was built with its CUDA extension (`sam2._C`)."""
+    try:
+        from sam2 import _C  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def segment(
@@ -325,6 +331,10 @@ def segment(
 
     if predictor.non_overlap_masks or predictor.non_overlap_masks_for_mem_enc:
         raise ValueError("SAM2 with non-overlapping masks couples objects: not supported")
+    # this call's own view of the predictor (the weights shared): the feature cache and the
+    # float-memory hooks below are bound to it, never to a predictor other threads run (the
+    # service's workers share one set of models per device)
+    predictor = copy.copy(predictor)
     by_obj: dict[object, list[BoxPrompt]] = {}
     for p in prompts:
         if not 0 <= p.frame < len(frames):
@@ -363,28 +373,27 @@ def segment(
             _drop_old_outputs(track.memory, frame, reverse, window, track.start)
         return {obj: masks[rows[sig]] for sig in track.objects for obj in callers[sig]}
 
-    try:
-        with torch.inference_mode(), precision, warnings.catch_warnings():
-            # sam2 built without its CUDA extension (CPU machines) skips hole filling of small
-            # mask holes (fill_hole_area=8) and says so on every frame; that is expected here
-            warnings.filterwarnings("ignore", message="cannot import name '_C'")
-            tracks = [_start_track(predictor, frames, sigs) for sigs in batches.values()]
-            for frame in range(starts[-1], -1, -1):
-                part: dict[object, np.ndarray] = {}
-                for track in tracks:
-                    if track.start >= frame and track.start > 0:  # none back from frame 0
-                        part.update(step(track, frame, reverse=True))
-                if part:
-                    yield frame, part
-            for frame in range(starts[0], len(frames)):
-                part = {}
-                for track in tracks:
-                    if track.start <= frame:
-                        masks = step(track, frame, reverse=False)
-                        if not (track.start == frame > 0):  # a start's frame came backward
-                            part.update(masks)
-                cache.passed(frame)
-                if part:
-                    yield frame, part
-    finally:
-        _restore(predictor)
+    if not (on_cuda and _hole_filling_kernel()):
+        # SAM2 fills small mask holes (fill_hole_area=8) with a CUDA kernel of its extension;
+        # without one it skips the step, warning on every frame: skip it quietly (the same
+        # masks; a warnings filter per call would race between the service's threads)
+        predictor.fill_hole_area = 0
+    with torch.inference_mode(), precision:
+        tracks = [_start_track(predictor, frames, sigs) for sigs in batches.values()]
+        for frame in range(starts[-1], -1, -1):
+            part: dict[object, np.ndarray] = {}
+            for track in tracks:
+                if track.start >= frame and track.start > 0:  # none back from frame 0
+                    part.update(step(track, frame, reverse=True))
+            if part:
+                yield frame, part
+        for frame in range(starts[0], len(frames)):
+            part = {}
+            for track in tracks:
+                if track.start <= frame:
+                    masks = step(track, frame, reverse=False)
+                    if not (track.start == frame > 0):  # a start's frame came backward
+                        part.update(masks)
+            cache.passed(frame)
+            if part:
+                yield frame, part
