@@ -161,3 +161,12 @@ def test_each_reward_carries_its_weight_to_trl(tmp_path):
     path.write_text("rewards:\n  names: [format]\n  weights: {video_accuracy: 2.0}\n")
     with pytest.raises(ConfigError, match=r"rewards: .*weights of rewards not in names"):
         load_params(path)
+
+
+def test_the_release_recipe_also_works_as_an_overlay_of_params_yaml():
+    """README: recipes are merged by --recipe; the release one must hold over the embedded
+    default too (its a_g 2.0 needs SAM2 on every group, where params.yaml skips groups)."""
+    merged = load_params(ROOT / "params.yaml", [ROOT / "configs" / "params" / "release.yaml"])
+    alone = load_params(ROOT / "configs" / "params" / "release.yaml")
+    assert merged.rewards == alone.rewards and merged.rewards.sam2_every == 1
+    assert merged.system1 == alone.system1 and merged.grounder == alone.grounder
