@@ -9,7 +9,8 @@ subclass
 - hands the video/audio tensors to generation as multimodal fields,
 - adds them to every log-prob forward (policy, old policy, frozen reference) for the rows of
   each chunk, following the rows through TRL's splitting and shuffling by a `sample_index`
-  tensor in the batch.
+  tensor in the batch,
+- encodes a prompt's video and audio once for its G rows (`omnir1.rl.encode_once`).
 Rewards come from `omnir1.rl.engine.RewardEngine` through `reward_funcs`: one System-2 call
 per group, shared by all reward functions of a batch.
 """
@@ -30,11 +31,27 @@ from trl.trainer.utils import RepeatSampler
 from omnir1.fsutil import write_json
 from omnir1.models.loading import check_master_weights
 from omnir1.rl.checkpoints import CHECKPOINT_DONE
+from omnir1.rl.encode_once import encode_each_input_once
 from omnir1.rl.engine import GroupContext, RewardEngine
 
 # the processor's outputs for System 1's frames, by its `frames` setting
 VIDEO_FIELDS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid")
 IMAGE_FIELDS = ("pixel_values", "image_grid_thw")
+
+
+def media_fields(prompt_inputs, rows: Sequence[int], device=None) -> dict:
+    """The thinker's video/image/audio arguments for a batch of `rows` (sample indices), each
+    row's prepared inputs stacked in order: a prompt's media once per row that carries it (the
+    encoders see them once all the same: omnir1.rl.encode_once)."""
+    prepared = [prompt_inputs[r] for r in rows]
+    fields = {
+        key: torch.cat([p[key] for p in prepared]).to(device)
+        for key in (*VIDEO_FIELDS, *IMAGE_FIELDS, "input_features", "feature_attention_mask")
+        if all(key in p for p in prepared)
+    }
+    if "input_features" in fields:
+        fields["use_audio_in_video"] = "pixel_values_videos" in fields
+    return fields
 
 
 class EpochSampler(RepeatSampler):
@@ -55,6 +72,8 @@ class VideoGRPOTrainer(GRPOTrainer):
     ):
         super().__init__(*args, **kwargs)
         check_master_weights(self.model, deepspeed=self.is_deepspeed_enabled)
+        # G rows per prompt: its video and audio through the encoders once, not G times
+        encode_each_input_once(self.accelerator.unwrap_model(self.model))
         self.prompt_inputs = prompt_inputs
         self.group_rewards = rewards  # for the step-time split (reward and System-2 time)
         self._generate_s = 0.0
@@ -152,15 +171,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         key = tuple(rows)
         if self._fields_cache is not None and self._fields_cache[0] == key:
             return self._fields_cache[1]
-        prepared = [self.prompt_inputs[r] for r in rows]
-        device = self.accelerator.device
-        fields = {
-            key: torch.cat([p[key] for p in prepared]).to(device)
-            for key in (*VIDEO_FIELDS, *IMAGE_FIELDS, "input_features", "feature_attention_mask")
-            if all(key in p for p in prepared)
-        }
-        if "input_features" in fields:
-            fields["use_audio_in_video"] = "pixel_values_videos" in fields
+        fields = media_fields(self.prompt_inputs, rows, self.accelerator.device)
         self._fields_cache = (key, fields)
         return fields
 
