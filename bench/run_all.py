@@ -676,6 +676,75 @@ def bench_warm_start(ctx: Context) -> list[Row]:
     return rows
 
 
+def bench_encode_once(ctx: Context) -> list[Row]:
+    """A GRPO group's log-prob forward (G = 8 rows of one embedded-default prompt, video and
+    audio, plus 32 completion tokens each) and its generation (8 new tokens, greedy), with
+    each prompt's media through the encoders once (omnir1.rl.encode_once) vs once per row,
+    checked to give the same log-probs and tokens. The tiny thinker's towers are small next to
+    its language model, so the ratio here understates the release size's (24 frames, 12 s of
+    audio: 1,740 of a row's ~2,900 tokens come from the encoders)."""
+    import torch
+
+    from omnir1.config import load_params
+    from omnir1.models.loading import load_models
+    from omnir1.rl.encode_once import encode_each_input_once
+    from omnir1.rl.inputs import LazyPrompts, SampleViews
+    from omnir1.rl.train import trainable_samples
+    from omnir1.rl.trainer import media_fields
+    from omnir1.systems.reasoning import GlobalReasoner
+
+    s1 = load_params(ROOT / "params.yaml").system1
+    sample = trainable_samples("revos", ctx.revos())[0]
+    repeats = 1 if ctx.quick else 3
+    figures: dict[bool, dict[str, float]] = {}
+    outputs: dict[bool, tuple] = {}
+    for once in (False, True):
+        models = load_models(ctx.models(), system2=False)
+        thinker = models.system1.eval()
+        if once:
+            encode_each_input_once(thinker)
+        reasoner = GlobalReasoner(thinker, models.system1_processor, s1)
+        prompt = LazyPrompts(reasoner, SampleViews([sample], s1), [sample.expression])
+        fields = media_fields(prompt, [0] * 8)
+        ids = prompt[0]["input_ids"].repeat(8, 1)
+        completion = torch.randint(10, 200, (8, 32), generator=torch.Generator().manual_seed(0))
+        full = torch.cat([ids, completion], dim=1)
+        with torch.no_grad():
+
+            def forward(full=full, fields=fields, thinker=thinker):
+                return thinker(input_ids=full, attention_mask=torch.ones_like(full), **fields)
+
+            def generate(ids=ids, fields=fields, thinker=thinker):
+                return thinker.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=8,
+                    do_sample=False,
+                    **fields,
+                )
+
+            outputs[once] = (forward().logits.log_softmax(-1), generate())
+            figures[once] = {
+                "forward": best_of(forward, repeats),
+                "generate": best_of(generate, repeats),
+            }
+    diff = (outputs[True][0] - outputs[False][0]).abs().max().item()
+    assert diff <= 1e-5 and torch.equal(outputs[True][1], outputs[False][1]), diff
+    return [
+        row(
+            ctx,
+            f"encode_once/{part}",
+            f"GRPO group of 8, {part}: each prompt encoded once vs once per row",
+            "s",
+            figures[True][part],
+            figures[False][part],
+            higher_is_better=False,
+            note=f"{ids.shape[1]} prompt tokens per row; largest log-prob difference {diff:.1e}",
+        )
+        for part in ("forward", "generate")
+    ]
+
+
 def bench_study(ctx: Context) -> list[Row]:
     """`omnir1 study` over two seeds: every seed in this process with torch's threads on every
     core (--jobs 1, the baseline) vs each seed in its own one-thread process (--jobs 2), the
@@ -942,6 +1011,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "training": bench_training,
     "startup": bench_startup,
     "warm_start": bench_warm_start,
+    "encode_once": bench_encode_once,
     "study": bench_study,
     "dvc": bench_dvc,
     "compile": bench_compile,
