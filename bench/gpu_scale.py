@@ -354,7 +354,12 @@ class ThinkerBench:
                 out = self.model(**batch, use_cache=True, use_audio_in_video=self.audio_in_video)
             del out
 
+        from omnir1.rl.encode_once import encode_each_input_once
+
         first, _ = _timed(self.device, forward)
+        every_row_s, _ = _timed(self.device, forward)
+        # as the trainer runs it (VideoGRPOTrainer): the prompt's media encoded once for G rows
+        encode_each_input_once(self.model)
         self.prefill_s, _ = _timed(self.device, forward)
         tokens = batch["input_ids"].numel()
         return {
@@ -362,10 +367,13 @@ class ThinkerBench:
             "tokens_per_row": batch["input_ids"].shape[1],
             "tokens": tokens,
             "first_s": round(first, 4),
+            "prefill_every_row_s": round(every_row_s, 4),
             "prefill_s": round(self.prefill_s, 4),
+            "encode_once_ratio": round(every_row_s / self.prefill_s, 3),
             "tokens_per_s": round(tokens / self.prefill_s, 1),
-            "note": "the whole forward (vision and audio towers, full logits) of G rows, each "
-            "with its own copy of the video: generation's first step; the second of 2 runs",
+            "note": "the whole forward (vision and audio towers, full logits) of G rows of one "
+            "prompt: generation's first step and a log-prob forward; the towers on each row's "
+            "copy (every_row), then once for all (omnir1.rl.encode_once, as the trainer runs)",
         }
 
     def rollout(self) -> dict:

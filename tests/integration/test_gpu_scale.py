@@ -55,7 +55,7 @@ def test_smoke_run_records_every_stage_with_sane_figures(tmp_path):
         )
         prefill = stages[f"{m}/prefill"]
         assert prefill["tokens"] == prefill["rows"] * prompt["prompt_tokens"]
-        assert prefill["tokens_per_s"] > 0
+        assert prefill["tokens_per_s"] > 0 and prefill["encode_once_ratio"] > 0
         rollout = stages[f"{m}/rollout"]
         assert rollout["generated_tokens"] == rollout["generations"] * rollout["new_tokens"]
         assert rollout["tokens_per_s"] > 0
