@@ -4,7 +4,8 @@ every rendered manifest validated against the Kubernetes schemas (kubernetes-val
 pool with startup, readiness and liveness probes on /health, non-root everywhere, secrets only
 by reference, least-privilege RBAC, NetworkPolicies that let only the trainer reach System 2,
 values refused by values.schema.json, the NOTES, the `helm test` pod (its script run against
-local servers), the data PVC and the names pipelines/cluster.py expects. The install-time check
+local servers), the data PVC, the names pipelines/cluster.py expects, and the READMEs'
+`helm install` as written. The install-time check
 of the Secrets runs `helm install --dry-run=server` against a stand-in Kubernetes API on
 127.0.0.1 (discovery, Secrets and PVCs: what `lookup` and the install read)."""
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -603,3 +606,29 @@ def test_install_fails_naming_the_missing_secrets_and_passes_once_they_exist(clu
 
     state["secrets"].clear()
     assert install("--set", "secrets.verify=false").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("readme", "image"),
+    [
+        ("README.md", "registry.example.com/omni-r1/omnir1:0.1.0"),
+        ("helm/README.md", "ghcr.io/omni-r1-ops/omnir1:0.1.0-rc"),  # values-staging.yaml's
+    ],
+)
+def test_the_readmes_helm_install_works_as_written(readme, image):
+    """The deploy steps' `helm install` (continuation lines joined, shell variables given
+    example values) renders with the real chart, the schema and the NOTES."""
+    text = (ROOT / readme).read_text().replace("\\\n", " ")
+    (line,) = re.findall(r"^helm install .*$", text, re.M)
+    variables = {"REG": "registry.example.com/omni-r1", "TAG": "0.1.0", "NS": "ml"}
+    line = re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], line.split("#")[0])
+    out = subprocess.run(
+        [str(HELM), *shlex.split(line)[1:], "--dry-run=client"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "NOTES:" in out.stdout and "kind: ConfigMap" in out.stdout  # params.yaml passed
+    assert f'image: "{image}"' in out.stdout
