@@ -247,11 +247,18 @@ def register(
     run_id: str,
     decision: Output[Artifact],
     summary: Output[Metrics],
+    run: Input[Artifact] = None,
 ):
     from omnir1.kube import steps
 
     figures = steps.register(
-        params.path, model.path, evaluation.path, answers.path, decision.path, run_id
+        params.path,
+        model.path,
+        evaluation.path,
+        answers.path,
+        decision.path,
+        run_id,
+        train_run=run.path if run else None,
     )
     steps.log_metrics(summary, figures)
 

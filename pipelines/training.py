@@ -79,14 +79,16 @@ def _after_training(settings, params, datasets, shards, parts, warm, trainer) ->
         evaluation=evaluation,
         answers=answers,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        run=trainer.outputs["run"],  # the version joins the training's MLflow run
     )
     decision = cluster.networked(cluster.with_mlflow(cluster.with_s3(decision)))
-    stages.report(
+    report = stages.report(
         evaluation=evaluation,
         answers=answers,
         run=trainer.outputs["run"],
         decision=decision.outputs["decision"],
     )
+    cluster.networked(cluster.with_mlflow(report))  # the report joins the version's run
 
 
 def build(params_file="params.yaml", local: bool = False):

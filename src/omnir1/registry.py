@@ -3,11 +3,16 @@
     omnir1 register --model OUT/model --metrics eval=metrics/evaluate.json \\
                     --metrics probe=metrics/probe.json --out reports/register.json
 
-One MLflow run holds the whole model folder (models.json + weights) under `model/`, the metrics
-files under `metrics/` and the params file, and logs every number of the metrics files (nested
-keys flattened with dots, prefixed with NAME from `--metrics NAME=FILE`). A registered model
-version is created from `runs:/<run>/model`'s artifact location and tagged with the model's
-names, the data set, the params hash and the git commit; it gets the alias `challenger`.
+The version belongs to the training run when `--training train.json` names one on this server
+(its params, per-step metrics, reward curves and completion tables are already there), else to
+a run of its own. That run gets the model under `model/` as an MLflow pyfunc model
+(omnir1/mlflow_model.py, from code: `mlflow.pyfunc.load_model("models:/NAME@champion")` and
+`mlflow models serve` work; the model folder, models.json + weights, under
+`model/artifacts/models`), the metrics files under `metrics/` and the params file, and every
+number of the metrics files (nested keys flattened with dots, prefixed with NAME from
+`--metrics NAME=FILE`). A registered model version is created from that `model/` and tagged
+with the model's names, the data set, the params hash and the git commit; it gets the alias
+`challenger`.
 
 It is promoted (alias `champion`; the old champion keeps its version number) when the gates of
 params.yaml `register` hold against the current champion's metrics, read back from the
@@ -394,29 +399,102 @@ def experiment_id(client, name: str) -> str:
     return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
-def log_run(client, experiment: str, run_name: str, model_dir: Path, metrics, files, tags) -> str:
-    """One run with the model folder under model/, the metrics files and the params file under
-    metrics/ and params/, and every metric; returns its id (status FAILED if a step failed)."""
+def log_run(client, experiment: str, run_name: str, tags) -> str:
+    """A new run for a version whose training run is not known here; returns its id."""
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def training_run(client, train_summary: str | Path | None) -> tuple[str | None, str | None]:
+    """(run id, note) of the training run that `train.json` (`omnir1 train`'s summary) names,
+    when this tracking server has it; (None, why not) otherwise."""
+    from mlflow.exceptions import MlflowException
+
+    if train_summary is None:
+        return None, None
+    run_id = (read_json(train_summary).get("mlflow") or {}).get("run_id")
+    if not run_id:
+        return None, f"{train_summary} names no MLflow run (training was not tracked)"
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        return None, f"training run {run_id} not on this tracking server ({_first_line(exc)})"
+    return run_id, None
+
+
+def log_outputs(client, run_id: str, model_dir: Path, metrics, files, tags) -> None:
+    """Into run `run_id`: the tags, every metric, the metrics and params files under metrics/
+    and params/, and the model under model/ as an MLflow pyfunc model (`save_pyfunc`). A new
+    run that fails here is marked FAILED."""
+    import tempfile
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
 
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=tags)
-    run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
         rows = [Metric(k, v, now, 0) for k, v in sorted(metrics.items())]
         for i in range(0, len(rows), 500):  # MLflow takes at most 1000 per batch
             client.log_batch(run_id, metrics=rows[i : i + 500])
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         for folder, path in files:
             client.log_artifact(run_id, str(path), folder)
-        client.log_artifacts(run_id, str(model_dir), "model")
+        with tempfile.TemporaryDirectory(prefix="omnir1-pyfunc-") as tmp:
+            save_pyfunc(model_dir, Path(tmp) / "model")
+            client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+        # the weights go straight from the model folder to where the pyfunc model reads them
+        client.log_artifacts(run_id, str(model_dir), f"model/{PYFUNC_MODELS}")
     except BaseException:
-        with contextlib.suppress(Exception):  # keep the original error
-            client.set_terminated(run_id, "FAILED")
+        if client.get_run(run_id).info.status == "RUNNING":
+            with contextlib.suppress(Exception):  # keep the original error
+                client.set_terminated(run_id, "FAILED")
         raise
-    client.set_terminated(run_id)
-    return run_id
+
+
+PYFUNC_MODELS = "artifacts/models"  # the model folder inside the pyfunc model
+
+
+def save_pyfunc(model_dir: Path, dest: Path) -> None:
+    """The MLflow pyfunc model of `model_dir` at `dest`, from code (omnir1/mlflow_model.py: no
+    pickle), with a signature. Only the manifest is copied into it here: the weights (tens of
+    GB at the release size) are uploaded from `model_dir` to the same place (`log_outputs`)
+    instead of being copied to a temporary folder first."""
+    import tempfile
+    import warnings
+
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from omnir1 import __version__, mlflow_model
+
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec("string", "video"),
+                ColSpec("string", "expression"),
+                ColSpec("double", "fps", required=False),
+                ColSpec("long", "seed", required=False),
+            ]
+        ),
+        outputs=Schema([ColSpec("string", name) for name in mlflow_model.OUTPUTS]),
+    )
+    with tempfile.TemporaryDirectory(prefix="omnir1-manifest-") as tmp, warnings.catch_warnings():
+        # MLflow asks for an input example (a video path would not travel) and predict type
+        # hints (the signature above says it): said once here, not at every registration
+        warnings.filterwarnings("ignore", message=".*(input_example|type hints).*")
+        manifest = Path(tmp) / "models"
+        manifest.mkdir()
+        (manifest / "models.json").write_bytes((model_dir / "models.json").read_bytes())
+        mlflow.pyfunc.save_model(
+            path=str(dest),
+            python_model=mlflow_model.__file__,
+            artifacts={"models": str(manifest)},
+            signature=signature,
+            pip_requirements=[f"omnir1=={__version__}"],
+        )
+    if not (dest / PYFUNC_MODELS / "models.json").is_file():  # where MLflow put the artifact
+        raise RuntimeError(f"MLflow did not store the model folder at {PYFUNC_MODELS}")
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -453,9 +531,12 @@ def register_model(
     dataset: str | None = None,
     tracking_uri: str | None = None,
     extra_tags: Mapping[str, str] | None = None,
+    train_summary: str | Path | None = None,
 ) -> dict:
     """Register `model_dir`, decide on promotion, write the report; returns the decision.
-    `extra_tags` go on the run and the version (the pipeline tags its run id)."""
+    `extra_tags` go on the run and the version (the pipeline tags its run id). With
+    `train_summary` (`omnir1 train`'s train.json) the version belongs to the training run,
+    which gets the evaluation figures and the model; else to a run of its own."""
     from mlflow.exceptions import MlflowException
 
     from omnir1.models.loading import Manifest
@@ -493,15 +574,15 @@ def register_model(
                 else None
             )
             promoted, checks = decide(gates, challenger, old_metrics, start)
-            run_id = log_run(
-                client,
-                params.tracking.experiment,
-                f"register-{manifest.name}",
-                model_dir,
-                challenger,
-                files,
-                tags,
-            )
+            run_id, run_note = training_run(client, train_summary)
+            own_run = run_id is None
+            if own_run:
+                run_id = log_run(
+                    client, params.tracking.experiment, f"register-{manifest.name}", tags
+                )
+            log_outputs(client, run_id, model_dir, challenger, files, tags)
+            if own_run:  # a training run keeps the status training left it in
+                client.set_terminated(run_id)
             source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
             line = summary_line(promoted, checks, previous is None)
             version = client.create_model_version(
@@ -521,7 +602,7 @@ def register_model(
                 public_uri(uri), f"MLflow call failed: {_first_line(exc)}"
             ) from None
 
-    notes = [champion_note] if champion_note else []
+    notes = [n for n in (champion_note, run_note) if n]
     ignored = [c.metric for c in checks if c.result == "ignored"]
     if ignored:
         notes.append(f"missing on the champion, not gated this time: {', '.join(ignored)}")
@@ -546,6 +627,23 @@ def register_model(
     with atomic_open(out.with_suffix(".md"), "w", encoding="utf-8") as fh:
         fh.write(markdown(decision))
     return decision
+
+
+def log_report(decision_file: str | Path, files: Sequence[str | Path], tracking_uri: str) -> str:
+    """The pipeline's report `files` (HTML and its Markdown summary) into the run that holds
+    the version `decision_file` (`omnir1 register`'s JSON) names, under report/; returns the
+    run id."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = read_json(decision_file)["run_id"]
+    with http_limits({}, CALL_LIMITS):
+        client = connect(tracking_uri)
+        try:
+            for path in files:
+                client.log_artifact(run_id, str(path), "report")
+        except MlflowException as exc:
+            raise TrackingError(public_uri(tracking_uri), _first_line(exc)) from None
+    return run_id
 
 
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))")
@@ -580,9 +678,11 @@ def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None =
                 got = Path(download_artifacts(mv.source, dst_path=str(staging)))
             except MlflowException as exc:
                 raise TrackingError(public_uri(tracking), f"{uri}: {_first_line(exc)}") from None
-            for item in list(got.iterdir()):  # staging/model/* -> staging/*
+            # staging/model/* -> staging/*; a pyfunc model keeps the folder in its artifacts
+            inner = got / PYFUNC_MODELS if (got / "MLmodel").is_file() else got
+            for item in list(inner.iterdir()):
                 item.rename(staging / item.name)
-            got.rmdir()
+            shutil.rmtree(got)
             origin |= {"version": str(mv.version), "run_id": mv.run_id, "source": mv.source}
         elif s3.is_s3(uri):
             s3.download_prefix(uri, staging)

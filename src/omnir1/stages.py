@@ -91,7 +91,7 @@ STAGES: tuple[Stage, ...] = (
         ("register",),
         ("register",),
         ("register", "tracking"),
-        ("src/omnir1/registry.py",),
+        ("src/omnir1/registry.py", "src/omnir1/mlflow_model.py"),
     ),
-    Stage("report", ("report",), ("report",), (), ("src/omnir1/report.py",)),
+    Stage("report", ("report",), ("report",), ("tracking",), ("src/omnir1/report.py",)),
 )

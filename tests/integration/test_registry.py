@@ -109,9 +109,11 @@ def test_first_version_is_champion_and_a_better_one_takes_over(registry, mlflow_
     from mlflow.artifacts import download_artifacts
 
     uri = f"models:/{registry.name}@champion"
-    folder = Path(
+    pyfunc = Path(
         download_artifacts(uri, dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server)
     )
+    assert (pyfunc / "MLmodel").is_file()  # an MLflow model, the folder in its artifacts
+    folder = pyfunc / "artifacts" / "models"
     assert json.loads((folder / "models.json").read_text())["name"] == "tiny-grpo"
     assert (folder / "system1" / "model.safetensors").stat().st_size == 512 * 1024
     md = (tmp_path / "register1.md").read_text()
@@ -197,3 +199,79 @@ def test_the_images_revision_tags_the_version(registry, mlflow_server, monkeypat
     assert decision["tags"]["git_commit"] == revision
     version = client(mlflow_server).get_model_version(registry.name, decision["version"])
     assert version.tags["git_commit"] == revision
+
+
+def test_the_version_is_a_pyfunc_model_in_the_training_run_with_its_report(
+    tiny_models, media_files, mlflow_server, tmp_path, monkeypatch
+):
+    """`--training train.json`: the version joins the training's MLflow run (its params and
+    per-step metrics stay, the evaluation figures and the model are added);
+    `mlflow.pyfunc.load_model("models:/NAME@champion")` predicts with both systems; the
+    evaluation pipeline's fetch gets the model folder back; `omnir1 report` logs the report."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from omnir1.config import load_params
+    from omnir1.data import rle
+    from omnir1.models.loading import load_models
+    from omnir1.registry import fetch_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = f"omnir1-pyfunc-{uuid.uuid4().hex[:8]}"
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"register:\n  model_name: {name}\n  higher_is_better: [eval.summary.overall.JF]\n"
+        "  lower_is_better: []\n  closer_to: {}\n  hallucination: []\n"
+        "tracking:\n  experiment: pyfunc\n"
+    )
+    mlflow_client = client(mlflow_server)
+    # the training run as `omnir1 train` leaves it (tests/integration/test_train.py)
+    experiment = mlflow_client.create_experiment(f"pyfunc-{uuid.uuid4().hex[:6]}")
+    trained = mlflow_client.create_run(experiment, run_name="train").info.run_id
+    mlflow_client.log_param(trained, "train.learning_rate", "1e-06")
+    for step in (1, 2):
+        mlflow_client.log_metric(trained, "rewards/format/mean", 0.4 + step / 10, step=step)
+    mlflow_client.set_terminated(trained)
+    summary = tmp_path / "train.json"
+    summary.write_text(json.dumps({"steps": 2, "mlflow": {"run_id": trained}}))
+    ev, probe = tmp_path / "evaluate.json", tmp_path / "probe.json"
+    ev.write_text(json.dumps({"summary": {"overall": {"JF": 0.5}}}))
+    probe.write_text(json.dumps({"cmm": {"hr": 0.2}}))
+    reports = tmp_path / "reports"
+    argv = ["register", "--model", str(tiny_models), "--params", str(params)]
+    argv += ["--metrics", f"eval={ev}", "--metrics", f"probe={probe}", "--training", str(summary)]
+    assert main([*argv, "--out", str(reports / "register.json")]) == 0
+    decision = json.loads((reports / "register.json").read_text())
+
+    assert decision["run_id"] == trained
+    version = mlflow_client.get_model_version_by_alias(name, "champion")
+    assert version.run_id == trained
+    run = mlflow_client.get_run(trained)
+    assert run.info.status == "FINISHED" and run.data.params["train.learning_rate"] == "1e-06"
+    assert run.data.metrics["rewards/format/mean"] == pytest.approx(0.6)  # the hierarchy kept
+    assert run.data.metrics["eval.summary.overall.JF"] == 0.5
+    assert [m.step for m in mlflow_client.get_metric_history(trained, "rewards/format/mean")] == [
+        1,
+        2,
+    ]
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert model.metadata.get_input_schema().input_names() == ["video", "expression", "fps", "seed"]
+    video = media_files["odd_mp4"]  # 30 frames
+    answer = model.predict(pd.DataFrame([{"video": str(video), "expression": "the grey shape"}]))
+    assert list(answer.columns) == ["completion", "answer", "keyframes", "masks"]
+    masks = [rle.decode(m) for m in json.loads(answer["masks"][0])]
+    assert len(masks) == 30 and all(m.dtype == np.bool_ for m in masks)
+    assert isinstance(json.loads(answer["keyframes"][0]), list)
+
+    fetched = tmp_path / "fetched"
+    origin = fetch_model(load_params(params), f"models:/{name}@champion", fetched)
+    assert origin["run_id"] == trained and (fetched / "models.json").is_file()
+    assert load_models(fetched, system2=False).manifest.name == "omnir1-tiny-seed0"
+
+    out = reports / "index.html"
+    args = ["report", "--metrics", str(tmp_path / "metrics"), "--reports", str(reports)]
+    assert main([*args, "--out", str(out), "--params", str(params)]) == 0
+    logged = {a.path for a in mlflow_client.list_artifacts(trained, "report")}
+    assert logged == {"report/index.html", "report/index.md"}

@@ -65,12 +65,17 @@ def test_train_checkpoints_resumes_and_writes_a_model_folder(
     first = min(runs, key=lambda r: r.info.start_time)
     assert first.data.params["train.num_generations"] == "2"
     assert first.data.params["rewards.video_accuracy.a_g"] == "2.0"
-    history = client.get_metric_history(first.info.run_id, "rewards_video_accuracy_mean")
+    # TRL's names, hierarchy kept: MLflow's UI groups them by their "/" prefixes
+    history = client.get_metric_history(first.info.run_id, "rewards/video_accuracy/mean")
     assert [m.step for m in history] == [1, 2]
-    assert {"kl", "time_system2_s", "time_generation_s", "time_update_s"} <= (
+    assert {"kl", "time/system2_s", "time/generation_s", "time/update_s"} <= (
         first.data.metrics.keys()
     )
-    assert "completions_mean_length" in first.data.metrics
+    assert "completions/mean_length" in first.data.metrics
+    # train.json names its run: `omnir1 register --training` puts the version there
+    last = max(runs, key=lambda r: r.info.start_time)
+    assert resumed["mlflow"]["run_id"] == last.info.run_id
+    assert summary["mlflow"]["run_id"] == first.info.run_id
     tables = [a.path for a in client.list_artifacts(first.info.run_id, "completions")]
     assert tables == ["completions/step_000001.json", "completions/step_000002.json"]
     local = client.download_artifacts(first.info.run_id, tables[0], str(tmp_path))

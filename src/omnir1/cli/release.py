@@ -28,6 +28,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         params_file=args.params,
         dataset=args.dataset,
         extra_tags=named_paths(args.tag, "--tag"),
+        train_summary=args.training,
     )
     keys = ("model", "version", "promoted", "summary", "champion", "previous_champion", "run_id")
     print_json({k: decision[k] for k in keys})
@@ -41,11 +42,35 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(summary_table(args.metrics, args.reports))
     else:
         print(build_report(args.metrics, args.reports, args.out))
+        _log_report(args)
     if args.times:
         table, total = stage_times(args.times)
         print(f"\nwall time per stage ({total / 60:.1f} min in all):\n{table}")
     print(f"\nreport: {Path(args.out).resolve()}")
     return 0
+
+
+def _log_report(args: argparse.Namespace) -> None:
+    """The report into the MLflow run of the version the register stage made, when it made
+    one; the report file stays the stage's output if MLflow cannot take it (a warning)."""
+    import logging
+    import os
+
+    from omnir1.config import load_params
+    from omnir1.errors import OmniR1Error
+    from omnir1.registry import log_report
+
+    decision = Path(args.reports) / "register.json"
+    if not decision.is_file():
+        return
+    out = Path(args.out)
+    try:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).tracking.uri
+        run_id = log_report(decision, [out, out.with_suffix(".md")], uri)
+    except OmniR1Error as exc:
+        logging.getLogger(__name__).warning(f"report not logged to MLflow: {exc}")
+        return
+    print(f"logged to MLflow run {run_id} under report/")
 
 
 def _pipeline_arguments(values: Sequence[str]) -> dict:
@@ -96,6 +121,12 @@ def add_commands(groups) -> None:
     p.add_argument("--metrics", default="metrics", help="folder of the stages' metrics JSON")
     p.add_argument("--reports", default="reports", help="folder of the stages' reports")
     p.add_argument("--out", default="reports/index.html", help="HTML (a .md summary beside)")
+    p.add_argument(
+        "--params",
+        default="params.yaml",
+        help="its `tracking.uri` (MLFLOW_TRACKING_URI wins) takes the report into the run of "
+        "the registered version, when REPORTS/register.json names one",
+    )
     p.add_argument(
         "--summary-only", action="store_true", help="print the headline table, write nothing"
     )
@@ -153,6 +184,12 @@ def add_commands(groups) -> None:
     p.add_argument("--out", required=True, help="decision JSON (a .md summary is written beside)")
     add_params_args(p)
     p.add_argument("--dataset", help="data set tag (default: data.source:data.train_format)")
+    p.add_argument(
+        "--training",
+        metavar="TRAIN_JSON",
+        help="`omnir1 train`'s train.json: the version joins that MLflow run (params, per-step "
+        "metrics, completions) instead of a run of its own",
+    )
     p.add_argument(
         "--tag",
         action="append",

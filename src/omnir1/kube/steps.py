@@ -18,6 +18,7 @@ Artifact layouts (every folder artifact mirrors the repository's layout for one 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -225,8 +226,6 @@ def train_multi_node(
     """GRPO as a PyTorchJob over `nodes` pods: the inputs are staged on the data PVC (which
     every worker mounts), the job runs `omnir1 train` under accelerate + DeepSpeed, and the
     model and curves are copied back into this task's outputs."""
-    import os
-
     from kubernetes import client, config
 
     from omnir1.kube import pytorchjob
@@ -383,10 +382,17 @@ def probe(
 
 
 def register(
-    params: str, model: str, evaluation: str, probe_out: str, decision: str, run_id: str = ""
+    params: str,
+    model: str,
+    evaluation: str,
+    probe_out: str,
+    decision: str,
+    run_id: str = "",
+    train_run: str | None = None,
 ) -> dict:
     """A new registry version, promoted when the gates of params.yaml register hold, tagged
-    with the pipeline run's id (how the nightly DAG finds what its run registered)."""
+    with the pipeline run's id (how the nightly DAG finds what its run registered), in the
+    training's MLflow run (`train_run`: the train step's run folder with train.json)."""
     from omnir1.orchestration import RUN_TAG
     from omnir1.registry import register_model
 
@@ -397,6 +403,7 @@ def register(
         Path(decision) / "register.json",
         params_file=params,
         extra_tags={RUN_TAG: run_id} if run_id else None,
+        train_summary=Path(train_run) / "train.json" if train_run else None,
     )
     return {"promoted": float(result["promoted"]), "version": float(result["version"])}
 
@@ -433,3 +440,9 @@ def report(
         (reports / "evaluate").symlink_to(Path(evaluation).resolve())
         build_report(metrics, reports, Path(tmp) / "index.html")
         shutil.copy(Path(tmp) / "index.html", html)
+        uri = os.environ.get("MLFLOW_TRACKING_URI")  # the task's Secret (pipelines/cluster.py)
+        if decision and uri:  # into the MLflow run of the version the register step made
+            from omnir1.registry import log_report
+
+            index = Path(tmp) / "index.html"
+            log_report(reports / "register.json", [index, index.with_suffix(".md")], uri)

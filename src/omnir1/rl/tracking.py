@@ -106,10 +106,10 @@ class MLflowTracking(TrainerCallback):
             self._unavailable(exc)
             return
         if self.outage_reported:
-            log.warning(f"MLflow at {self._public()} answers again: buffered steps sent")
+            log.warning(f"MLflow at {self.public_uri()} answers again: buffered steps sent")
             self.outage_reported = False
 
-    def _public(self) -> str:
+    def public_uri(self) -> str:
         from omnir1.registry import public_uri
 
         return public_uri(self.uri)
@@ -119,10 +119,10 @@ class MLflowTracking(TrainerCallback):
 
         why = _first_line(exc)
         if self.on_unavailable == "fail":
-            raise TrackingError(self._public(), f"MLflow unavailable, training stopped ({why})")
+            raise TrackingError(self.public_uri(), f"MLflow unavailable, training stopped ({why})")
         if not self.outage_reported:
             log.warning(
-                f"MLflow at {self._public()} unavailable ({why}); training goes on and its "
+                f"MLflow at {self.public_uri()} unavailable ({why}); training goes on and its "
                 "metrics are kept until the server answers"
             )
             self.outage_reported = True
@@ -136,8 +136,10 @@ class MLflowTracking(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not self.active or not logs:
             return
+        # names as TRL logs them ("rewards/format/mean", "time/update_s"): MLflow's UI groups
+        # metrics by their "/" prefixes
         metrics = {
-            k.replace("/", "_"): float(v)
+            k: float(v)
             for k, v in logs.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         }
@@ -160,7 +162,7 @@ class MLflowTracking(TrainerCallback):
                         fh.write(json.dumps(item) + "\n")
                 where = f"; written to {self.pending_file}"
             log.warning(
-                f"MLflow at {self._public()} still unavailable at the end of training: "
+                f"MLflow at {self.public_uri()} still unavailable at the end of training: "
                 f"{len(self.pending)} step(s) not logged{where}"
             )
         if self.run_id is not None:
@@ -168,4 +170,4 @@ class MLflowTracking(TrainerCallback):
             try:
                 self._call(self.client.set_terminated, self.run_id, status)
             except Exception as exc:
-                log.warning(f"MLflow at {self._public()}: run not closed ({exc})")
+                log.warning(f"MLflow at {self.public_uri()}: run not closed ({exc})")

@@ -160,23 +160,23 @@ def run_training(
         prompt_inputs=prompt_inputs,
         rewards=rewards,
     )
+    tracking = None
     if params.tracking.enabled:
         from omnir1.rl.tracking import MLflowTracking
 
         tracked = params.model_dump(include={"system1", "grounder", "rewards", "train"})
         tracked["data"] = {"path": str(data), "format": fmt, "samples": len(samples)}
         tracked["models"] = {"base": models.manifest.name}
-        trainer.add_callback(
-            MLflowTracking(
-                params.tracking.uri,
-                params.tracking.experiment,
-                tracked,
-                rewards,
-                out.name,
-                on_unavailable=params.tracking.on_unavailable,
-                pending_file=out / "mlflow_pending.jsonl",
-            )
+        tracking = MLflowTracking(
+            params.tracking.uri,
+            params.tracking.experiment,
+            tracked,
+            rewards,
+            out.name,
+            on_unavailable=params.tracking.on_unavailable,
+            pending_file=out / "mlflow_pending.jsonl",
         )
+        trainer.add_callback(tracking)
     if resume == "auto":
         fingerprint = run_fingerprint(params, data=data, fmt=fmt, models_dir=Path(models_dir))
         # the main process decides (and clears stale checkpoints) before the others look
@@ -221,6 +221,9 @@ def run_training(
             if curve and all(key in row for row in curve)
         },
     }
+    if tracking is not None and tracking.run_id is not None:
+        # `omnir1 register --training` puts the model version in this run
+        summary["mlflow"] = {"run_id": tracking.run_id, "tracking_uri": tracking.public_uri()}
     if acc.is_main_process:
         write_model_folder(
             models.manifest.root,
