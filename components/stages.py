@@ -68,7 +68,9 @@ def validate_data(
 ):
     from omnir1.kube import steps
 
-    steps.log_metrics(summary, steps.validate(params.path, datasets.path, reports.path))
+    # the report also on the data PVC where the task sets OMNIR1_REPORT_COPY: kept if it fails
+    copy = steps.report_copy_dir("validate")
+    steps.log_metrics(summary, steps.validate(params.path, datasets.path, reports.path, copy))
 
 
 @cpu_component

@@ -30,12 +30,14 @@ def test_synthetic_sets_pass(synth_sets, tmp_path, fmt):
     assert report["ok"], report["failures"]
     assert report["rows"]["videos"] == 6 and report["rows"]["expressions"] > 6
     assert {p.name for p in tmp_path.iterdir()} == {
+        "data_docs",
         "report.json",
-        "report.md",
         "expressions.csv",
         "videos.csv",
         "splits.csv",
     }
+    index = (tmp_path / "data_docs" / "index.html").read_text()  # one result per table
+    assert index.count("'_validation_success_text': 'Success'") == 3
     videos = list(csv.DictReader((tmp_path / "videos.csv").open()))
     assert {v["audio_sample_rate"] for v in videos} == {"16000"}
     assert {v["num_frames"] for v in videos} == {"10" if fmt == "refavs" else "60"}
@@ -134,8 +136,9 @@ def test_broken_copy_fails_naming_the_check(synth_sets, tmp_path, case):
     assert {k: o["rows_failed"] for k, o in failed.items()} == expected
     for o in failed.values():
         assert o["examples"] or o["rows_failed"] is None
-    md = (tmp_path / "report" / "report.md").read_text()
-    assert all(f"## {key}" in md for key in expected)
+    suites = {key.split(".")[0] for key in expected}  # the Data Docs page of each one's suite
+    pages = {p.parts[-4]: p for p in (tmp_path / "report/data_docs/validations").rglob("*.html")}
+    assert all("Failed" in pages[suite].read_text() for suite in suites)
 
 
 def test_undecodable_mask_fails_once_with_the_reason(synth_sets, tmp_path):
@@ -162,7 +165,7 @@ def test_cli_exits_2_naming_the_failed_check(synth_sets, tmp_path):
     assert "videos.audio_rate (expect_column_values_to_be_in_set audio_sample_rate): 1 of 6" in (
         bad.stderr
     )
-    assert str(out / "report.md") in bad.stderr
+    assert str(out / "data_docs" / "index.html") in bad.stderr
     summary = json.loads(bad.stdout)
     assert summary["ok"] is False and summary["failed"] == 1
     report = json.loads((out / "report.json").read_text())
@@ -170,3 +173,36 @@ def test_cli_exits_2_naming_the_failed_check(synth_sets, tmp_path):
     assert rate["examples"] == [
         {"split": "train", "video_id": "syn0000", "audio_sample_rate": 8000, "has_audio": True}
     ]
+
+
+def test_a_failed_step_keeps_its_report_on_the_volume(synth_sets, tmp_path, monkeypatch):
+    """The Kubeflow step fails on a broken set, after writing Data Docs and report.json into its
+    output (not uploaded when a step fails) and into $OMNIR1_REPORT_COPY/RUN/validate (the data
+    PVC), as the CLI's --report-copy does."""
+    from omnir1.errors import DataError
+    from omnir1.kube import steps
+
+    datasets = tmp_path / "datasets"
+    audio_8khz(copy(synth_sets, datasets, "revos"))
+    params = tmp_path / "params.yaml"
+    params.write_text("data: {formats: [revos]}\n")
+    monkeypatch.setenv(steps.REPORT_COPY_ENV, str(tmp_path / "pvc" / "reports"))
+    monkeypatch.setenv("KFP_RUN_ID", "run-1")
+    copy_dir = steps.report_copy_dir("validate")
+    assert copy_dir == str(tmp_path / "pvc" / "reports" / "run-1" / "validate")
+    with pytest.raises(DataError, match=r"videos\.audio_rate"):
+        steps.validate(str(params), str(datasets), str(tmp_path / "out"), copy_dir)
+    for folder in (tmp_path / "out" / "revos", Path(copy_dir) / "revos"):
+        report = json.loads((folder / "report.json").read_text())
+        assert report["ok"] is False and report["failures"][0].startswith("videos.audio_rate")
+        index = (folder / report["data_docs"]).read_text()
+        assert index.count("'_validation_success_text': 'Failed'") == 1  # the videos table
+        assert not list(folder.glob(".*.tmp"))
+
+    cli = tmp_path / "cli"  # the same with the CLI; a second run replaces the copy whole
+    for _ in range(2):
+        args = ["--out", str(cli / "out"), "--report-copy", str(cli / "copy"), "--quiet"]
+        bad = omnir1("data", "validate", "--format", "revos", str(datasets / "revos"), *args)
+        assert bad.returncode == 2, bad.stderr
+    assert {p.name for p in (cli / "copy").iterdir()} == {p.name for p in (cli / "out").iterdir()}
+    assert len(list((cli / "copy" / "data_docs" / "validations" / "videos").rglob("*.html"))) == 1

@@ -18,7 +18,6 @@ from omnir1.data.validate import (
     manifest_frame,
     mask_stats,
     raise_on_failure,
-    render_markdown,
     run_suites,
     write_report,
 )
@@ -234,15 +233,10 @@ def test_report_names_the_check_counts_rows_and_shows_examples(tmp_path):
         {"split": "train", "video_id": "v1", "audio_sample_rate": 8000, "has_audio": True},
     ]
     json.dumps(report)  # plain JSON
-
-    md = render_markdown(report)
-    assert "**1 of" in md and "## videos.audio_rate" in md
-    assert "| train | v0 | 8000 | True |" in md
-    assert "expressions.null_empty" in md.split("## Passed")[1]
+    assert report["data_docs"] == "data_docs/index.html"
 
     paths = write_report(report, m, tmp_path / "validation")
     assert json.loads(paths["json"].read_text())["failures"] == [line]
-    assert paths["markdown"].read_text() == md
     assert paths["videos"].read_text().splitlines()[0].startswith("split,video_id,source")
     assert not list((tmp_path / "validation").glob(".*.tmp"))  # atomic writes left nothing
 
@@ -251,7 +245,27 @@ def test_report_names_the_check_counts_rows_and_shows_examples(tmp_path):
     ) as err:
         raise_on_failure(report, tmp_path / "validation")
     assert isinstance(err.value, DataError) and err.value.exit_code == 2
+    assert str(tmp_path / "validation" / "data_docs" / "index.html") in str(err.value)
     raise_on_failure({**report, "ok": True}, tmp_path)  # passes silently
+
+
+def test_checkpoints_build_data_docs_pass_or_fail(tmp_path):
+    """Each table's Checkpoint adds its validation result to the local Data Docs site: the
+    index lists all three, and a failing check's page names it and its failing rows."""
+    videos, exps = rows()
+    videos[2]["audio_sample_rate"] = 8000
+    docs = tmp_path / "data_docs"
+    bad = failed(run_suites(manifests(videos, exps), "revos", docs=docs))
+    assert set(bad) == {"videos.audio_rate"}
+    pages = {p.parts[-4]: p for p in (docs / "validations").rglob("*.html")}
+    assert set(pages) == {"expressions", "videos", "splits"}  # validations/SUITE/RUN/TIME/
+    index = (docs / "index.html").read_text()
+    assert all(str(p.relative_to(docs)) in index for p in pages.values())
+    page = pages["videos"].read_text()
+    assert "Failed" in page and "8000" in page  # the bad value, with its row number
+    assert "Succeeded" in pages["splits"].read_text()
+    suite = (docs / "expectations" / "videos.html").read_text()
+    assert "<code>videos.audio_rate</code>: the audio has the expected sample rate" in suite
 
 
 class _Masks:

@@ -72,7 +72,14 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
         config = load_params(args.params).validation
     else:
         config = ValidateParams()
-    report = validate_dataset(args.format, args.root, args.out, config, progress=not args.quiet)
+    report = validate_dataset(
+        args.format,
+        args.root,
+        args.out,
+        config,
+        progress=not args.quiet,
+        copy_to=args.report_copy,
+    )
     print_json(summary(report))
     raise_on_failure(report, args.out)  # exit 2, naming the failed checks
     return 0
@@ -206,7 +213,15 @@ def add_commands(groups) -> None:
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("root", help="data set folder")
     p.add_argument(
-        "--out", required=True, help="report folder: report.json, report.md, manifests as CSV"
+        "--out",
+        required=True,
+        help="report folder: Data Docs (data_docs/index.html), report.json, manifests as CSV",
+    )
+    p.add_argument(
+        "--report-copy",
+        metavar="DIR",
+        help="also copy the report to DIR (replaced), pass or fail: e.g. a volume that outlives "
+        "a failed Kubeflow step",
     )
     p.add_argument(
         "--params", help="params.yaml whose `validate` bounds to use (default: built-in)"

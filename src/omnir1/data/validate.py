@@ -1,14 +1,21 @@
 """`omnir1 data validate`: Great Expectations suites over the manifests of a data set.
 
-    omnir1 data validate --format revos data/sets/revos --out reports/validation
+    omnir1 data validate --format revos data/sets/revos --out reports/validation/revos
 
 The loaders' samples become two tables: one row per expression (ids, type, objects, frames, how
 much of the clip its ground-truth masks cover) and one row per video (what `omnir1.media.inspect`
 finds in its video file or frame folder, and what its audio file holds); a third, one row per
-split, is derived from them. Expectation suites (great-expectations 1.x, ephemeral context,
-pandas data source) check schema, ids, frame counts and sizes, masks, audio, durations and split
-proportions against the bounds of `ValidateParams`. Every failed expectation is reported with
-the number of rows that broke it and a few of them (report.json, report.md); the CLI then exits 2.
+split, is derived from them. Expectation suites (great-expectations 1.x) check schema, ids,
+frame counts and sizes, masks, audio, durations and split proportions against the bounds of
+`ValidateParams`.
+
+Each table is a pandas data asset of an ephemeral Data Context and runs through a Checkpoint (a
+ValidationDefinition of its suite) whose UpdateDataDocsAction builds the context's one Data Docs
+site, a local folder: `OUT/data_docs/index.html`, built pass or fail. Beside it, written after
+it: `report.json`, the summary the pipeline reads (`ok`, every expectation with the rows that
+broke it, a few of them by id), and the three tables as CSV (the row numbers Data Docs lists
+index them). The CLI then exits 2 on a failure; `copy_to` also copies the report elsewhere (a
+Kubeflow step's outputs are not uploaded when it fails, so the step copies it to the data PVC).
 
 Masks are decoded one frame at a time: beyond the annotation files the loaders read, memory holds
 one small row per expression and one frame's masks, whatever the length of the videos.
@@ -17,12 +24,14 @@ great_expectations (~3 s to import) is imported only when the suites run.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import json
 import math
 import operator
+import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,7 @@ import pandas as pd
 from omnir1.config import ValidateParams
 from omnir1.data.records import EXPRESSION_TYPES, Sample
 from omnir1.errors import DataError, InputError, MediaError
-from omnir1.fsutil import atomic_open, atomic_path, write_json
+from omnir1.fsutil import atomic_dir, atomic_path, write_json
 
 # Column -> dtype of each manifest (the names GX's pandas type check reports under pandas 3).
 EXPRESSION_SCHEMA = {
@@ -77,6 +86,8 @@ ID_COLUMNS = {
     "videos": ("split", "video_id"),
     "splits": ("split",),
 }
+DATA_DOCS = "data_docs"  # the Data Docs site, under the report folder
+SITE = "local_site"  # its name in the Data Context
 
 
 class ValidationError(DataError):
@@ -317,9 +328,10 @@ def build_checks(fmt: str, config: ValidateParams, video_ids: Iterable[str]) -> 
             conditions.append(Column(where[0]) == where[1])
         if conditions:
             kwargs["row_condition"] = functools.reduce(operator.and_, conditions)
-        checks.append(
-            Check(suite, name, getattr(gx.expectations, f"Expect{kind}")(**kwargs), where)
-        )
+        check = Check(suite, name, None, where)
+        kwargs["notes"] = f"`{check.key}`: {check.description}"  # shown in Data Docs
+        expectation = getattr(gx.expectations, f"Expect{kind}")(**kwargs)
+        checks.append(Check(suite, name, expectation, where))
 
     def between(suite: str, name: str, column: str, low, high, **kwargs) -> None:
         kwargs.update(column=column, min_value=low, max_value=high)
@@ -368,8 +380,9 @@ def build_checks(fmt: str, config: ValidateParams, video_ids: Iterable[str]) -> 
     return checks
 
 
-def _context():
-    """An ephemeral GX context: in memory, no analytics, no progress bars."""
+def _context(docs: Path | None = None):
+    """An ephemeral GX context (stores in memory, no analytics, no progress bars); with `docs`,
+    its one Data Docs site is that local folder."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -377,17 +390,40 @@ def _context():
         ProgressBarsConfig,
     )
 
+    sites = {}
+    if docs is not None:
+        sites[SITE] = {
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        }
     config = DataContextConfig(
         store_backend_defaults=InMemoryStoreBackendDefaults(),
+        data_docs_sites=sites,
         analytics_enabled=False,
         progress_bars=ProgressBarsConfig(globally=False),
     )
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
-def run_suites(manifests: Manifests, fmt: str, config: ValidateParams | None = None) -> list[dict]:
-    """Validate the manifests; one outcome (see `_outcome`) per expectation, in suite order."""
+def run_suites(
+    manifests: Manifests,
+    fmt: str,
+    config: ValidateParams | None = None,
+    docs: str | Path | None = None,
+) -> list[dict]:
+    """Validate the manifests; one outcome (see `_outcome`) per expectation, in suite order.
+
+    Each table runs through its own Checkpoint (a pandas DataFrame asset takes its data as a
+    batch parameter, one per Checkpoint run), all under one run id; with `docs`, each
+    Checkpoint's UpdateDataDocsAction adds its result to the Data Docs site in that folder."""
     import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
 
     config = config or ValidateParams()
     tables = {
@@ -397,20 +433,30 @@ def run_suites(manifests: Manifests, fmt: str, config: ValidateParams | None = N
     }
     videos = tables["videos"]
     checks = build_checks(fmt, config, videos.get("video_id", ()))
-    context = _context()
-    source = context.data_sources.add_pandas("omnir1")
+    context = _context(None if docs is None else Path(docs))
+    source = context.data_sources.add_pandas(fmt)
+    run_id = RunIdentifier(run_name=f"validate-{fmt}", run_time=dt.datetime.now(dt.UTC))
     outcomes = []
     for name, table in tables.items():
         mine = [c for c in checks if c.suite == name]
         suite = context.suites.add(
             gx.ExpectationSuite(name=name, expectations=[c.expectation for c in mine])
         )
-        batch = (
-            source.add_dataframe_asset(name=name)
-            .add_batch_definition_whole_dataframe("all")
-            .get_batch(batch_parameters={"dataframe": table})
+        batches = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batches, suite=suite)
         )
-        result = batch.validate(suite, result_format="COMPLETE")
+        actions = [] if docs is None else [UpdateDataDocsAction(name="docs", site_names=[SITE])]
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{fmt}.{name}",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format="COMPLETE",  # every failing row's index, for the examples
+            )
+        )
+        run = checkpoint.run(batch_parameters={"dataframe": table}, run_id=run_id)
+        (result,) = run.run_results.values()
         by_id = {r.expectation_config.id: r for r in result.results}
         for check, expectation in zip(mine, suite.expectations, strict=True):
             outcomes.append(_outcome(check, by_id[expectation.id], table, config.examples))
@@ -524,6 +570,7 @@ def make_report(
         "expectations": len(outcomes),
         "failed": len(failed),
         "failures": [failure_line(o) for o in failed],
+        "data_docs": f"{DATA_DOCS}/index.html",  # relative to the report folder
         "rows": {
             "expressions": len(manifests.expressions),
             "videos": len(manifests.videos),
@@ -535,58 +582,11 @@ def make_report(
     }
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(map(_cell, row)) + " |" for row in rows]
-
-
-def render_markdown(report: Mapping) -> str:
-    """A short page: the failed checks with a few of their rows, then the passed ones."""
-    rows, results = report["rows"], report["results"]
-    failed = [o for o in results if not o["success"]]
-    status = (
-        f"**{len(failed)} of {len(results)} checks failed.**"
-        if failed
-        else f"**All {len(results)} checks passed.**"
-    )
-    lines = [
-        f"# Data validation: {report['format']}",
-        "",
-        f"`{report['root']}`: {rows['expressions']} expressions, {rows['videos']} videos, "
-        f"{rows['splits']} splits. {status}",
-    ]
-    if failed:
-        summary_rows = (
-            (o["key"], o["description"], o["rows_failed"], o["rows_checked"]) for o in failed
-        )
-        lines += ["", *_table(("check", "what it means", "rows failed", "of"), summary_rows)]
-    for o in failed:
-        args = ", ".join(f"{k}={v}" for k, v in o["kwargs"].items())
-        what = f"{o['description']}: `{o['expectation']}({args})`"
-        if o["where"]:
-            what += f" on the rows where `{o['where']}`"
-        lines += ["", f"## {o['key']}", "", what, "", failure_line(o) + "."]
-        if o["examples"]:
-            header = list(o["examples"][0])
-            lines += ["", *_table(header, ([ex.get(h) for h in header] for ex in o["examples"]))]
-    passed = [o["key"] for o in results if o["success"]]
-    if passed:
-        lines += ["", "## Passed", "", ", ".join(passed)]
-    return "\n".join(lines) + "\n"
-
-
 def write_report(report: Mapping, manifests: Manifests, out: str | Path) -> dict[str, Path]:
-    """report.json, report.md and the three manifests as CSV, each written atomically."""
+    """report.json and the three manifests as CSV (the tables the suites ran on: Data Docs
+    name their failing rows by row number), each written atomically."""
     out = Path(out)
-    paths = {"json": out / "report.json", "markdown": out / "report.md"}
-    write_json(paths["json"], report)
-    with atomic_open(paths["markdown"], "w", encoding="utf-8") as fh:
-        fh.write(render_markdown(report))
+    paths = {"json": out / "report.json"}
     tables = {
         "expressions": manifests.expressions,
         "videos": manifests.videos,
@@ -596,7 +596,19 @@ def write_report(report: Mapping, manifests: Manifests, out: str | Path) -> dict
         paths[name] = out / f"{name}.csv"
         with atomic_path(paths[name]) as tmp:
             table.to_csv(tmp, index=False)
+    write_json(paths["json"], report)  # last: the summary names a complete report
     return paths
+
+
+def copy_report(out: str | Path, dest: str | Path) -> Path:
+    """The report of `out` (Data Docs, report.json, the manifests) as the folder `dest`,
+    replaced whole; what else `out` holds stays."""
+    out, dest = Path(out), Path(dest)
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(out / DATA_DOCS, tmp / DATA_DOCS)
+        for name in ("expressions.csv", "videos.csv", "splits.csv", "report.json"):
+            shutil.copy2(out / name, tmp / name)
+    return dest
 
 
 def summary(report: Mapping) -> dict:
@@ -610,7 +622,7 @@ def raise_on_failure(report: Mapping, out: str | Path) -> None:
             report["root"],
             f"{report['failed']} of {report['expectations']} expectations failed: "
             + "; ".join(report["failures"])
-            + f" (report: {Path(out) / 'report.md'})",
+            + f" (Data Docs: {Path(out) / DATA_DOCS / 'index.html'})",
         )
 
 
@@ -621,15 +633,21 @@ def validate_dataset(
     config: ValidateParams | None = None,
     *,
     progress: bool = False,
+    copy_to: str | Path | None = None,
 ) -> dict:
-    """The `validate` stage: manifests, suites, report files under `out`; returns the report
-    (its `ok` says whether every expectation passed)."""
+    """The `validate` stage: manifests, suites through Checkpoints, Data Docs and report files
+    under `out` (and a copy of them as `copy_to`), all written whether the data pass or not;
+    returns the report (its `ok` says whether every expectation passed)."""
     config = config or ValidateParams()
+    out = Path(out)
     start = time.perf_counter()
     manifests = load_manifests(fmt, root, progress=progress)
     built = time.perf_counter()
-    outcomes = run_suites(manifests, fmt, config)
+    with atomic_dir(out / DATA_DOCS) as docs:  # a rerun's site replaces the last one whole
+        outcomes = run_suites(manifests, fmt, config, docs=docs)
     seconds = {"manifests": built - start, "suites": time.perf_counter() - built}
     report = make_report(fmt, root, manifests, outcomes, config, seconds)
     write_report(report, manifests, out)
+    if copy_to is not None:
+        copy_report(out, copy_to)
     return report

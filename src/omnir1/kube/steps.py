@@ -74,16 +74,39 @@ def fetch_data(params: str, datasets: str) -> dict[str, float]:
     return figures
 
 
-def validate(params: str, datasets: str, reports: str) -> dict[str, float]:
-    """validate@FORMAT: a violated expectation fails the task after writing its report."""
+# Kubeflow uploads a step's output artifacts only when it succeeds: a step that must keep its
+# report when it fails also copies it under this folder (on the data PVC), set on its task
+REPORT_COPY_ENV = "OMNIR1_REPORT_COPY"
+
+
+def report_copy_dir(stage: str) -> str | None:
+    """$OMNIR1_REPORT_COPY/RUN/STAGE, or None when the variable is unset (kfp.local, tests).
+    RUN is $KFP_RUN_ID where the pipeline puts the run's id in the pod's environment, else the
+    pod's name, which KFP sets in every task (KFP_POD_NAME), else the UTC time."""
+    root = os.environ.get(REPORT_COPY_ENV)
+    if not root:
+        return None
+    import datetime as dt
+
+    run = os.environ.get("KFP_RUN_ID") or os.environ.get("KFP_POD_NAME")
+    run = run or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return str(Path(root) / run / stage)
+
+
+def validate(
+    params: str, datasets: str, reports: str, report_copy: str | None = None
+) -> dict[str, float]:
+    """validate@FORMAT: Data Docs and report.json under reports/FORMAT (and report_copy/FORMAT),
+    pass or fail; a violated expectation then fails the task."""
     from omnir1.data.validate import raise_on_failure, summary, validate_dataset
 
     settings = _params(params)
     figures = {}
     for fmt in settings.data.formats:
         out = Path(reports) / fmt
+        copy = None if report_copy is None else Path(report_copy) / fmt
         report = validate_dataset(
-            fmt, Path(datasets) / fmt, out, settings.validation, progress=False
+            fmt, Path(datasets) / fmt, out, settings.validation, progress=False, copy_to=copy
         )
         raise_on_failure(report, out)
         figures.update(flat_metrics(summary(report), f"{fmt}."))
