@@ -1,9 +1,9 @@
 """System 2, second half: SAM2.1 turns keyframe boxes into masks on every frame of the video.
 
 Frames reach SAM2 through `SAM2Frames`: the video is decoded once, streamed, each frame resized
-to SAM2's square input and kept in a uint8 memory-mapped file, and normalised only when SAM2
-asks for it; memory stays bounded whatever the video's length (SAM2's own per-frame state still
-grows with the frames it tracks).
+to SAM2's square input by a few threads and kept in a uint8 memory-mapped file, and normalised
+only when SAM2 asks for it, on SAM2's device; memory stays bounded whatever the video's length
+(SAM2's own per-frame state still grows with the frames it tracks).
 
 `segment` takes box prompts of many objects at once (for GRPO: every object of every completion
 of a group). Each object is tracked from its own first prompt, backward to frame 0 and then
@@ -11,6 +11,12 @@ forward to the last frame, so its masks never depend on the other objects; objec
 identical prompts are tracked once, objects prompted on the same frames run as one SAM2 batch,
 and all of them advance in lockstep so that each frame's image features are computed once per
 sweep and shared.
+
+`FeatureStore` keeps SAM2's image features across calls (the process shares one, see
+`shared_features`): a frame whose features any earlier call computed with the same model (the
+other expressions of a video, the groups of a training step on one video, a retried call, the
+forward sweep after the backward one) skips the image encoder. Frames are identified by their
+content at SAM2's input size, never by a path or an index: a different video cannot hit.
 """
 
 from __future__ import annotations
@@ -18,12 +24,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import itertools
+import os
 import tempfile
+import threading
 import types
-from collections import OrderedDict
+import weakref
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -38,6 +51,10 @@ class SAM2Frames:
     uint8 array, such as a preprocessed shard's memory-mapped `frames.npy`.
     `keep`: frame indices whose native-resolution image is kept too (`kept[i]`), so that the
     grounder's keyframes come from the same decoding pass.
+    `workers`: threads that resize frames while the next ones decode (PIL releases the GIL
+    while it resizes; at most twice as many frames wait for them, so memory stays a few
+    frames); 0 resizes in the calling thread. `digests[i]` identifies frame i by its content
+    at SAM2's size (what `FeatureStore` keys features by).
     """
 
     def __init__(
@@ -47,9 +64,8 @@ class SAM2Frames:
         *,
         folder_fps: float = 1.0,
         keep: set[int] | frozenset[int] = frozenset(),
+        workers: int | None = None,
     ):
-        from PIL import Image
-
         from omnir1.media import inspect, iter_frames
 
         if isinstance(video, np.ndarray):
@@ -62,43 +78,108 @@ class SAM2Frames:
             images = (f.image for f in iter_frames(video, folder_fps=folder_fps))
         self.image_size = image_size
         self._dir = tempfile.TemporaryDirectory(prefix="omnir1-sam2-frames-")
+        try:
+            self._store, self.digests = self._fill(images, count, keep, workers)
+        except BaseException:
+            self._dir.cleanup()
+            raise
+        self.num_frames = len(self.digests)
+        self._constants: dict[object, tuple] = {}
+
+    def _fill(self, images, count: int, keep, workers: int | None):
+        size = self.image_size
         path = Path(self._dir.name) / "frames.u8"
         store = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.uint8, shape=(count, image_size, image_size, 3)
+            path, mode="w+", dtype=np.uint8, shape=(count, size, size, 3)
         )
-        n = 0
+        if workers is None:
+            workers = min(4, os.cpu_count() or 1)
         self.kept: dict[int, np.ndarray] = {}
-        for image in images:
-            if n in keep:
-                self.kept[n] = np.array(image)  # a copy: a memory-mapped row stays on disk
-            if n == count:  # container metadata undercounted: grow the store
-                store.flush()
-                store = _grow(path, store, count * 2 + 16)
-                count = store.shape[0]
-            # SAM2 resizes with PIL's default filter to a square, ignoring the aspect ratio
-            img = Image.fromarray(np.asarray(image)).resize((image_size, image_size))
-            store[n] = np.asarray(img)
-            n += 1
+        digests: list[bytes] = []
+        pending: deque = deque()  # resizes under way, in frame order
+        pool = ThreadPoolExecutor(workers, "omnir1-sam2-frames") if workers > 0 else None
+        try:
+            for n, image in enumerate(images):
+                if n in keep:
+                    self.kept[n] = np.array(image)  # a copy: a memory-mapped row stays on disk
+                if n == store.shape[0]:  # container metadata undercounted: grow the store
+                    while pending:  # the store is replaced: nothing may still write to it
+                        digests.append(pending.popleft().result())
+                    store.flush()
+                    store = _grow(path, store, store.shape[0] * 2 + 16)
+                if pool is None:
+                    digests.append(_resize_into(store, n, image))
+                    continue
+                pending.append(pool.submit(_resize_into, store, n, image))
+                if len(pending) > 2 * workers:
+                    digests.append(pending.popleft().result())
+            while pending:
+                digests.append(pending.popleft().result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         store.flush()
-        self._store = store
-        self.num_frames = n
-        self._mean = np.array(IMG_MEAN, np.float32)[:, None, None]
-        self._std = np.array(IMG_STD, np.float32)[:, None, None]
+        return store, digests
 
     def __len__(self) -> int:
         return self.num_frames
 
     def __getitem__(self, index: int):
+        return self.tensor(index)
+
+    def tensor(self, index: int, device=None):
+        """Frame `index` normalised as SAM2 expects it: (3, S, S) float32 on `device`. The
+        uint8 frame travels (a quarter of the float32 bytes to a GPU) and is normalised there
+        with the same elementwise IEEE operations in the same order as numpy's
+        `(x / 255 - mean) / std` on the CPU, so the bits are the same (tested); the divisors
+        are tensors on the device, since CUDA divides by a CPU scalar as a multiplication by
+        its reciprocal. The layout is the numpy-made one SAM2 always got (channels last in
+        memory). One frame at a time: SAM2 asks for frames one by one in sweep order, and a
+        batch would hold several float frames (12 MB each at 1024 px) on the device to save a
+        few kernel launches."""
         import torch
 
         if not 0 <= index < self.num_frames:
             raise IndexError(index)
-        img = self._store[index].transpose(2, 0, 1).astype(np.float32) / 255.0
-        return torch.from_numpy((img - self._mean) / self._std)
+        device = torch.device("cpu" if device is None else device)
+        if device not in self._constants:
+            as_tensor = functools.partial(torch.tensor, dtype=torch.float32, device=device)
+            self._constants[device] = (
+                as_tensor([255.0] * 3).view(3, 1, 1),
+                as_tensor(IMG_MEAN).view(3, 1, 1),
+                as_tensor(IMG_STD).view(3, 1, 1),
+            )
+        scale, mean, std = self._constants[device]
+        pixels = torch.from_numpy(self._store[index]).to(device)  # (S, S, 3) uint8
+        return pixels.permute(2, 0, 1).float().div_(scale).sub_(mean).div_(std)
 
     def close(self) -> None:
         self._store = None
         self._dir.cleanup()
+
+
+def _resize_into(store: np.memmap, n: int, image) -> bytes:
+    """Resize one frame into row `n` of the store; the digest of what SAM2 will see."""
+    from PIL import Image
+
+    size = store.shape[1]
+    # SAM2 resizes with PIL's default filter to a square, ignoring the aspect ratio
+    row = np.asarray(Image.fromarray(np.asarray(image)).resize((size, size)))
+    store[n] = row
+    return hashlib.blake2b(np.ascontiguousarray(row), digest_size=16).digest()
+
+
+class _OnDevice:
+    """A SAM2Frames as SAM2's `images`: frames normalised on SAM2's device."""
+
+    def __init__(self, frames: SAM2Frames, device):
+        self.frames, self.device = frames, device
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int):
+        return self.frames.tensor(index, self.device)
 
 
 def _grow(path: Path, store: np.memmap, rows: int) -> np.memmap:
@@ -122,7 +203,7 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
     """SAM2's `init_state`, with our lazily normalised frames instead of a JPEG folder."""
     device = predictor.device
     state = {
-        "images": frames,
+        "images": _OnDevice(frames, device),
         "num_frames": len(frames),
         "offload_video_to_cpu": True,
         "offload_state_to_cpu": False,
@@ -144,15 +225,183 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
     return state
 
 
+FEATURE_CACHE_ENV = "OMNIR1_SAM2_FEATURE_CACHE_MB"
+DEFAULT_FEATURE_CACHE_MB = 1024
+
+
+class FeatureStore:
+    """SAM2 backbone features kept across calls: an LRU bounded by `max_bytes`, safe to share
+    between threads (the System-2 service's workers share one).
+
+    A frame's features are keyed by the model (`model_key`: the image encoder's identity, the
+    version counters of its weights, so weights changed in place never serve old features, its
+    device, dtype and input size) and by the frame's content (`SAM2Frames.digests`: a 128-bit
+    BLAKE2b of the uint8 frame at SAM2's size, which is all the features depend on). So a path,
+    a decoded array or a shard's memory-mapped frames of the same video share features, and a
+    different video, or an array rewritten in place, never hits.
+
+    What is stored: the feature pyramid (`backbone_fpn`; `vision_features` is its last level).
+    Its position encodings depend only on the pyramid's shapes (5x its bytes at SAM2.1's
+    sizes): one copy per model, checked bit for bit against every frame stored after it. The
+    pyramid is moved to (pinned) CPU memory when the model is on a GPU and back on a hit: about
+    10 MB per frame for SAM2.1 hiera-l at 1024 px under bf16 autocast, ~0.5 ms each way over
+    PCIe against ~30 ms for the image encoder, and GPU memory stays with SAM2's tracking; on
+    the CPU the stored tensors are the computed ones. The one position-encoding copy stays on
+    the model's device. `max_bytes` counts both; 0 stores nothing. Sizing: a video is reused
+    across calls only when all its frames fit (a sweep through a longer one evicts its own
+    frames first, as LRU does): a 200-frame clip at 1024 px needs ~2 GB, tiny models a few KB
+    per frame."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max(0, int(max_bytes))
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, tuple[tuple, int]] = OrderedDict()  # value, bytes
+        self._bytes = 0
+        self._tokens: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._next_token = itertools.count()
+        self.hits = self.misses = self.refused = 0
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def model_key(self, predictor) -> tuple:
+        """The predictor's image encoder as a key part (shared by `copy.copy`s of it)."""
+        modules = [predictor.image_encoder]
+        if predictor.use_high_res_features_in_sam:  # forward_image projects two levels
+            modules += [predictor.sam_mask_decoder.conv_s0, predictor.sam_mask_decoder.conv_s1]
+        params = [p for m in modules for p in m.parameters()]
+        with self._lock:  # a fresh token per encoder, never reused (an id() would be)
+            token = self._tokens.get(predictor.image_encoder)
+            if token is None:
+                token = self._tokens[predictor.image_encoder] = next(self._next_token)
+        versions = sum(p._version for p in params)  # in-place updates bump these
+        return (token, versions, str(predictor.device), str(params[0].dtype), predictor.image_size)
+
+    def get(self, model: tuple, digest: bytes) -> tuple[list, list] | None:
+        """(pyramid, position encodings) stored for a frame, or None."""
+        with self._lock:
+            frame = self._entries.get((model, digest))
+            pos = self._entries.get((model, "pos"))
+            if frame is None or pos is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end((model, digest))
+            self._entries.move_to_end((model, "pos"))
+            self.hits += 1
+            return list(frame[0]), list(pos[0])
+
+    def put(self, model: tuple, digest: bytes, pyramid: Sequence, pos: Sequence) -> bool:
+        """Store a frame's features (`pyramid` already where it is to be kept); False when
+        they are not kept (larger than the bound, or position encodings unlike the stored
+        ones)."""
+        if not self.max_bytes:
+            return False
+        with self._lock:  # the comparison too: no other thread's encodings slip in between
+            known = self._entries.get((model, "pos"))
+            if known is not None and not _same_tensors(known[0], pos):
+                self.refused += 1  # SAM2 makes them from shapes alone: never mix others in
+                return False
+            if known is None and not self._insert((model, "pos"), pos):
+                self.refused += 1
+                return False
+            self._entries.move_to_end((model, "pos"))  # evicted last of this model
+            if not self._insert((model, digest), pyramid):
+                self.refused += 1
+                return False
+            return True
+
+    def _insert(self, key: tuple, tensors: Sequence) -> bool:
+        size = _nbytes(tensors)
+        if size > self.max_bytes:
+            return False
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        while self._entries and self._bytes + size > self.max_bytes:
+            _, (_, freed) = self._entries.popitem(last=False)
+            self._bytes -= freed
+        self._entries[key] = (tuple(tensors), size)
+        self._bytes += size
+        return True
+
+    def resize(self, max_bytes: int) -> None:
+        """A new bound; the least recently used features go until the store fits it."""
+        with self._lock:
+            self.max_bytes = max(0, int(max_bytes))
+            while self._entries and self._bytes > self.max_bytes:
+                _, (_, freed) = self._entries.popitem(last=False)
+                self._bytes -= freed
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+def _same_tensors(a: Sequence, b: Sequence) -> bool:
+    import torch
+
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def _nbytes(tensors: Sequence) -> int:
+    """Bytes the tensors hold (storages shared between them counted once)."""
+    storages = {}
+    for t in tensors:
+        s = t.untyped_storage()
+        storages[(s.device, s.data_ptr())] = s.nbytes()
+    return sum(storages.values())
+
+
+_SHARED: dict[str, FeatureStore] = {}  # made on first use, under its lock
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_features() -> FeatureStore:
+    """The process's FeatureStore: OMNIR1_SAM2_FEATURE_CACHE_MB MiB (default 1024; 0 turns it
+    off), read when it is first used. An environment setting, not a params.yaml one: it
+    changes no result (masks are the same bits), only how much memory buys speed, which is the
+    host's business (the service's and the trainer's pods set it), and a params.yaml key
+    would rerun DVC stages whose outputs it cannot change."""
+    with _SHARED_LOCK:
+        if "store" not in _SHARED:
+            value = os.environ.get(FEATURE_CACHE_ENV, "").strip()
+            try:
+                mb = float(value) if value else DEFAULT_FEATURE_CACHE_MB
+            except ValueError:
+                raise ValueError(
+                    f"{FEATURE_CACHE_ENV} must be a number of MiB, got {value!r}"
+                ) from None
+            _SHARED["store"] = FeatureStore(int(mb * 2**20))
+        return _SHARED["store"]
+
+
 class _FeatureCache:
     """Backbone features shared by every inference state of one `segment` call. SAM2 keeps
     only the latest frame's, per state: without this each state would compute every frame
     again. Kept: the frame being computed now (the states step through it one after another),
     prompted frames (read again when the states start), and `keep` frames the forward sweep
-    will read after the backward sweep, until that sweep has passed them."""
+    will read after the backward sweep, until that sweep has passed them. Frames it does not
+    hold are looked up in `features` (a FeatureStore, across calls) before SAM2 computes them,
+    and what SAM2 computes goes there too."""
 
-    def __init__(self, pinned: set[int], keep: set[int]):
+    def __init__(
+        self,
+        pinned: set[int],
+        keep: set[int],
+        frames: SAM2Frames,
+        features: FeatureStore | None = None,
+        model: tuple = (),
+    ):
         self.pinned, self.keep = pinned, keep
+        self.frames, self.features, self.model = frames, features, model
         self.store: dict[int, object] = {}
         self.current: int | None = None
 
@@ -162,17 +411,51 @@ class _FeatureCache:
 
         def cached(self, inference_state, frame_idx, batch_size):
             hit = cache.store.get(frame_idx)
+            if hit is None:
+                hit = cache.stored(frame_idx, inference_state["device"])
+                if hit is not None:
+                    cache.store[frame_idx] = hit
             if hit is not None:
                 inference_state["cached_features"] = {frame_idx: hit}
             features = original(self, inference_state, frame_idx, batch_size)
             if hit is None:
-                cache.store[frame_idx] = inference_state["cached_features"][frame_idx]
+                computed = inference_state["cached_features"][frame_idx]
+                cache.store[frame_idx] = computed
+                cache.keep_for_later(frame_idx, computed)
             if cache.current != frame_idx:
                 cache.release(cache.current)
                 cache.current = frame_idx
             return features
 
         predictor._get_image_feature = types.MethodType(cached, predictor)
+
+    def stored(self, frame: int, device) -> tuple | None:
+        """SAM2's (image, backbone_out) of `frame` from the FeatureStore, on `device`."""
+        if self.features is None or not self.features.max_bytes:
+            return None
+        got = self.features.get(self.model, self.frames.digests[frame])
+        if got is None:
+            return None
+        pyramid, pos = got
+        # from pinned memory the copies overlap the work queued before them; the caching
+        # host allocator keeps a pinned block alive until its copy is done, even if evicted
+        pyramid = [t.to(device, non_blocking=True) for t in pyramid]
+        image = self.frames.tensor(frame, device).unsqueeze(0)  # as SAM2 makes it on a miss
+        return image, {
+            "vision_features": pyramid[-1],
+            "vision_pos_enc": pos,
+            "backbone_fpn": pyramid,
+        }
+
+    def keep_for_later(self, frame: int, computed: tuple) -> None:
+        """Put SAM2's freshly computed features of `frame` in the FeatureStore."""
+        if self.features is None or not self.features.max_bytes:
+            return
+        _, out = computed
+        pyramid, pos = out["backbone_fpn"], out["vision_pos_enc"]
+        if out.get("vision_features") is not pyramid[-1] or len(pos) != len(pyramid):
+            return  # not the structure stored entries are rebuilt into
+        self.features.put(self.model, self.frames.digests[frame], _for_storage(pyramid), pos)
 
     def release(self, frame: int | None) -> None:
         """Forget `frame` unless a later read is planned."""
@@ -185,6 +468,22 @@ class _FeatureCache:
         self.keep.discard(frame)
         if frame != self.current:
             self.store.pop(frame, None)
+
+
+def _for_storage(tensors: Sequence) -> list:
+    """Tensors as the FeatureStore keeps them: CUDA ones copied to pinned CPU memory (a
+    blocking copy: the entry is complete once stored, whichever stream or thread reads it),
+    CPU ones as they are (SAM2 never writes into its features)."""
+    import torch
+
+    out = []
+    for t in tensors:
+        if t.device.type == "cuda":
+            host = torch.empty_like(t, device="cpu", pin_memory=True)  # same strides
+            host.copy_(t)
+            t = host
+        out.append(t)
+    return out
 
 
 def _drop_old_outputs(memory: dict, frame: int, reverse: bool, window: int, first: int) -> None:
@@ -307,6 +606,7 @@ def segment(
     *,
     feature_cache: int = 16,
     prune: bool = True,
+    features: FeatureStore | Literal["shared"] | None = "shared",
 ) -> Iterator[tuple[int, dict[object, np.ndarray]]]:
     """Masks (native size, bool) of every prompted object on every frame, as (frame,
     {object: mask}) parts: every object's mask on every frame exactly once, a frame possibly
@@ -326,11 +626,18 @@ def segment(
 
     `prune` drops SAM2's per-frame outputs once they fall out of the window its memory reads
     (the last num_maskmem frames and max_obj_ptrs_in_encoder object pointers), so that the
-    state stays bounded on long videos; results are unchanged (tested)."""
+    state stays bounded on long videos; results are unchanged (tested).
+
+    `features`: where image features are looked up before SAM2 computes them and kept
+    after ("shared": the process's `shared_features()`; None: within this call only). The
+    masks are the same bits either way (tested)."""
     import torch
 
     if predictor.non_overlap_masks or predictor.non_overlap_masks_for_mem_enc:
         raise ValueError("SAM2 with non-overlapping masks couples objects: not supported")
+    if features == "shared":
+        features = shared_features()
+    model = features.model_key(predictor) if features is not None else ()
     # this call's own view of the predictor (the weights shared): the feature cache and the
     # float-memory hooks below are bound to it, never to a predictor other threads run (the
     # service's workers share one set of models per device)
@@ -353,7 +660,7 @@ def segment(
     starts = sorted({f[0] for f in batches})
     keyframes = {f for fs in batches for f in fs}
     between = sorted(set(range(starts[0] + 1, starts[-1])) - keyframes)
-    cache = _FeatureCache(set(keyframes), set(between[:feature_cache]))
+    cache = _FeatureCache(set(keyframes), set(between[:feature_cache]), frames, features, model)
     cache.bind(predictor)
     window = max(predictor.num_maskmem, predictor.max_obj_ptrs_in_encoder)
     on_cuda = predictor.device.type == "cuda"

@@ -6,7 +6,8 @@ boxes that take the grounder's place, to study SAM2 alone or replay a run). All 
 requests of the batch are deduplicated and generated together; every box is a SAM2 object tracked
 from its own keyframe (so a request's masks never depend on the rest of the batch), identical
 boxes are tracked once for the whole batch, every frame's image features are shared by all of
-them, and the masks of a request's boxes are unioned per frame.
+them (and kept for later calls on the same frames: `segmentation.FeatureStore`), and the masks
+of a request's boxes are unioned per frame.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from omnir1.config import GrounderParams
 from omnir1.systems.grounding import Grounder, GroundingRequest
-from omnir1.systems.segmentation import BoxPrompt, SAM2Frames, segment
+from omnir1.systems.segmentation import BoxPrompt, FeatureStore, SAM2Frames, segment
 from omnir1.timing import Stopwatch
 
 
@@ -64,12 +66,15 @@ def run_system2(
     grounder_answer: str | None = None,
     timings: dict[str, float] | None = None,
     segment_masks: bool = True,
+    features: FeatureStore | Literal["shared"] | None = "shared",
 ) -> list[System2Result]:
     """Ground and segment every request; `on_frame(frame, {request id: union mask})` gets each
     frame of the video once for every request (one call carries some of the requests: those
     segmented together). `grounder_answer` replays one grounder answer for every keyframe.
     `segment_masks=False` stops after the boxes (on_frame is never called). `video` may be
-    the decoded frames, (N, H, W, 3) uint8 (a preprocessed shard's frames.npy)."""
+    the decoded frames, (N, H, W, 3) uint8 (a preprocessed shard's frames.npy). SAM2's image
+    features come from and go to `features` (`segment`'s: by default the process's store, so
+    later calls on the same video skip the image encoder for frames computed before)."""
     watch = Stopwatch()
     ids = [r.id for r in requests]
     if len(set(ids)) != len(ids):
@@ -115,7 +120,7 @@ def run_system2(
             results.append(System2Result(r.id, keyframes))
         with watch("sam2"):
             if segment_masks:
-                _union_per_request(models.sam2, frames, ids, prompts, on_frame)
+                _union_per_request(models.sam2, frames, ids, prompts, on_frame, features)
     finally:
         frames.close()
     if timings is not None:
@@ -124,7 +129,9 @@ def run_system2(
     return results
 
 
-def _union_per_request(sam2, frames: SAM2Frames, ids, prompts, on_frame: MaskSink) -> None:
+def _union_per_request(
+    sam2, frames: SAM2Frames, ids, prompts, on_frame: MaskSink, features="shared"
+) -> None:
     """Call `on_frame` with each request's union of its boxes' masks on every frame, as soon
     as the frame's last part has come from `segment`. Unions still waiting for a part are kept
     packed 8 pixels to a byte: only frames between the group's earliest and latest keyframes
@@ -135,7 +142,7 @@ def _union_per_request(sam2, frames: SAM2Frames, ids, prompts, on_frame: MaskSin
     for p in prompts:
         objects.setdefault(p.obj[0], set()).add(p.obj)
     waiting: dict[tuple[int, str], tuple[np.ndarray, int]] = {}  # packed union, parts seen
-    for frame_idx, masks in segment(sam2, frames, prompts):
+    for frame_idx, masks in segment(sam2, frames, prompts, features=features):
         parts: dict[str, list[np.ndarray]] = {}
         for obj, mask in masks.items():
             parts.setdefault(obj[0], []).append(mask)
