@@ -1,11 +1,13 @@
 """On-demand evaluation of a registered model (the evaluation pipeline): trigger with
 {"model_uri": "models:/omnir1-system1/7", "baseline_uri": "models:/omnir1-system1@champion"}.
-Settings: dags/omnir1_common.py."""
+Settings: omnir1.airflow_tasks (Variables, read as tasks run)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, task
-from omnir1_common import default_args, read_outcome, start_run, wait_for_run
+
+from omnir1 import airflow_tasks
+from omnir1.airflow_tasks import PipelineRunOperator
 
 
 @dag(
@@ -13,7 +15,9 @@ from omnir1_common import default_args, read_outcome, start_run, wait_for_run
     schedule=None,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
-    default_args=default_args(),
+    dagrun_timeout=timedelta(hours=24),
+    default_args=airflow_tasks.dag_defaults(),
+    on_failure_callback=airflow_tasks.stop_pipeline_runs("evaluation"),
     params={
         "model_uri": Param("models:/omnir1-system1@champion", type="string"),
         "baseline_uri": Param("", type="string", description="compared with; empty: none"),
@@ -22,12 +26,20 @@ from omnir1_common import default_args, read_outcome, start_run, wait_for_run
     doc_md=__doc__,
 )
 def omnir1_evaluate():
-    @task
-    def arguments(params=None) -> dict:
-        return {"model_uri": params["model_uri"], "baseline_uri": params["baseline_uri"]}
+    run = PipelineRunOperator(
+        task_id="run_pipeline",
+        pipeline="evaluation",
+        arguments={
+            "model_uri": "{{ params.model_uri }}",
+            "baseline_uri": "{{ params.baseline_uri }}",
+        },
+    )
 
-    run = start_run("evaluation", arguments())
-    read_outcome(run, wait_for_run()(run))
+    @task(multiple_outputs=False)
+    def read_outcome(handle: dict) -> dict:
+        return airflow_tasks.read_outcome(handle)
+
+    read_outcome(run.output)
 
 
 omnir1_evaluate()

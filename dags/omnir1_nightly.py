@@ -1,20 +1,13 @@
 """Nightly retraining: at 02:00, if the DVC-tracked data changed since the last successful
-run, run the training pipeline (Kubeflow, or locally), wait for it, read the registry's
-decision, and remember the data it trained on. Settings: dags/omnir1_common.py."""
+run, run the training pipeline (on Kubeflow, or locally), read the registry's decision, and
+remember the data it trained on. Settings: omnir1.airflow_tasks (Variables, read as tasks run)."""
 
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, Variable, dag, task
-from omnir1_common import (
-    PROJECT_DEFAULT,
-    default_args,
-    read_outcome,
-    setting,
-    start_run,
-    wait_for_run,
-)
 
-from omnir1 import orchestration
+from omnir1 import airflow_tasks, orchestration
+from omnir1.airflow_tasks import PipelineRunOperator
 
 LAST_FINGERPRINT = "omnir1_last_data_fingerprint"
 
@@ -26,7 +19,8 @@ LAST_FINGERPRINT = "omnir1_last_data_fingerprint"
     catchup=False,  # a missed night is not worth three runs in a row
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=24),
-    default_args=default_args(),
+    default_args=airflow_tasks.dag_defaults(),
+    on_failure_callback=airflow_tasks.stop_pipeline_runs("training"),
     params={
         "force": Param(False, type="boolean", description="train even if the data is the same")
     },
@@ -34,9 +28,9 @@ LAST_FINGERPRINT = "omnir1_last_data_fingerprint"
     doc_md=__doc__,
 )
 def omnir1_nightly_retraining():
-    @task
+    @task(multiple_outputs=False)
     def fingerprint() -> str:
-        return orchestration.data_fingerprint(setting("project", PROJECT_DEFAULT))
+        return orchestration.data_fingerprint(airflow_tasks.project_folder())
 
     @task.short_circuit
     def data_changed(current: str, params=None) -> bool:
@@ -48,16 +42,19 @@ def omnir1_nightly_retraining():
         )
         return changed or bool(params["force"])
 
+    @task(multiple_outputs=False)
+    def read_outcome(handle: dict) -> dict:
+        return airflow_tasks.read_outcome(handle)
+
     @task
     def remember(current: str, outcome: dict) -> None:
         """Only a run that finished moves the mark: a failed night is retried the next."""
         Variable.set(LAST_FINGERPRINT, current)
 
     current = fingerprint()
-    run = start_run("training")
+    run = PipelineRunOperator(task_id="run_pipeline", pipeline="training")
     data_changed(current) >> run
-    result = wait_for_run()(run)
-    remember(current, read_outcome(run, result))
+    remember(current, read_outcome(run.output))
 
 
 omnir1_nightly_retraining()
