@@ -4,8 +4,9 @@ their first build resolves one), a non-root final user, an entry point that the 
 packages provide, every COPY source present and inside the build context, every pip install
 pinned and taken from the lock files (or the same pins as scripts/setup.sh), the locked
 dependencies in a layer of their own below the project's code, the git revision as a label,
-a GPU image that can compile the kernels built at run time and never compiles flash-attn, and
-a CPU image on the CPU build of torch."""
+a GPU image that can compile the kernels built at run time and never compiles flash-attn, a
+CPU image on the CPU build of torch, and an Airflow image that extends the official one for the
+official chart (its entrypoint, the locked pins, the settings where the DAGs look for them)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
-ENTRY_POINTS = {"omnir1": "main.lock", "airflow": "airflow.lock"}
+AIRFLOW_DOCKERFILE = ROOT / "docker" / "airflow.Dockerfile"
+# images with an entry point of their own (the Airflow image keeps the official image's)
+OWN_ENTRY_POINT = [p for p in DOCKERFILES if p != AIRFLOW_DOCKERFILE]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # what the CUDA build of torch pulls in and the CPU image leaves out
 CUDA_ONLY = re.compile(r"^(nvidia-.*|cuda-.*|triton)$")
@@ -188,13 +191,13 @@ def test_dockerfile(dockerfile):
             names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", a)
             assert not [n for n in names if re.search(r"PASSWORD|SECRET|TOKEN|KEY", n)], a
     entry = [a for kind, a in final if kind == "ENTRYPOINT"]
-    assert entry, "an entry point"
-    program = shlex.split(entry[-1].strip("[]").replace(",", " "))[0].strip('"')
-    assert program in ENTRY_POINTS
-    if program == "omnir1":
-        assert 'omnir1 = "omnir1.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    if dockerfile == AIRFLOW_DOCKERFILE:  # the official entrypoint runs the chart's args
+        assert not entry and not [a for kind, a in final if kind == "CMD"]
     else:
-        assert "apache-airflow" in locked(ENTRY_POINTS[program])
+        assert entry, "an entry point"
+        program = shlex.split(entry[-1].strip("[]").replace(",", " "))[0].strip('"')
+        assert program == "omnir1"
+        assert 'omnir1 = "omnir1.cli:main"' in (ROOT / "pyproject.toml").read_text()
     for kind, a in steps:
         if kind == "COPY" and "--from=" not in a:
             parts = [p for p in a.split() if not p.startswith("--")]
@@ -289,7 +292,7 @@ def test_the_git_revision_is_a_label_and_reaches_registered_versions(dockerfile)
     assert all(kind not in ("RUN", "COPY", "ADD") for kind in kinds[arg:])
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", OWN_ENTRY_POINT, ids=lambda p: p.name)
 def test_the_locked_dependencies_are_a_layer_below_the_code(dockerfile):
     found = stages(dockerfile)
     by_name = {s.name: s for s in found}
@@ -314,6 +317,66 @@ def test_the_locked_dependencies_are_a_layer_below_the_code(dockerfile):
     if "package" in by_name:
         assert by_name["package"].base == source.name
         assert any("from=package" in a for kind, a in final if kind == "RUN")
+
+
+def env_of(steps: list[tuple[str, str]]) -> dict[str, str]:
+    return dict(pair.split("=", 1) for kind, a in steps if kind == "ENV" for pair in shlex.split(a))
+
+
+def test_the_airflow_image_extends_the_official_one_for_the_official_chart():
+    """The official image's entrypoint, user and environment (the chart's default args work);
+    the locked pins installed into it in one layer, as its docs do, below the code."""
+    found = stages(AIRFLOW_DOCKERFILE)
+    final = found[-1]
+    airflow = locked("airflow.lock")["apache-airflow"]
+    python = re.search(r"python(3\.\d+)", setup_pin("PYTHON"))[1]  # .venv-airflow's
+    assert DIGEST.sub("", final.base) == f"apache/airflow:{airflow}-python{python}"
+    users = [a for kind, a in final.steps if kind == "USER"]
+    assert users[-1] in ("airflow", "50000", "50000:0")
+    installs = pip_installs(final.steps)
+    assert installs == [["--no-cache-dir", "-r", "/tmp/airflow.lock"]]
+    kinds = [(kind, a) for kind, a in final.steps if kind in ("COPY", "RUN")]
+    install = next(i for i, (kind, a) in enumerate(kinds) if "pip install" in a)
+    # before the pins: only the lock itself (and the DAGs folder made root's)
+    assert [a for kind, a in kinds[:install] if kind == "COPY"] == [
+        "requirements/airflow.lock /tmp/airflow.lock"
+    ]
+    assert all(kind == "COPY" for kind, _ in kinds[install + 1 :]), "the code above the pins"
+    env = env_of(final.steps)
+    # the chart sets the DAGs folder (its default, git-sync or a volume): the image leaves it
+    assert not [k for k in env if k.startswith("AIRFLOW__CORE__DAGS")]
+    assert "/opt/omnir1/src" in env["PYTHONPATH"].split(":")
+
+
+def test_the_airflow_image_holds_what_the_dags_default_to():
+    """The DAGs in the chart's default DAGs folder; omnir1's code on PYTHONPATH; params.yaml and
+    the pipeline packages (compiled in a stage of their own with main.lock's kfp, for the
+    images the build names) in OMNIR1_PROJECT, where omnir1.airflow_tasks looks when no
+    Variable says otherwise."""
+    found = stages(AIRFLOW_DOCKERFILE)
+    final = found[-1].steps
+    copies = [a for kind, a in final if kind == "COPY"]
+    project = env_of(final)["OMNIR1_PROJECT"]
+    assert "dags /opt/airflow/dags" in copies
+    assert "src/omnir1 /opt/omnir1/src/omnir1" in copies
+    assert f"params.yaml {project}/params.yaml" in copies
+    (compiled,) = [a for a in copies if a.startswith("--from=")]
+    stage, source, target = re.fullmatch(r"--from=(\S+) (\S+) (\S+)", compiled).groups()
+    assert target == f"{project}/pipelines/compiled"
+    build = {s.name: s for s in found}[stage]
+    (compile_run,) = [a for kind, a in build.steps if kind == "RUN" and "pipeline compile" in a]
+    words = next(w for w in commands(compile_run) if "compile" in w)
+    assert words[words.index("--out") + 1] == source
+    assert words[words.index("--project") + 1] == "/project"
+    assert {"OMNIR1_IMAGE", "OMNIR1_GPU_IMAGE"} <= {
+        a for kind, a in build.steps if kind == "ARG"
+    }, "the packages name the images the builder passes"
+    (deps,) = pip_installs([s for s in build.steps if s[0] == "RUN"])[1:]
+    assert deps[:2] == ["-c", "/tmp/main.lock"]
+    assert {w.split("==")[0] for w in deps[2:]} >= {"kfp", "kfp-kubernetes"}
+    source_code = (ROOT / "src/omnir1/airflow_tasks.py").read_text()
+    assert 'os.environ.get("OMNIR1_PROJECT")' in source_code
+    assert '"pipelines" / "compiled"' in source_code
 
 
 def test_the_gpu_runtime_can_compile_triton_and_deepspeed_kernels():
