@@ -14,6 +14,9 @@ number of the metrics files (nested keys flattened with dots, prefixed with NAME
 with the model's names, the data set, the params hash and the git commit; it gets the alias
 `challenger`.
 
+Under `dvc exp run` (DVC_EXP_NAME set) the version is only recorded: tagged with the
+experiment's name and its gates' verdict, no alias moved.
+
 It is promoted (alias `champion`; the old champion keeps its version number) when the gates of
 params.yaml `register` hold against the current champion's metrics, read back from the
 champion's run: no gated metric worse by more than its tolerance, hallucination metrics not
@@ -558,6 +561,11 @@ def register_model(
     commit = git_commit()
     if commit:
         tags["git_commit"] = commit
+    # `dvc exp run` sets DVC_EXP_NAME: an experiment's model is recorded (a version with its
+    # gates' verdict), never made the challenger or champion the cluster serves and compares to
+    experiment = os.environ.get("DVC_EXP_NAME", "").strip()
+    if experiment:
+        tags["dvc_experiment"] = experiment
     tags |= dict(extra_tags or {})
     files = [("metrics", Path(p)) for _, p in metrics_files]
     if params_file is not None and Path(params_file).is_file():
@@ -585,6 +593,8 @@ def register_model(
                 client.set_terminated(run_id)
             source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model"
             line = summary_line(promoted, checks, previous is None)
+            if experiment:
+                line = f"dvc experiment {experiment}: recorded, no alias moved; {line}"
             version = client.create_model_version(
                 cfg.model_name,
                 source,
@@ -594,9 +604,9 @@ def register_model(
                 await_creation_for=60,
             ).version
             version = str(version)  # a string from a server, an int from a SQLite store
-            client.set_registered_model_alias(cfg.model_name, CHALLENGER, version)
-            if promoted:
-                client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
+            aliases = [] if experiment else [CHALLENGER, CHAMPION] if promoted else [CHALLENGER]
+            for alias in aliases:
+                client.set_registered_model_alias(cfg.model_name, alias, version)
         except MlflowException as exc:
             raise TrackingError(
                 public_uri(uri), f"MLflow call failed: {_first_line(exc)}"
@@ -609,10 +619,12 @@ def register_model(
     decision = {
         "model": cfg.model_name,
         "version": version,
-        "promoted": promoted,
+        "promoted": CHAMPION in aliases,
+        "gates_passed": promoted,
+        "experiment": experiment or None,
         "summary": line,
-        "aliases": [CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
-        "champion": version if promoted else previous,
+        "aliases": aliases,
+        "champion": version if CHAMPION in aliases else previous,
         "previous_champion": previous,
         "reasons": [asdict(c) for c in checks],
         "notes": notes,
@@ -694,6 +706,23 @@ def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None =
     return origin
 
 
+EMBEDDED_MODELS = "models/tiny"  # models.dir of the embedded default: built, not fetched
+
+
+def base_models(params, out: str | Path) -> dict:
+    """The models GRPO starts from, at `out`: params.yaml `models.dir` (a folder, s3:// prefix
+    or models:/ registry version) copied there, or for the embedded default (`models/tiny`, not
+    an existing folder) the tiny models of the production architectures built there. What the
+    DVC `models` stage and the pipelines' base-models step run."""
+    from omnir1.models.tiny import TinySizes, init_tiny
+
+    cfg = params.models
+    if cfg.dir == EMBEDDED_MODELS and not Path(cfg.dir).is_dir():
+        sizes = TinySizes(sam2_image_size=cfg.tiny.sam2_size)
+        return {"built": "tiny", **init_tiny(out, seed=cfg.tiny.seed, sizes=sizes)}
+    return fetch_model(params, cfg.dir, out)
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return "-"
@@ -707,7 +736,7 @@ def markdown(decision: dict) -> str:
         "",
         f"**{d['summary']}**",
         "",
-        f"- aliases of version {d['version']}: {', '.join(d['aliases'])}",
+        f"- aliases of version {d['version']}: {', '.join(d['aliases']) or 'none'}",
         f"- champion now: version {d['champion']}; before: "
         + (f"version {d['previous_champion']}" if d["previous_champion"] else "none"),
         f"- run {d['run_id']} on {d['tracking_uri']}",

@@ -24,9 +24,30 @@ class Stage:
 
 
 DATA_CODE = ("src/omnir1/benchmarks", "src/omnir1/data", "src/omnir1/media")
+# evaluation and probes answer greedily: System 1's sampling settings do not make them stale
+SAMPLING = ("temperature", "top_p")
+
+
+def _greedy_system1() -> tuple[str, ...]:
+    from omnir1.config import System1Params
+
+    return tuple(f"system1.{k}" for k in System1Params.model_fields if k not in SAMPLING)
+
+
+GREEDY_SYSTEM1 = _greedy_system1()
 MODEL_CODE = ("src/omnir1/systems",)
 
 STAGES: tuple[Stage, ...] = (
+    # what an external source holds now (DVC runs it every time; Kubeflow keys its cached data
+    # fetch on the same digest)
+    Stage(
+        "source",
+        ("data", "source"),
+        (),
+        ("data.source", "data.sources", "data.synth"),
+        ("src/omnir1/data",),
+        per_format=True,
+    ),
     Stage(
         "data",
         ("data", "fetch"),
@@ -46,10 +67,10 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "models",
-        ("models", "init-tiny"),
+        ("models", "base"),
         ("base_models",),
-        ("models.tiny",),
-        ("src/omnir1/models",),
+        ("models",),
+        ("src/omnir1/models", "src/omnir1/registry.py"),
     ),
     Stage(
         "warm_start",
@@ -69,7 +90,7 @@ STAGES: tuple[Stage, ...] = (
         "evaluate",
         ("benchmark",),
         ("predict", "score"),
-        ("data.formats", "system1", "grounder", "evaluate", "train.seed"),
+        ("data.formats", *GREEDY_SYSTEM1, "grounder", "evaluate", "train.seed"),
         ("src/omnir1/benchmarks", "src/omnir1/eval", *MODEL_CODE),
     ),
     Stage(
@@ -78,7 +99,7 @@ STAGES: tuple[Stage, ...] = (
         ("probe",),
         (
             "data.formats",
-            "system1",
+            *GREEDY_SYSTEM1,
             "grounder",
             "probe",
             "evaluate.system1_batch_size",

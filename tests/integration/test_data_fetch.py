@@ -57,3 +57,34 @@ def test_imported_from_a_folder_and_bad_sources(synth_sets, tmp_path, capsys):
     assert fetch(tmp_path, f"data:\n  source: {broken}\n", "revos", tmp_path / "b") == 2
     err = capsys.readouterr().err
     assert "meta_expressions_valid_.json" in err
+
+
+def test_the_source_stage_sees_a_folder_or_the_synthetic_settings_change(synth_sets, tmp_path):
+    """`omnir1 data source` (dvc.yaml's always-run source stage): the digest moves when a file
+    of the source folder or the synthetic set's settings change, and only then."""
+    import shutil
+
+    source = tmp_path / "revos"
+    shutil.copytree(synth_sets["revos"], source)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"data:\n  sources: {{revos: {source}}}\n")
+    out = tmp_path / "key.json"
+
+    def key() -> dict:
+        assert (
+            main(
+                ["data", "source", "--format", "revos", "--out", str(out), "--params", str(params)]
+            )
+            == 0
+        )
+        return json.loads(out.read_text())
+
+    first = key()
+    assert first["source"] == str(source) and key() == first
+    video = next(p for p in source.rglob("*.mp4"))
+    video.write_bytes(video.read_bytes() + b"\0")
+    assert key()["sha256"] != first["sha256"]
+    params.write_text("data:\n  source: synth\n  synth: {videos: 3}\n")
+    synth = key()
+    params.write_text("data:\n  source: synth\n  synth: {videos: 4}\n")
+    assert key()["sha256"] != synth["sha256"] and synth["source"] == "synth"

@@ -275,3 +275,21 @@ def test_the_version_is_a_pyfunc_model_in_the_training_run_with_its_report(
     assert main([*args, "--out", str(out), "--params", str(params)]) == 0
     logged = {a.path for a in mlflow_client.list_artifacts(trained, "report")}
     assert logged == {"report/index.html", "report/index.md"}
+
+
+def test_a_dvc_experiment_records_a_version_and_moves_no_alias(
+    registry, mlflow_server, monkeypatch
+):
+    """`dvc exp run` sets DVC_EXP_NAME: its model is a version with the gates' verdict and the
+    experiment's name, never the challenger or champion the cluster compares to and serves."""
+    first = registry(0.50, 0.20)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lr-high")
+    better = registry(0.70, 0.10)
+    assert better["gates_passed"] and not better["promoted"] and better["aliases"] == []
+    assert better["experiment"] == "exp-lr-high" and better["champion"] == first["version"]
+    assert better["summary"].startswith("dvc experiment exp-lr-high: recorded, no alias moved")
+    mlflow = client(mlflow_server)
+    for alias in ("champion", "challenger"):
+        assert mlflow.get_model_version_by_alias(registry.name, alias).version == "1"
+    version = mlflow.get_model_version(registry.name, better["version"])
+    assert version.tags["dvc_experiment"] == "exp-lr-high" and version.tags["gate"] == "passed"

@@ -95,3 +95,23 @@ def test_data_stage_imports_a_data_set_from_s3(aws, synth_sets, tmp_path, capsys
     assert main([*args, "--out", str(tmp_path / "none")]) == 2
     assert "s3://datasets/mevis/v2: no objects under this prefix" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_source_key_changes_with_what_the_prefix_holds(aws, tmp_path):
+    """The DVC source stage's digest (omnir1.data.fetch.source_key): the same objects give the
+    same key, a changed or added object another; nothing is downloaded."""
+    from omnir1.config import Params
+    from omnir1.data.fetch import source_key
+
+    aws.create_bucket(Bucket="sets")
+    aws.put_object(Bucket="sets", Key="revos/v1/meta.json", Body=b"{}")
+    aws.put_object(Bucket="sets", Key="revos/v1/a.mp4", Body=b"video a")
+    params = Params.model_validate({"data": {"sources": {"revos": "s3://sets/revos/v1"}}})
+    first = source_key(params, "revos")
+    assert first["files"] == 2 and source_key(params, "revos") == first
+    aws.put_object(Bucket="sets", Key="revos/v1/a.mp4", Body=b"video a, re-encoded")
+    changed = source_key(params, "revos")
+    assert changed["sha256"] != first["sha256"]
+    aws.put_object(Bucket="sets", Key="revos/v1/b.mp4", Body=b"video b")
+    assert source_key(params, "revos")["files"] == 3
+    assert not (tmp_path / "cache").exists()

@@ -47,6 +47,17 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_source(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.data.fetch import source_key
+    from omnir1.fsutil import write_json
+
+    key = source_key(load_params(args.params, args.recipe), args.format)
+    write_json(args.out, key)
+    print_json(key)
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from omnir1.data.check import check_dataset
     from omnir1.fsutil import write_json
@@ -187,6 +198,16 @@ def add_commands(groups) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_data_synth)
+
+    p = data.add_parser(
+        "source",
+        help="the source stage: what a data set's source (params data.source(s)) holds now, "
+        "as a digest (a listing, no copy), so DVC sees an S3 prefix or folder change",
+    )
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--out", required=True, help="JSON to write (format, source, files, sha256)")
+    add_params_args(p)
+    p.set_defaults(func=cmd_data_source)
 
     p = data.add_parser(
         "fetch",

@@ -23,6 +23,14 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_base(args: argparse.Namespace) -> int:
+    from omnir1.config import load_params
+    from omnir1.registry import base_models
+
+    print_json(base_models(load_params(args.params, args.recipe), args.out))
+    return 0
+
+
 def cmd_models_init_tiny(args: argparse.Namespace) -> int:
     from omnir1.models.tiny import TinySizes, init_tiny
 
@@ -167,6 +175,17 @@ def add_commands(groups) -> None:
     p.add_argument("--name", help="the folder's model name (default: the snapshot's folder name)")
     p.add_argument("--out", required=True, help="model folder to write (complete or absent)")
     p.set_defaults(func=cmd_models_import)
+
+    p = models.add_parser(
+        "base",
+        help="the models GRPO starts from (the DVC models stage): params.yaml models.dir "
+        "copied to OUT, or the embedded default's tiny models built there",
+    )
+    p.add_argument("--out", required=True, help="model folder to write (replaced when complete)")
+    add_params_args(
+        p, "models.dir, models.tiny; tracking.uri for models:/ (MLFLOW_TRACKING_URI wins)"
+    )
+    p.set_defaults(func=cmd_models_base)
 
     p = models.add_parser(
         "fetch",

@@ -15,8 +15,10 @@ OUT is replaced only by a complete copy that the loader can read: the copy is ma
 in a staging folder, which replaces OUT only when the check passes. A copy the loader cannot
 read fails the stage with the problems named (exit 2), the report goes to METRICS, and OUT
 keeps the data set it held.
-An external source is not watched by DVC: point `data.sources` at a new, versioned prefix (or
-run `dvc repro -f -s data@FORMAT`) when its contents change.
+DVC cannot see into an external source, so the `source` stage before this one runs on every
+`dvc repro` (`omnir1 data source`: a listing, never a copy) and writes what the source holds
+now (`source_key`); the data stage depends on that file, so a changed S3 prefix or folder makes
+it stale, and an unchanged one does not.
 """
 
 from __future__ import annotations
@@ -30,6 +32,38 @@ from omnir1.fsutil import atomic_dir, write_json
 
 def source_of(params, fmt: str) -> str:
     return params.data.sources.get(fmt, params.data.source)
+
+
+def source_key(params, fmt: str) -> dict:
+    """What the source of `fmt` holds now, as a digest that changes when its contents do: the
+    generating settings of the synthetic set; the keys, sizes and ETags under an s3:// prefix;
+    the relative paths, sizes and modification times under a folder. A listing, no copy."""
+    import hashlib
+    import json
+
+    from omnir1.s3 import is_s3, list_objects
+
+    source = source_of(params, fmt)
+    if source == "synth":
+        listing = {"format": fmt, "synth": params.data.synth.model_dump(mode="json")}
+    elif is_s3(source):
+        listing = [[o["key"], o["size"], o["etag"]] for o in list_objects(source)]
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise DataError(folder, "data set folder not found", f"data.sources.{fmt}")
+        listing = [
+            [p.relative_to(folder).as_posix(), (st := p.stat()).st_size, st.st_mtime_ns]
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+    canonical = json.dumps(listing, sort_keys=True, separators=(",", ":"))
+    return {
+        "format": fmt,
+        "source": source,
+        "files": len(listing) if isinstance(listing, list) else None,
+        "sha256": hashlib.sha256(canonical.encode()).hexdigest(),
+    }
 
 
 def fetch_dataset(params, fmt: str, out: str | Path, *, progress: bool = True) -> dict:

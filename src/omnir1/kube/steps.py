@@ -26,8 +26,6 @@ from pathlib import Path
 from omnir1.errors import OmniR1Error
 from omnir1.fsutil import read_json
 
-# The models.dir value that means "build the embedded tiny models here" (dvc.yaml's models stage)
-EMBEDDED_MODELS = "models/tiny"
 UNTRAINED, TRAINED = "untrained", "trained"
 
 
@@ -142,15 +140,11 @@ def merge_shards(params: str, parts: Sequence[str], shards: str) -> None:
 
 
 def base_models(params: str, models: str) -> None:
-    """The models GRPO starts from: models.dir (a folder, s3:// prefix or models:/ registry
-    URI) or, for the embedded default, the tiny models built here (dvc.yaml's models stage)."""
-    from omnir1.models.tiny import TinySizes, init_tiny
+    """The models GRPO starts from (omnir1.registry.base_models: models.dir, or the embedded
+    default's tiny models built here), as dvc.yaml's models stage."""
+    from omnir1.registry import base_models as prepare
 
-    cfg = _params(params).models
-    if cfg.dir == EMBEDDED_MODELS and not Path(cfg.dir).is_dir():
-        init_tiny(models, seed=cfg.tiny.seed, sizes=TinySizes(sam2_image_size=cfg.tiny.sam2_size))
-    else:
-        fetch_model(params, cfg.dir, models)
+    prepare(_params(params), models)
 
 
 def fetch_model(params: str, uri: str, models: str) -> None:
