@@ -13,7 +13,10 @@ def prepare_data(settings: dict, params):
     """data -> validate -> preprocess over `parts` parts -> merge: (datasets, shards, parts)."""
     data = cluster.networked(cluster.with_s3(cluster.with_data(stages.fetch_data(params=params))))
     datasets = data.outputs["datasets"]
-    checked = cluster.pure(stages.validate_data(params=params, datasets=datasets))
+    checked = cluster.with_data(stages.validate_data(params=params, datasets=datasets))
+    # a failed task uploads no outputs: its Data Docs are copied to the PVC too (docs/pipeline.md)
+    checked.set_env_variable("OMNIR1_REPORT_COPY", f"{cluster.DATA_MOUNT}/reports")
+    cluster.pure(checked)
     parts = stages.part_indices(parts=settings["parts"])
     with dsl.ParallelFor(parts.output) as part:
         pre = stages.preprocess_part(

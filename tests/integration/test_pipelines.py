@@ -139,8 +139,11 @@ def test_secrets_pvc_retries_and_caching(compiled, name):
         if task_name in {"register", "base-models", "fetch-model", "train"}:
             assert "omnir1-mlflow" in secrets, task_name
             assert k8s["podMetadata"]["labels"]["omnir1.io/role"] == "trainer"
-        if task_name in {"fetch-data", "train", "train-pytorchjob"}:
+        if task_name in {"fetch-data", "validate-data", "train", "train-pytorchjob"}:
             assert k8s["pvcMount"][0]["constant"] == "omnir1-data", task_name
+        if task_name == "validate-data":  # a failed validation's Data Docs kept on the PVC
+            env = spec["deploymentSpec"]["executors"][task["executor"]]["container"]["env"]
+            assert {"name": "OMNIR1_REPORT_COPY", "value": "/mnt/data/reports"} in env
         if task_name == "train":
             assert not caching and task["retryPolicy"]["maxRetryCount"] == 2
         # no credentials in the package itself
