@@ -619,7 +619,7 @@ def test_the_readmes_helm_install_works_as_written(readme, image):
     """The deploy steps' `helm install` (continuation lines joined, shell variables given
     example values) renders with the real chart, the schema and the NOTES."""
     text = (ROOT / readme).read_text().replace("\\\n", " ")
-    (line,) = re.findall(r"^helm install .*$", text, re.M)
+    (line,) = re.findall(r"^helm install omnir1 .*$", text, re.M)  # not Airflow's chart
     variables = {"REG": "registry.example.com/omni-r1", "TAG": "0.1.0", "NS": "ml"}
     line = re.sub(r"\$(\w+)", lambda m: variables[m.group(1)], line.split("#")[0])
     out = subprocess.run(
@@ -632,3 +632,15 @@ def test_the_readmes_helm_install_works_as_written(readme, image):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "NOTES:" in out.stdout and "kind: ConfigMap" in out.stdout  # params.yaml passed
     assert f'image: "{image}"' in out.stdout
+
+
+def test_airflow_namespace_reaches_mlflow_where_the_values_say():
+    """The nightly DAG (Airflow's namespace) reads the registry's decision from MLflow: the
+    MLflow policy admits that namespace's pods, by its name label, and nothing more."""
+    policy = render("production")["NetworkPolicy", "rel-omni-r1-mlflow"]["spec"]
+    (rule,) = policy["ingress"]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "airflow"}}} in (
+        rule["from"]
+    )
+    (default,) = render("default")["NetworkPolicy", "rel-omni-r1-mlflow"]["spec"]["ingress"]
+    assert all("namespaceSelector" not in peer for peer in default["from"])
