@@ -206,3 +206,12 @@ def test_a_failed_step_keeps_its_report_on_the_volume(synth_sets, tmp_path, monk
         assert bad.returncode == 2, bad.stderr
     assert {p.name for p in (cli / "copy").iterdir()} == {p.name for p in (cli / "out").iterdir()}
     assert len(list((cli / "copy" / "data_docs" / "validations" / "videos").rglob("*.html"))) == 1
+
+
+def test_a_relative_report_folder_works_as_dvc_passes_it(synth_sets, tmp_path, monkeypatch):
+    """dvc.yaml runs `omnir1 data validate ... --out reports/validation/FORMAT` from the project
+    root: GX's Data Docs site needs an absolute folder, so the relative one is resolved."""
+    monkeypatch.chdir(tmp_path)
+    report = validate_dataset("revos", synth_sets["revos"], Path("reports/validation/revos"))
+    assert report["ok"]
+    assert (tmp_path / "reports/validation/revos/data_docs/index.html").is_file()

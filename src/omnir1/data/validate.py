@@ -397,7 +397,7 @@ def _context(docs: Path | None = None):
             "show_how_to_buttons": False,
             "store_backend": {
                 "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs),
+                "base_directory": str(docs.absolute()),  # GX refuses relative ones
             },
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         }
