@@ -368,15 +368,36 @@ def mask_differences(group: list, together: dict, apart: dict) -> int:
     return differ
 
 
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (what a service started in it inherits)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def bench_system2(ctx: Context) -> list[Row]:
     """Masks per second for one GRPO group (G=8, 4 keyframes each, with duplicates): one
     batched, deduplicated call vs one call per completion, in process and through the service.
     Two cases: keyframes grounded by the tiny grounder (it returns no boxes, so this times the
-    grounder), and keyframes with boxes (this times SAM2 tracking them through the video)."""
+    grounder), and keyframes with boxes (this times SAM2 tracking them through the video).
+    SAM2's features are not kept across calls here (in process or in the service), so that
+    the calls per completion recompute them as the batched call's sweeps do: this measures
+    batching; `sam2_reuse` measures the feature store."""
+    import functools
+
     from bench_long_video import make_clip
 
     from omnir1.models.loading import load_models
     from omnir1.service.client import System2Client
+    from omnir1.systems.segmentation import FEATURE_CACHE_ENV
     from omnir1.systems.system2 import collect_rle, run_system2
 
     seconds, fps, repeats = (1, 6, 1) if ctx.quick else (2, 4, 2)
@@ -386,9 +407,14 @@ def bench_system2(ctx: Context) -> list[Row]:
     frames = seconds * fps
     models = load_models(ctx.models())
     rows = []
-    with system2_service(ctx.models(), root, ctx.tmp / "service.log") as url:
+    no_store = {FEATURE_CACHE_ENV: "0"}  # the service's FeatureStore off
+    with (
+        patched_environ(no_store),
+        system2_service(ctx.models(), root, ctx.tmp / "service.log") as url,
+    ):
         client = System2Client(url, token=TOKEN, data_root=root)  # sends the video's path
-        routes = {"in process": run_system2, "service": client.run_system2}
+        in_process = functools.partial(run_system2, features=None)
+        routes = {"in process": in_process, "service": client.run_system2}
         for case, boxed in (("grounder", False), ("SAM2", True)):
             group = grpo_group(frames, boxed)
             keyframes = [(k.frame, k.description) for r in group for k in r.keyframes]
@@ -1002,6 +1028,142 @@ def bench_startup(ctx: Context) -> list[Row]:
     return rows
 
 
+def expressions_of(frames: int, count: int) -> list:
+    """`count` expressions of make_clip's video, each its own System-2 request with given boxes
+    of the ball on one or two keyframes (as System 1 and the grounder would give them)."""
+    from omnir1.systems.system2 import KeyframeRequest, System2Request
+
+    def box(f: int, pad: int) -> tuple[float, float, float, float]:
+        cx = 150 + f  # make_clip's ball: centre (150 + i, 180), radius 45
+        return (cx - 45 - pad, 135 - pad, cx + 45 + pad, 225 + pad)
+
+    requests = []
+    for e in range(count):
+        first = (e * frames) // (2 * count)
+        keyframes = [KeyframeRequest(first, "the red ball", (box(first, 4 * e),))]
+        if e % 2:
+            last = frames - 1 - first
+            keyframes.append(KeyframeRequest(last, "the red ball", (box(last, 4 * e),)))
+        requests.append(System2Request(str(e), tuple(keyframes)))
+    return requests
+
+
+@contextlib.contextmanager
+def counting_encoder(predictor) -> Iterator[list[int]]:
+    """Counts the frames through SAM2's image encoder."""
+    counted = [0]
+    forward_image = predictor.forward_image
+
+    def counting(image):
+        counted[0] += 1
+        return forward_image(image)
+
+    predictor.forward_image = counting
+    try:
+        yield counted
+    finally:
+        del predictor.forward_image
+
+
+def interleaved(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Fewest seconds of each function over `repeats` rounds that run each once in turn, so
+    that other work on the machine weighs on all of them alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
+
+
+def bench_sam2_reuse(ctx: Context) -> list[Row]:
+    """SAM2 without repeated work. Four expressions of one video, one System-2 call each (as
+    the service gets them, or `omnir1 predict` for the trained and then the untrained policy,
+    or a retried call): image features kept across the calls (a fresh FeatureStore per
+    repetition: the first call computes, the others reuse) vs computed in every call; the
+    masks checked the same bits (every RLE compared) before timing. At the embedded SAM2
+    size (64 px) and at 256 px, where the image encoder weighs more (as hiera-l's does at
+    1024 px). And SAM2Frames' preparation of a clip at 1024 px: resized by threads while
+    decoding vs in the decoding thread."""
+    from bench_long_video import make_clip
+
+    from omnir1.models.loading import load_models
+    from omnir1.systems.segmentation import FeatureStore, SAM2Frames
+    from omnir1.systems.system2 import collect_rle, run_system2
+
+    seconds, fps, repeats = (1, 6, 1) if ctx.quick else (4, 6, 2)
+    frames = seconds * fps
+    clip = make_clip(ctx.tmp / "reuse.mp4", seconds=seconds, fps=fps)  # 640x360, one ball
+    requests = expressions_of(frames, 4)
+    sizes = {"64 px": ctx.models()}
+    if not ctx.quick:
+        sizes["256 px"] = ctx.tmp / "models-256"
+        cli("models", "init-tiny", "--out", str(sizes["256 px"]), "--sam2-size", "256")
+    rows = []
+    for size, folder in sizes.items():
+        models = load_models(folder, system1=False)
+
+        def each_expression(features, models=models) -> list[dict]:
+            outs = []
+            for request in requests:
+                sink, out = collect_rle()
+                run_system2(models, clip, [request], sink, features=features)
+                outs.append(out)
+            return outs
+
+        with counting_encoder(models.sam2) as without:
+            reference = each_expression(None)
+        with counting_encoder(models.sam2) as with_store:
+            assert each_expression(FeatureStore(2**30)) == reference  # the same bits
+        recomputed, reused = interleaved(
+            [lambda: each_expression(None), lambda: each_expression(FeatureStore(2**30))],
+            repeats,
+        )
+        rows.append(
+            row(
+                ctx,
+                f"sam2_reuse/expressions {size}",
+                f"4 expressions of one video, a System-2 call each, SAM2 at {size}: image "
+                "features kept across calls vs computed in each call",
+                "s/video",
+                reused,
+                recomputed,
+                higher_is_better=False,
+                note=f"{frames} frames, 640x360; {with_store[0]} frames through the image "
+                f"encoder vs {without[0]}; masks the same bits",
+            )
+        )
+    resize_size, resize_clip = 1024, ctx.tmp / "reuse-prep.mp4"
+    make_clip(resize_clip, seconds=seconds * 2, fps=fps)
+
+    def prepare(workers: int | None) -> None:
+        SAM2Frames(resize_clip, resize_size, workers=workers).close()
+
+    threaded = SAM2Frames(resize_clip, resize_size)
+    serial = SAM2Frames(resize_clip, resize_size, workers=0)
+    try:
+        assert threaded.digests == serial.digests  # the same frames
+        workers = min(4, os.cpu_count() or 1)
+    finally:
+        threaded.close()
+        serial.close()
+    rows.append(
+        row(
+            ctx,
+            "sam2_reuse/frames prep",
+            f"SAM2Frames: decode and resize to {resize_size} px, {workers} resizing threads vs "
+            "resizing in the decoding thread",
+            "s/clip",
+            *interleaved([lambda: prepare(None), lambda: prepare(0)], repeats + 1),
+            higher_is_better=False,
+            note=f"{2 * frames} frames 640x360 into the uint8 memmap, with each frame's "
+            "digest; the same bytes both ways",
+        )
+    )
+    return rows
+
+
 BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "metrics": bench_metrics,
     "evaluate": bench_evaluate,
@@ -1016,6 +1178,7 @@ BENCHMARKS: dict[str, Callable[[Context], list[Row]]] = {
     "dvc": bench_dvc,
     "compile": bench_compile,
     "preprocess": bench_preprocess,
+    "sam2_reuse": bench_sam2_reuse,
 }
 
 
