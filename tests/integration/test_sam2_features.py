@@ -300,7 +300,7 @@ def test_the_shared_store_size_comes_from_the_environment(monkeypatch):
         assert segmentation.shared_features().max_bytes == 256 * MB
         segmentation._SHARED.clear()
         monkeypatch.delenv(segmentation.FEATURE_CACHE_ENV)
-        assert segmentation.shared_features().max_bytes == 1024 * MB
+        assert segmentation.shared_features().max_bytes == 512 * MB
         segmentation._SHARED.clear()
         monkeypatch.setenv(segmentation.FEATURE_CACHE_ENV, "lots")
         with pytest.raises(ValueError, match="OMNIR1_SAM2_FEATURE_CACHE_MB"):

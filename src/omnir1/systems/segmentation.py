@@ -228,7 +228,7 @@ def _init_state(predictor, frames: SAM2Frames) -> dict:
 
 
 FEATURE_CACHE_ENV = "OMNIR1_SAM2_FEATURE_CACHE_MB"
-DEFAULT_FEATURE_CACHE_MB = 1024
+DEFAULT_FEATURE_CACHE_MB = 512
 
 
 class FeatureStore:
@@ -244,15 +244,17 @@ class FeatureStore:
 
     What is stored: the feature pyramid (`backbone_fpn`; `vision_features` is its last level).
     Its position encodings depend only on the pyramid's shapes (5x its bytes at SAM2.1's
-    sizes): one copy per model, checked bit for bit against every frame stored after it. The
-    pyramid is moved to (pinned) CPU memory when the model is on a GPU and back on a hit: about
-    10 MB per frame for SAM2.1 hiera-l at 1024 px under bf16 autocast, ~0.5 ms each way over
-    PCIe against ~30 ms for the image encoder, and GPU memory stays with SAM2's tracking; on
-    the CPU the stored tensors are the computed ones. The one position-encoding copy stays on
-    the model's device. `max_bytes` counts both; 0 stores nothing. Sizing: a video is reused
-    across calls only when all its frames fit (a sweep through a longer one evicts its own
-    frames first, as LRU does): a 200-frame clip at 1024 px needs ~2 GB, tiny models a few KB
-    per frame."""
+    sizes): one copy per model, checked bit for bit against every frame stored after it, on
+    the model's device. On a GPU the pyramid is copied to pinned CPU memory and back on a hit:
+    for SAM2.1 hiera-l at 1024 px, by its shapes, 10.5 MB a frame under bf16 autocast (16.8 MB
+    in float32; the position encodings 88 MB once), well under a millisecond each way over
+    PCIe against tens of milliseconds for the image encoder, and the GPU's memory stays with
+    SAM2's tracking and the trainer. On the CPU the stored tensors are the computed ones.
+    `max_bytes` counts the pyramids and the encodings; 0 stores nothing. Sizing: a video is
+    reused across calls only when all its frames fit (a sweep through a longer one evicts its
+    own frames first, as LRU does): a 200-frame clip at 1024 px needs ~2.2 GB with its
+    encodings; the tiny models' 64 and 128 px pyramids are 64 and 256 KB a frame.
+    """
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max(0, int(max_bytes))
@@ -367,7 +369,7 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_features() -> FeatureStore:
-    """The process's FeatureStore: OMNIR1_SAM2_FEATURE_CACHE_MB MiB (default 1024; 0 turns it
+    """The process's FeatureStore: OMNIR1_SAM2_FEATURE_CACHE_MB MiB (default 512; 0 turns it
     off), read when it is first used. An environment setting, not a params.yaml one: it
     changes no result (masks are the same bits), only how much memory buys speed, which is the
     host's business (the service's and the trainer's pods set it), and a params.yaml key
