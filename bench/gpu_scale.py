@@ -808,7 +808,9 @@ def _track(st, count: int, scale: Scale, seed: int) -> int:
         box = (float(x0), float(y0), float(x0 + bw), float(y0 + bh))
         prompts.append(BoxPrompt(obj=i, frame=keyframes[i % 4], box=box))
     masks = 0
-    for _, part in segment(st.predictor, st.frames, prompts):
+    # features=None: the image encoder in every figure (the shared store would hold these
+    # frames from the warm-up track and leave it out)
+    for _, part in segment(st.predictor, st.frames, prompts, features=None):
         masks += len(part)
     return masks
 

@@ -644,3 +644,12 @@ def test_airflow_namespace_reaches_mlflow_where_the_values_say():
     )
     (default,) = render("default")["NetworkPolicy", "rel-omni-r1-mlflow"]["spec"]["ingress"]
     assert all("namespaceSelector" not in peer for peer in default["from"])
+
+
+def test_system2_keeps_sam2_features_in_host_memory_within_its_limit():
+    for env in ("default", "staging"):
+        pod = render(env)["Deployment", "rel-omni-r1-system2"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        (store,) = [e for e in container["env"] if e["name"] == "OMNIR1_SAM2_FEATURE_CACHE_MB"]
+        limit_gib = int(container["resources"]["limits"]["memory"].removesuffix("Gi"))
+        assert 0 < int(store["value"]) <= limit_gib * 1024 / 4, env  # a quarter at most
