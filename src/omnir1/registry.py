@@ -661,6 +661,30 @@ def log_report(decision_file: str | Path, files: Sequence[str | Path], tracking_
 _MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))")
 
 
+def _model_version(tracking: str, uri: str):
+    """The registry's ModelVersion that models:/NAME@ALIAS or models:/NAME/VERSION names now."""
+    from mlflow.exceptions import MlflowException
+
+    match = _MODEL_URI.fullmatch(uri)
+    if not match:
+        raise InputError(None, "expected models:/NAME@ALIAS or models:/NAME/VERSION", uri)
+    client = connect(tracking)
+    try:
+        if match["alias"]:
+            return client.get_model_version_by_alias(match["name"], match["alias"])
+        return client.get_model_version(match["name"], match["version"])
+    except MlflowException as exc:
+        raise TrackingError(public_uri(tracking), f"{uri}: {_first_line(exc)}") from None
+
+
+def registered_version(params, uri: str, *, tracking_uri: str | None = None) -> dict:
+    """What a registry URI names now: {name, version, run_id, source} (an alias moves; a
+    version number is never reused), without downloading anything."""
+    tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    mv = _model_version(tracking, uri)
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "source": mv.source}
+
+
 def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None = None) -> dict:
     """Copy a model folder to `out` (replaced when complete) from a registry version
     (models:/NAME@ALIAS or models:/NAME/VERSION), an s3:// prefix or a folder; returns where
@@ -677,16 +701,9 @@ def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None =
             from mlflow.artifacts import download_artifacts
             from mlflow.exceptions import MlflowException
 
-            match = _MODEL_URI.fullmatch(uri)
-            if not match:
-                raise InputError(None, "expected models:/NAME@ALIAS or models:/NAME/VERSION", uri)
             tracking = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
-            client = connect(tracking)
+            mv = _model_version(tracking, uri)
             try:
-                if match["alias"]:
-                    mv = client.get_model_version_by_alias(match["name"], match["alias"])
-                else:
-                    mv = client.get_model_version(match["name"], match["version"])
                 got = Path(download_artifacts(mv.source, dst_path=str(staging)))
             except MlflowException as exc:
                 raise TrackingError(public_uri(tracking), f"{uri}: {_first_line(exc)}") from None
