@@ -9,13 +9,12 @@ from components.stages import cpu_component
 
 @cpu_component
 def train_pytorchjob(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     shards: Input[Dataset],
     models: Input[Model],
     nodes: int,
     gpus_per_node: int,
-    run_name: str,
     workdir_root: str,
     model: Output[Model],
     run: Output[Artifact],
@@ -24,17 +23,17 @@ def train_pytorchjob(
 ):
     from omnir1.kube import steps
 
-    figures = steps.train_multi_node(
-        params.path,
-        datasets.path,
-        shards.path,
-        models.path,
-        run.path,
-        model.path,
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        run_name=run_name,
-        workdir_root=workdir_root,
-        system2_url=system2_url,
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.train_multi_node(
+            params_file,
+            datasets.path,
+            shards.path,
+            models.path,
+            run.path,
+            model.path,
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            workdir_root=workdir_root,
+            system2_url=system2_url,
+        )
     steps.log_metrics(summary, figures)

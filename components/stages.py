@@ -6,19 +6,19 @@ component.Dockerfile, or the GPU trainer image for the GPU tasks) has omnir1 and
 installed, so nothing is pip-installed at run time, and `kfp.local`'s SubprocessRunner runs the
 same components in this venv. OMNIR1_IMAGE and OMNIR1_GPU_IMAGE choose the images when the
 pipelines are compiled.
+
+`params` of a stage component is the JSON that resolve-params made for that stage: the values
+of the params keys it reads, passed by value, so that they are part of Kubeflow's cache key. A
+`*_key` input is in the cache key only: the version or content of what the step fetches.
 """
 
-import ast
-import hashlib
-import linecache
 import os
-from typing import List  # noqa: UP035 (kfp reads typing.List in component signatures)
+from typing import List, NamedTuple  # noqa: UP035 (kfp reads typing.List in component signatures)
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from omnir1 import __version__
-from omnir1.kube.params import PipelineParameter
 
 IMAGE = os.environ.get("OMNIR1_IMAGE", f"ghcr.io/omni-r1-ops/omnir1:{__version__}")
 GPU_IMAGE = os.environ.get("OMNIR1_GPU_IMAGE", f"ghcr.io/omni-r1-ops/omnir1-gpu:{__version__}")
@@ -27,41 +27,68 @@ cpu_component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 gpu_component = dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
 
 
-def render_params_component(parameters: list[PipelineParameter]):
-    """The first step: every pipeline parameter in, params.yaml out. kfp runs a component
-    from its source text and passes only the arguments that text declares, so the function is
-    written out with one typed, defaulted argument per leaf of params.yaml.
+@cpu_component
+def resolve_params(
+    pipeline: str,
+    recipe: str,
+    overrides: str,
+    data_source: str,
+    data_version: str,
+    gpus_per_node: int = 0,
+    base_models: str = "",
+    model_uri: str = "",
+    baseline_uri: str = "",
+) -> NamedTuple(
+    "RunParams",
+    [
+        ("data", str),
+        ("validate", str),
+        ("preprocess", str),
+        ("models", str),
+        ("warm_start", str),
+        ("train", str),
+        ("evaluate", str),
+        ("probe", str),
+        ("register", str),
+        ("data_key", str),
+        ("models_key", str),
+        ("model_key", str),
+        ("baseline_key", str),
+        ("model_uri", str),
+        ("baseline_uri", str),
+        ("gpus_per_node", int),
+    ],
+):
+    """The run form -> each stage's params (omnir1.kube.params.RunParams, in its order)."""
+    import dataclasses
 
-    The source is exec'd: names come from the Params model, defaults are written with repr()
-    and must read back with ast.literal_eval, so a params value is data, never code."""
-    for p in parameters:
-        if not p.name.isidentifier() or ast.literal_eval(repr(p.default)) != p.default:
-            raise ValueError(f"pipeline parameter {p.name!r}: not a name with a literal default")
-    args = "".join(f"    {p.name}: {p.annotation.__name__} = {p.default!r},\n" for p in parameters)
-    source = (
-        "def render_params(\n    params: Output[Artifact],\n" + args + "):\n"
-        "    values = dict(locals())\n"
-        "    del values['params']\n"
-        "    from omnir1.kube.params import render_params\n\n"
-        "    render_params(values, params.path)\n"
+    from omnir1.kube.params import resolve_run
+
+    resolved = resolve_run(
+        pipeline,
+        recipe=recipe,
+        overrides=overrides,
+        data_source=data_source,
+        data_version=data_version,
+        gpus_per_node=gpus_per_node,
+        base_models=base_models,
+        model_uri=model_uri,
+        baseline_uri=baseline_uri,
     )
-    filename = f"<omnir1-render-params-{hashlib.sha256(source.encode()).hexdigest()[:12]}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"Output": Output, "Artifact": Artifact}
-    exec(compile(source, filename, "exec"), namespace)
-    return cpu_component(namespace["render_params"])
+    return dataclasses.astuple(resolved)
 
 
 @cpu_component
-def fetch_data(params: Input[Artifact], datasets: Output[Dataset], summary: Output[Metrics]):
+def fetch_data(params: str, data_key: str, datasets: Output[Dataset], summary: Output[Metrics]):
     from omnir1.kube import steps
 
-    steps.log_metrics(summary, steps.fetch_data(params.path, datasets.path))
+    with steps.params_file(params) as params_file:
+        steps.log_metrics(summary, steps.fetch_data(params_file, datasets.path))
 
 
 @cpu_component
 def validate_data(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     reports: Output[Artifact],
     summary: Output[Metrics],
@@ -70,7 +97,9 @@ def validate_data(
 
     # the report also on the data PVC where the task sets OMNIR1_REPORT_COPY: kept if it fails
     copy = steps.report_copy_dir("validate")
-    steps.log_metrics(summary, steps.validate(params.path, datasets.path, reports.path, copy))
+    with steps.params_file(params) as params_file:
+        figures = steps.validate(params_file, datasets.path, reports.path, copy)
+    steps.log_metrics(summary, figures)
 
 
 @cpu_component
@@ -80,7 +109,7 @@ def part_indices(parts: int) -> List[int]:  # noqa: UP006
 
 @cpu_component
 def preprocess_part(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     part: int,
     parts: int,
@@ -89,39 +118,42 @@ def preprocess_part(
 ):
     from omnir1.kube import steps
 
-    steps.log_metrics(
-        summary, steps.preprocess(params.path, datasets.path, shards.path, part, parts)
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.preprocess(params_file, datasets.path, shards.path, part, parts)
+    steps.log_metrics(summary, figures)
 
 
 @cpu_component
 def merge_shards(
-    params: Input[Artifact],
+    params: str,
     parts: Input[List[Dataset]],  # noqa: UP006
     shards: Output[Dataset],
 ):
     from omnir1.kube import steps
 
-    steps.merge_shards(params.path, [p.path for p in parts], shards.path)
+    with steps.params_file(params) as params_file:
+        steps.merge_shards(params_file, [p.path for p in parts], shards.path)
 
 
 @cpu_component
-def base_models(params: Input[Artifact], models: Output[Model]):
+def base_models(params: str, models_key: str, models: Output[Model]):
     from omnir1.kube import steps
 
-    steps.base_models(params.path, models.path)
+    with steps.params_file(params) as params_file:
+        steps.base_models(params_file, models.path)
 
 
 @cpu_component
-def fetch_model(params: Input[Artifact], uri: str, model: Output[Model]):
+def fetch_model(params: str, uri: str, model_key: str, model: Output[Model]):
     from omnir1.kube import steps
 
-    steps.fetch_model(params.path, uri, model.path)
+    with steps.params_file(params) as params_file:
+        steps.fetch_model(params_file, uri, model.path)
 
 
 @gpu_component
 def warm_start(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     models: Input[Model],
     warm: Output[Model],
@@ -129,12 +161,14 @@ def warm_start(
 ):
     from omnir1.kube import steps
 
-    steps.log_metrics(summary, steps.warm_start(params.path, datasets.path, models.path, warm.path))
+    with steps.params_file(params) as params_file:
+        figures = steps.warm_start(params_file, datasets.path, models.path, warm.path)
+    steps.log_metrics(summary, figures)
 
 
 @gpu_component
 def train(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     shards: Input[Dataset],
     models: Input[Model],
@@ -149,25 +183,26 @@ def train(
 ):
     from omnir1.kube import steps
 
-    figures = steps.train(
-        params.path,
-        datasets.path,
-        shards.path,
-        models.path,
-        run.path,
-        model.path,
-        device=device,
-        checkpoint_root=checkpoint_root,
-        gpus_per_node=gpus_per_node,
-        system2_url=system2_url,
-        system2_root=system2_root,
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.train(
+            params_file,
+            datasets.path,
+            shards.path,
+            models.path,
+            run.path,
+            model.path,
+            device=device,
+            checkpoint_root=checkpoint_root,
+            gpus_per_node=gpus_per_node,
+            system2_url=system2_url,
+            system2_root=system2_root,
+        )
     steps.log_metrics(summary, figures)
 
 
 @gpu_component
 def predict_part(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     shards: Input[Dataset],
     part: int,
@@ -179,22 +214,23 @@ def predict_part(
 ):
     from omnir1.kube import steps
 
-    steps.predict(
-        params.path,
-        datasets.path,
-        shards.path,
-        steps.path_of(untrained),
-        steps.path_of(trained),
-        predictions.path,
-        part,
-        parts,
-        device=device,
-    )
+    with steps.params_file(params) as params_file:
+        steps.predict(
+            params_file,
+            datasets.path,
+            shards.path,
+            steps.path_of(untrained),
+            steps.path_of(trained),
+            predictions.path,
+            part,
+            parts,
+            device=device,
+        )
 
 
 @cpu_component
 def score(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     parts: Input[List[Artifact]],  # noqa: UP006
     evaluation: Output[Artifact],
@@ -204,20 +240,21 @@ def score(
 ):
     from omnir1.kube import steps
 
-    figures = steps.score(
-        params.path,
-        datasets.path,
-        steps.path_of(untrained),
-        steps.path_of(trained),
-        [p.path for p in parts],
-        evaluation.path,
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.score(
+            params_file,
+            datasets.path,
+            steps.path_of(untrained),
+            steps.path_of(trained),
+            [p.path for p in parts],
+            evaluation.path,
+        )
     steps.log_metrics(summary, figures)
 
 
 @gpu_component
 def probe(
-    params: Input[Artifact],
+    params: str,
     datasets: Input[Dataset],
     evaluation: Input[Artifact],
     device: str,
@@ -228,21 +265,22 @@ def probe(
 ):
     from omnir1.kube import steps
 
-    figures = steps.probe(
-        params.path,
-        datasets.path,
-        steps.path_of(untrained),
-        steps.path_of(trained),
-        evaluation.path,
-        answers.path,
-        device=device,
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.probe(
+            params_file,
+            datasets.path,
+            steps.path_of(untrained),
+            steps.path_of(trained),
+            evaluation.path,
+            answers.path,
+            device=device,
+        )
     steps.log_metrics(summary, figures)
 
 
 @cpu_component
 def register(
-    params: Input[Artifact],
+    params: str,
     model: Input[Model],
     evaluation: Input[Artifact],
     answers: Input[Artifact],
@@ -253,15 +291,16 @@ def register(
 ):
     from omnir1.kube import steps
 
-    figures = steps.register(
-        params.path,
-        model.path,
-        evaluation.path,
-        answers.path,
-        decision.path,
-        run_id,
-        train_run=run.path if run else None,
-    )
+    with steps.params_file(params) as params_file:
+        figures = steps.register(
+            params_file,
+            model.path,
+            evaluation.path,
+            answers.path,
+            decision.path,
+            run_id,
+            train_run=run.path if run else None,
+        )
     steps.log_metrics(summary, figures)
 
 

@@ -1,6 +1,7 @@
 """Where the pipelines' tasks run on the cluster, with the names the Helm chart creates
-(helm/omni-r1/values.yaml): the GPU node pool, the data PVC, the Secrets. kfp-kubernetes
-writes them into the compiled package; kfp.local ignores them."""
+(helm/omni-r1/values.yaml): the GPU node pool, the data PVC, the Secrets; how long a task may
+run, whether Kubeflow may serve it from its cache, how it is retried. kfp-kubernetes writes
+them into the compiled package; kfp.local ignores the placement and the deadlines."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ SYSTEM2_TOKEN_SECRET = (
 )
 TRAINER_LABEL = ("omnir1.io/role", "trainer")  # what the NetworkPolicies let reach System 2
 SHM_SIZE = "16Gi"  # torch DataLoader workers and NCCL share memory through /dev/shm
+POD_UID_ENV = "OMNIR1_POD_UID"  # omnir1.kube.steps.POD_UID_ENV
+MINUTE, HOUR, DAY = 60, 3600, 24 * 3600
+
+
+def step(task, name: str, timeout_s: int):
+    """The task as the Kubeflow UI shows it, its pod stopped after `timeout_s` (each try's
+    activeDeadlineSeconds: a hung download or a deadlocked rank fails instead of holding its
+    node)."""
+    task.set_display_name(name)
+    kubernetes.set_timeout(task, int(timeout_s))
+    return task
 
 
 def on_gpu_pool(task, gpus: int = 1, cpu: str = "8", memory: str = "64Gi"):
@@ -81,15 +93,27 @@ def retries(default: int) -> int:
     return int(os.environ.get("OMNIR1_PIPELINE_RETRIES", default))
 
 
+def with_pod_uid(task):
+    """The pod's uid in OMNIR1_POD_UID (what names the PyTorchJob of each try)."""
+    kubernetes.use_field_path_as_env(task, POD_UID_ENV, "metadata.uid")
+    return task
+
+
 def networked(task):
-    """A step that talks to S3 or MLflow: retried with back-off, never served from cache
-    (its source may have changed under the same inputs)."""
+    """A step that talks to S3 or MLflow: retried with back-off."""
     task.set_retry(num_retries=retries(3), backoff_duration="30s", backoff_factor=2.0)
-    task.set_caching_options(False)
     return task
 
 
 def pure(task):
-    """A deterministic function of its inputs: Kubeflow may reuse an earlier result."""
+    """A deterministic function of its inputs, which include the version or content of what
+    it fetches (resolve-params' keys): Kubeflow may reuse an earlier result."""
     task.set_caching_options(True)
+    return task
+
+
+def uncached(task):
+    """A step whose result is not a function of its inputs alone (it reads a source that may
+    have changed, or records something, as register does): it runs every time."""
+    task.set_caching_options(False)
     return task

@@ -32,7 +32,7 @@ class _Section(BaseModel):
 
 
 # fields that may carry a URL: a wrong value is reported without echoing it, and credentials in
-# them are refused (params.yaml is committed and every key is a Kubeflow pipeline parameter)
+# them are refused (params.yaml is committed, and any key can be a Kubeflow run's override)
 _URL_FIELDS = {"tracking.uri", "remote.url", "remote.endpoint_url"}
 
 

@@ -1,7 +1,9 @@
 """`omnir1 pipeline run --local`: the training pipeline end to end with kfp.local on the
 embedded default (smaller sets and shorter runs, as the DVC end-to-end test), every component
-the code the cluster runs; then the evaluation pipeline on the model it registered, fetched
-back from the registry as models:/NAME@champion; and a failing task fails the run clearly."""
+the code the cluster runs; submitted again with the same inputs, every task but the uncached
+ones served from Kubeflow's cache (kfp.local keys it as the cluster does); then the evaluation
+pipeline on the model it registered, fetched back from the registry as models:/NAME@champion,
+reusing the data stages; and a failing task fails the run clearly."""
 
 import json
 import os
@@ -50,6 +52,13 @@ def pipeline_command(work: Path, params: Path, *args: str) -> list[str]:
     ]
 
 
+def executed(run: Path) -> set[str]:
+    """The tasks a kfp.local run ran (one folder each; a cached task has none)."""
+    folders = [p for p in run.iterdir() if p.is_dir() and not p.name.startswith("for-loop-")]
+    folders += [p for loop in run.glob("for-loop-*") for p in loop.iterdir() if p.is_dir()]
+    return {p.name.rsplit("-", 1)[0] if p.name[-1].isdigit() else p.name for p in folders}
+
+
 def run_pipeline(work: Path, params: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         pipeline_command(work, params, *args),
@@ -64,10 +73,11 @@ def run_pipeline(work: Path, params: Path, *args: str) -> subprocess.CompletedPr
 @pytest.mark.timeout(1800)  # two whole pipelines, each task a fresh process (~7 min on 1 core)
 def test_training_then_evaluation_pipelines_run_locally(tmp_path):
     params = small_params(tmp_path)
-    out = run_pipeline(tmp_path, params)
+    out = run_pipeline(tmp_path, params, "--cache")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(out.stdout[out.stdout.rindex("{\n") :])
     run = Path(result["run"])
+    assert "train" in executed(run) and "predict-part" in executed(run)
     decision = json.loads(Path(result["decision"]).read_text())
     assert decision["version"] == "1" and decision["promoted"]  # the first model: champion
     evaluation = json.loads(Path(result["evaluation"]).read_text())
@@ -86,11 +96,20 @@ def test_training_then_evaluation_pipelines_run_locally(tmp_path):
     train = json.loads(next(run.glob("train/run/train.json")).read_text())
     assert train["steps"] == 2
 
-    # the evaluation-only pipeline on the registered champion, against the warm start
+    # the same inputs again: only what must run every time runs (a second version is made)
+    out = run_pipeline(tmp_path, params, "--cache")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    second = json.loads(out.stdout[out.stdout.rindex("{\n") :])
+    assert executed(Path(second["run"])) == {"resolve-params", "register", "report"}
+    assert json.loads(Path(second["decision"]).read_text())["version"] == "2"
+
+    # the evaluation-only pipeline on the registered champion, against the warm start: the
+    # data stages read the same values from the same data, so they come from the cache
     warm = next(run.glob("warm-start/warm"))
     out = run_pipeline(
         tmp_path,
         params,
+        "--cache",
         "--pipeline",
         "evaluation",
         "--set",
@@ -100,6 +119,9 @@ def test_training_then_evaluation_pipelines_run_locally(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(out.stdout[out.stdout.rindex("{\n") :])
+    ran = executed(Path(result["run"]))
+    assert {"resolve-params", "fetch-model", "predict-part", "score", "probe", "report"} <= ran
+    assert not {"fetch-data", "validate-data", "preprocess-part", "merge-shards"} & ran
     assert result["decision"] is None  # nothing is registered
     again = json.loads(Path(result["evaluation"]).read_text())
     assert again["trained"] == evaluation["trained"]  # the same model, the same figures
@@ -111,7 +133,9 @@ def test_a_failing_task_fails_the_run_and_names_it(tmp_path):
     params = small_params(tmp_path, data__source=str(tmp_path / "no-such-folder"))
     out = run_pipeline(tmp_path, params)
     assert out.returncode == 1
-    assert "pipeline training failed" in out.stderr and "fetch-data" in out.stderr
+    # the first step keys the source: a folder that is not there fails it, naming the folder
+    assert "pipeline training failed" in out.stderr and "resolve-params" in out.stderr
+    assert "no-such-folder: data.sources.refavs: data set folder not found" in out.stdout
 
 
 @pytest.mark.slow

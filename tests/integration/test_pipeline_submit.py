@@ -68,7 +68,7 @@ def test_submit_creates_an_experiment_and_a_run_with_the_arguments():
                 "--host",
                 host,
                 "--set",
-                "train__max_steps=3",
+                "train.max_steps=3",  # a params key: it joins the overrides
                 "--set",
                 "parts=8",
                 "--run-name",
@@ -88,7 +88,10 @@ def test_submit_creates_an_experiment_and_a_run_with_the_arguments():
     body = run["body"]
     assert body["display_name"] == "nightly-test" and body["experiment_id"] == "exp-1"
     assert body["service_account"] == "omnir1-pipeline-runner"
-    assert body["runtime_config"]["parameters"] == {"train__max_steps": 3, "parts": 8}
+    assert body["runtime_config"]["parameters"] == {
+        "overrides": '{"train.max_steps": 3}',
+        "parts": 8,
+    }
     spec = body["pipeline_spec"]
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "omnir1-training"
     assert "kubernetes" in spec["platform_spec"]["platforms"]  # GPU pool, Secrets, PVC
@@ -118,3 +121,13 @@ def test_an_unreachable_endpoint_is_a_clear_error():
     )
     assert out.returncode == 1
     assert f"Kubeflow Pipelines at {host}" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_wrong_argument_is_refused_before_any_call():
+    out = subprocess.run(
+        [OMNIR1, "pipeline", "submit", "--host", "http://127.0.0.1:9", "--set", "train.lr=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "train.lr: no such key; train has:" in out.stderr

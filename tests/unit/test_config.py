@@ -77,7 +77,7 @@ def test_bad_params_name_the_field(tmp_path, text, message):
     ],
 )
 def test_credentials_in_params_are_refused_without_being_echoed(tmp_path, text):
-    """params.yaml is committed and every key becomes a Kubeflow pipeline parameter: a password
+    """params.yaml is committed and any key can be a Kubeflow run's override: a password
     in a URL would be published; it is refused, and the message does not repeat it."""
     path = tmp_path / "params.yaml"
     path.write_text(text)

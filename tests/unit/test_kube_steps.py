@@ -51,7 +51,7 @@ def test_multi_node_training_calls_system2_where_the_pipeline_says(tmp_path, mon
             str(tmp_path / "model"),
             nodes=2,
             gpus_per_node=8,
-            run_name="nightly",
+            job_id="nightly",
             workdir_root=str(tmp_path / "work"),
             system2_url=url,
         )
@@ -65,3 +65,20 @@ def test_multi_node_training_calls_system2_where_the_pipeline_says(tmp_path, mon
         assert secrets["OMNIR1_SYSTEM2_TOKEN"]["name"] == "omnir1-system2-token"
     else:
         assert "--system2-url" not in command and "OMNIR1_SYSTEM2_TOKEN" not in secrets
+
+
+def test_an_empty_model_uri_leaves_an_artifact_that_holds_no_model(tmp_path):
+    """The evaluation pipeline without a baseline: its "fetch baseline" step leaves a model
+    artifact that the later steps read as no model at all."""
+    from types import SimpleNamespace
+
+    from omnir1.kube import steps
+
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    steps.fetch_model(str(params), "", str(tmp_path / "baseline"))
+    assert steps.path_of(SimpleNamespace(path=str(tmp_path / "baseline"))) is None
+    assert steps.path_of(None) is None
+    (tmp_path / "model").mkdir()
+    assert steps.path_of(SimpleNamespace(path=str(tmp_path / "model"))) == str(tmp_path / "model")
+    assert steps._models(None, str(tmp_path / "model")) == {"trained": str(tmp_path / "model")}

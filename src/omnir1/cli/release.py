@@ -88,13 +88,18 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from omnir1.kube import pipeline
 
     if args.action == "compile":
-        print_json(pipeline.compile_pipelines(args.out, args.project, args.params))
+        print_json(pipeline.compile_pipelines(args.out, args.project))
         return 0
     arguments = _pipeline_arguments(args.set)
     if args.action == "run":
         print_json(
             pipeline.run_local(
-                args.pipeline, args.project, args.params, args.pipeline_root, arguments
+                args.pipeline,
+                args.project,
+                args.params,
+                args.pipeline_root,
+                arguments,
+                cache=args.cache,
             )
         )
         return 0
@@ -102,7 +107,6 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         args.host,
         args.pipeline,
         args.project,
-        args.params,
         arguments,
         experiment=args.experiment,
         run_name=args.run_name,
@@ -143,7 +147,6 @@ def add_commands(groups) -> None:
         pipe.add_parser("submit", help="submit a pipeline run to a Kubeflow Pipelines endpoint"),
     ):
         p.add_argument("--project", default=".", help="project folder holding pipelines/")
-        p.add_argument("--params", help="parameter defaults (default: PROJECT/params.yaml)")
         p.set_defaults(func=cmd_pipeline)
         if p is compile_:
             continue
@@ -153,11 +156,24 @@ def add_commands(groups) -> None:
             action="append",
             default=[],
             metavar="NAME=VALUE",
-            help="pipeline argument, e.g. train__max_steps=2 or parts=2 (repeatable)",
+            help="a run setting (parts=2, recipe=release) or any params key, which joins the "
+            "run's overrides (train.max_steps=2); VALUE is read as JSON when it parses "
+            "(repeatable)",
         )
     run, submit = pipe.choices["run"], pipe.choices["submit"]
     run.add_argument("--local", action="store_true", required=True, help="with kfp.local")
+    run.add_argument(
+        "--params",
+        help="the params.yaml the run starts from, as the image's on a cluster "
+        "(default: PROJECT/params.yaml)",
+    )
     run.add_argument("--pipeline-root", default="runs/kfp-local", help="artifacts of the run")
+    run.add_argument(
+        "--cache",
+        action="store_true",
+        help="Kubeflow's caching: tasks whose inputs did not change since an earlier run "
+        "with this pipeline root are not run again (kept in PIPELINE_ROOT-cache)",
+    )
     submit.add_argument("--host", required=True, help="Kubeflow Pipelines API URL")
     submit.add_argument("--experiment", default="omnir1")
     submit.add_argument("--run-name")

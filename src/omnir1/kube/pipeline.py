@@ -1,23 +1,22 @@
 """`omnir1 pipeline compile | run --local | submit`: the Kubeflow pipelines of pipelines/.
 
-pipelines/training.py and pipelines/evaluation.py each define `build(params_file)` returning
-a kfp pipeline whose parameters are every leaf of params.yaml (omnir1.kube.params) plus the
-cluster settings of `ClusterSettings`; this module loads them from the project folder, compiles
-them to YAML packages, runs the training pipeline with kfp.local, or submits to Kubeflow.
+pipelines/training.py and pipelines/evaluation.py each define `build(local)` returning a kfp
+pipeline whose parameters are the run form (a few typed settings and `overrides`; the params
+values come from the image's params.yaml at run time: omnir1.kube.params); this module loads
+them from the project folder, compiles them to YAML packages, runs them with kfp.local, or
+submits a run to Kubeflow.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omnir1.errors import ConfigError
-from omnir1.kube.params import PipelineParameter
 
 PIPELINES = {"training": "pipelines.training", "evaluation": "pipelines.evaluation"}
 # the Helm chart's ServiceAccount whose Role may create PyTorchJobs (helm/omni-r1 rbac.yaml)
@@ -27,40 +26,9 @@ RUNNER_SERVICE_ACCOUNT = "omnir1-pipeline-runner"
 LOCAL_SETTINGS = {"device": "cpu"}
 
 
-def pipeline_with_parameters(
-    name: str,
-    description: str,
-    body: Callable[..., None],
-    params: list[PipelineParameter],
-    settings: Mapping[str, tuple[type, Any]],
-):
-    """A kfp pipeline named `name` whose parameters are `settings` {name: (type, default)}
-    followed by every params.yaml leaf; `body(settings: dict, values: dict)` builds the graph
-    (kfp calls the pipeline function positionally, in signature order)."""
-    from kfp import dsl
-
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    fields = [inspect.Parameter(k, kind, annotation=t, default=d) for k, (t, d) in settings.items()]
-    fields += [
-        inspect.Parameter(p.name, kind, annotation=p.annotation, default=p.default) for p in params
-    ]
-    names = [f.name for f in fields]
-
-    def pipeline_func(*args):
-        given = dict(zip(names, args, strict=True))
-        body({k: given[k] for k in settings}, {p.name: given[p.name] for p in params})
-
-    pipeline_func.__name__ = name.replace("-", "_")
-    pipeline_func.__signature__ = inspect.Signature(fields)
-    pipeline_func.__annotations__ = {f.name: f.annotation for f in fields}
-    return dsl.pipeline(name=name, description=description)(pipeline_func)
-
-
-def load_pipeline(
-    which: str, project: str | Path = ".", params_file: str | Path | None = None, local=False
-):
+def load_pipeline(which: str, project: str | Path = ".", local: bool = False):
     """The kfp pipeline `which` (training or evaluation) of the project folder's pipelines/
-    (`local`: for kfp.local, which cannot take null parameter defaults)."""
+    (`local`: as kfp.local runs it)."""
     if which not in PIPELINES:
         raise ConfigError(None, f"unknown pipeline {which!r}; valid: {sorted(PIPELINES)}")
     project = Path(project).resolve()
@@ -68,11 +36,26 @@ def load_pipeline(
         raise ConfigError(project, f"no pipelines/{which}.py here (is this the project folder?)")
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
-    module = importlib.import_module(PIPELINES[which])
-    return module.build(params_file or project / "params.yaml", local=local)
+    return importlib.import_module(PIPELINES[which]).build(local=local)
 
 
-def compile_pipelines(out: str | Path, project: str | Path = ".", params_file=None) -> dict:
+def run_arguments(pipeline, arguments: Mapping[str, Any] | None) -> dict:
+    """`arguments` for `pipeline`: params keys among them folded into `overrides`, and a
+    value given to a string parameter as JSON (`--set data_version=3`, `--set overrides={}`)
+    written back as its text."""
+    import json
+
+    from omnir1.kube.params import fold_overrides
+
+    inputs = pipeline.component_spec.inputs
+    given = fold_overrides(arguments or {}, inputs)
+    for name, value in given.items():
+        if inputs[name].type == "String" and not isinstance(value, str):
+            given[name] = json.dumps(value)
+    return given
+
+
+def compile_pipelines(out: str | Path, project: str | Path = ".") -> dict:
     """Every pipeline as OUT/{name}.yaml (written atomically); returns {name: path}."""
     from kfp import compiler
 
@@ -83,7 +66,7 @@ def compile_pipelines(out: str | Path, project: str | Path = ".", params_file=No
         target = Path(out) / f"{which}.yaml"
         with atomic_path(target) as staging:
             spec = staging.with_suffix(".yaml")  # kfp insists on the extension
-            compiler.Compiler().compile(load_pipeline(which, project, params_file), str(spec))
+            compiler.Compiler().compile(load_pipeline(which, project), str(spec))
             spec.replace(staging)
         written[which] = str(target)
     return written
@@ -95,25 +78,42 @@ def run_local(
     params_file=None,
     pipeline_root: str | Path = "runs/kfp-local",
     arguments: Mapping[str, Any] | None = None,
+    cache: bool = False,
 ) -> dict:
     """Run a pipeline with kfp.local (SubprocessRunner, this venv): every component is the
-    same code the cluster runs, on the CPU. Returns the run folder and its main outputs; a
-    failed task raises StepError naming it."""
+    same code the cluster runs, on the CPU, from `params_file` (default PROJECT/params.yaml)
+    and PROJECT/configs/params as the image's. `cache`: Kubeflow's caching, kept in
+    PIPELINE_ROOT-cache (a task with the same inputs as an earlier one is not run again; the
+    result then names only this run's outputs). Returns the run folder and its main outputs;
+    a failed task raises StepError naming it."""
     from kfp import local
 
+    from omnir1.kube.params import PARAMS_ENV, PROJECT_ENV
     from omnir1.kube.steps import StepError
 
+    project = Path(project).resolve()
+    params = Path(params_file).resolve() if params_file else project / "params.yaml"
+    if not params.is_file():
+        raise ConfigError(params, "file not found")
     root = Path(pipeline_root).resolve()
     local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=cache,
+        cache_root=f"{root}-cache",
     )
     os.environ.setdefault("OMNIR1_PIPELINE_RETRIES", "0")  # see pipelines/cluster.py
-    pipeline = load_pipeline(which, project, params_file, local=True)
+    os.environ[PROJECT_ENV], os.environ[PARAMS_ENV] = str(project), str(params)  # the tasks'
+    pipeline = load_pipeline(which, project, local=True)
+    settings = {**LOCAL_SETTINGS, "checkpoint_root": f"{root}-checkpoints"}
+    given = {k: v for k, v in settings.items() if k in pipeline.component_spec.inputs}
+    given.update(run_arguments(pipeline, arguments))
+    if int(given.get("train_nodes", 1)) > 1:
+        raise ConfigError(None, "a PyTorchJob needs a cluster: `pipeline submit`", "train_nodes")
     before = set(root.glob("*")) if root.is_dir() else set()
     try:
-        settings = {**LOCAL_SETTINGS, "checkpoint_root": f"{root}-checkpoints"}
-        local = {k: v for k, v in settings.items() if k in pipeline.component_spec.inputs}
-        pipeline(**{**local, **(arguments or {})})
+        pipeline(**given)
     except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE ..."
         raise StepError(f"pipeline {which} failed: {exc}") from None
     (run,) = set(root.glob("*")) - before
@@ -135,7 +135,6 @@ def submit(
     host: str,
     which: str = "training",
     project: str | Path = ".",
-    params_file=None,
     arguments: Mapping[str, Any] | None = None,
     experiment: str = "omnir1",
     run_name: str | None = None,
@@ -148,7 +147,8 @@ def submit(
 
     from omnir1.kube.steps import StepError
 
-    pipeline = load_pipeline(which, project, params_file)  # input errors before any call
+    pipeline = load_pipeline(which, project)
+    arguments = run_arguments(pipeline, arguments)  # input errors before any call
     try:
         client = kfp.Client(
             host=host, existing_token=os.environ.get("KF_PIPELINES_TOKEN"), namespace=namespace

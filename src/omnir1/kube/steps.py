@@ -5,8 +5,10 @@ of the task's input and output artifacts in place of the repository's paths; it 
 scalar figures the component logs into its Metrics artifact (what the Kubeflow UI shows). An
 error (bad input names its file and field) fails the task.
 
+Each step's params.yaml is `params_file(values)`: the values of the keys its stage reads, as
+the run's first step resolved them (omnir1.kube.params), over the image's params.yaml.
+
 Artifact layouts (every folder artifact mirrors the repository's layout for one stage):
-    params      params.yaml (omnir1.kube.params.render_params)
     datasets    FORMAT/...                  (data/sets)
     shards      FORMAT/...                  (data/shards; one per part, then merged)
     models      a model folder              (models/tiny, models/warm, runs/train/model)
@@ -27,6 +29,8 @@ from omnir1.errors import OmniR1Error
 from omnir1.fsutil import read_json
 
 UNTRAINED, TRAINED = "untrained", "trained"
+# in a Model artifact that holds no model: the evaluation pipeline's baseline when it has none
+NO_MODEL = ".omnir1-no-model"
 
 
 class StepError(OmniR1Error):
@@ -46,15 +50,31 @@ def flat_metrics(values: Mapping, prefix: str = "") -> dict[str, float]:
     return flatten_metrics(values, prefix)
 
 
+def params_file(values: str):
+    """A context: the step's params.yaml (its stage's `values`, JSON of resolve-params, over
+    the image's params.yaml) while the step runs; yields its path."""
+    from omnir1.kube.params import stage_params_file
+
+    return stage_params_file(values)
+
+
 def path_of(artifact) -> str | None:
-    """An optional input artifact's path (None when the task was given none)."""
-    return artifact.path if artifact else None
+    """An optional input artifact's path (None when the task was given none, or a model
+    artifact that holds no model)."""
+    if not artifact or (Path(artifact.path) / NO_MODEL).is_file():
+        return None
+    return artifact.path
 
 
 def log_metrics(artifact, values: Mapping[str, float]) -> None:
-    """Log figures into a kfp Metrics output artifact."""
+    """Log figures into a kfp Metrics output artifact, and as JSON into its file: kfp.local's
+    cache takes an output whose file is missing for a result that is gone."""
+    import json
+
     for name, value in values.items():
         artifact.log_metric(name, value)
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(artifact.path).write_text(json.dumps(dict(values), indent=1, sort_keys=True))
 
 
 # ----------------------------------------------------------------------------------- stages
@@ -148,8 +168,13 @@ def base_models(params: str, models: str) -> None:
 
 
 def fetch_model(params: str, uri: str, models: str) -> None:
+    """The model at `uri` into `models`; "" leaves an artifact that holds no model."""
     from omnir1.registry import fetch_model as fetch
 
+    if not uri:
+        Path(models).mkdir(parents=True, exist_ok=True)
+        (Path(models) / NO_MODEL).write_text("no model: the run named none\n")
+        return
     fetch(_params(params), uri, models)
 
 
@@ -225,6 +250,9 @@ def train(
     return flat_metrics(read_json(Path(run) / "train.json"))
 
 
+TRAIN_TIMEOUT_S = 7 * 24 * 3600.0  # GRPO's longest run (the training tasks' pod deadline too)
+
+
 def train_multi_node(
     params: str,
     datasets: str,
@@ -235,20 +263,28 @@ def train_multi_node(
     *,
     nodes: int,
     gpus_per_node: int,
-    run_name: str,
     workdir_root: str,
-    timeout_s: float = 7 * 24 * 3600.0,
+    job_id: str | None = None,
+    timeout_s: float = TRAIN_TIMEOUT_S,
     system2_url: str = "",
 ) -> dict[str, float]:
     """GRPO as a PyTorchJob over `nodes` pods: the inputs are staged on the data PVC (which
     every worker mounts), the job runs `omnir1 train` under accelerate + DeepSpeed, and the
-    model and curves are copied back into this task's outputs."""
+    model and curves are copied back into this task's outputs. The staging folder is named
+    after the run's fingerprint (training params, data, models), as one-pod checkpoints are: a
+    retried task, or a pipeline resubmitted with the same inputs, resumes the job's last
+    checkpoint. `job_id` names the job (default: $OMNIR1_POD_UID, unique to each try)."""
     from kubernetes import client, config
 
     from omnir1.kube import pytorchjob
+    from omnir1.rl.checkpoints import fingerprint_key, run_fingerprint
 
-    fmt = _params(params).data.train_format
-    work = Path(workdir_root) / run_name
+    settings = _params(params)
+    fmt = settings.data.train_format
+    key = fingerprint_key(
+        run_fingerprint(settings, data=Path(datasets) / fmt, fmt=fmt, models_dir=Path(models))
+    )
+    work = Path(workdir_root) / key
     inputs = work / "inputs"
     shutil.copytree(Path(datasets) / fmt, inputs / "data", dirs_exist_ok=True)
     shutil.copytree(Path(shards) / fmt, inputs / "shards", dirs_exist_ok=True)
@@ -284,7 +320,7 @@ def train_multi_node(
     config.load_incluster_config()
     namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
     spec = pytorchjob.JobSpec(
-        name=pytorchjob.job_name(run_name),
+        name=pytorchjob.job_name(job_id or os.environ.get(POD_UID_ENV) or key),
         namespace=namespace,
         image=os.environ["OMNIR1_TRAINER_IMAGE"],  # set by the pipeline: the GPU image
         train_args=[str(a) for a in args],
@@ -302,6 +338,7 @@ def train_multi_node(
 
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+POD_UID_ENV = "OMNIR1_POD_UID"  # the task's pod's uid (pipelines/cluster.py sets it)
 
 
 def _system2_args(url: str, root: str) -> list[str]:
