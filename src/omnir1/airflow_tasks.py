@@ -10,7 +10,8 @@ AIRFLOW_VAR_* environment variables), all optional.
                           (default: $OMNIR1_PROJECT, which the image sets to /opt/omnir1, else
                           the folder above the DAGs folder: a checkout)
   omnir1_packages         compiled pipelines (default: PROJECT/pipelines/compiled)
-  omnir1_pipeline_args    JSON object of pipeline arguments, e.g. {"train__max_steps": 200}
+  omnir1_pipeline_args    JSON object of pipeline arguments: run-form settings or params keys,
+                          e.g. {"parts": 8, "train.max_steps": 200} (keys join `overrides`)
   omnir1_experiment       Kubeflow experiment (default: omnir1)
   omnir1_namespace        Kubeflow profile namespace (multi-user installs; default: none)
   omnir1_service_account  the runs' pods' ServiceAccount (default: omnir1-pipeline-runner)

@@ -204,6 +204,15 @@ class Kubeflow:
         as a dict, with `reused` saying which."""
         import kfp_server_api
 
+        from omnir1.kube.params import fold_overrides
+
+        spec = load_package(package)
+        pipeline = spec.get("pipeline_spec", spec)
+        # params keys (train.max_steps, or train__max_steps) go into the run form's `overrides`
+        parameters = pipeline["root"].get("inputDefinitions", {}).get("parameters", {})
+        arguments = dict(arguments or {})
+        if "overrides" in parameters:  # the run form of pipelines/ (omnir1 pipeline compile)
+            arguments = fold_overrides(arguments, parameters)
         experiment_id = self.experiment(experiment)
         existing = self.find_runs(experiment_id, name)
         if existing:
@@ -211,8 +220,8 @@ class Kubeflow:
         body = kfp_server_api.V2beta1Run(
             experiment_id=experiment_id,
             display_name=name,
-            pipeline_spec=load_package(package),
-            runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=dict(arguments or {})),
+            pipeline_spec=spec,
+            runtime_config=kfp_server_api.V2beta1RuntimeConfig(parameters=arguments),
             service_account=service_account,  # the chart's runner, allowed to create PyTorchJobs
         )
         created = self._call("create run", self._runs.run_service_create_run, body)

@@ -405,7 +405,11 @@ def test_nightly_trains_on_changed_data_and_skips_unchanged(
         assert body["service_account"] == "omnir1-pipeline-runner"
         assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "omnir1-training"
         assert "kubernetes" in body["pipeline_spec"]["platform_spec"]["platforms"]
-        assert body["runtime_config"]["parameters"] == {"train__max_steps": 200, "parts": 8}
+        # a params key joins the run form's `overrides` (what Kubeflow's API accepts)
+        assert body["runtime_config"]["parameters"] == {
+            "parts": 8,
+            "overrides": '{"train.max_steps": 200}',
+        }
         assert api.polls() >= 3  # waited for it, in the trigger
         assert "[DAG TEST] running trigger in line" in tasks["_log"]
         outcome = xcom(airflow, dag_id, "read_outcome")
@@ -589,7 +593,8 @@ def test_a_local_pipeline_whose_task_fails_fails_the_dag_at_once_with_its_name(
         assert tasks["_tries"]["run_pipeline"] == 1
         (alert,) = hook.requests
         assert "local pipeline run failed" in alert["body"]["text"]
-        assert "fetch-data" in alert["body"]["text"]
+        # the run form's first step finds the missing data folder and names the task
+        assert "resolve-params" in alert["body"]["text"]
         (folder,) = (tmp_path / "runs").iterdir()
         assert folder.name.startswith("training-manual__") and (folder / "log.txt").is_file()
     finally:
