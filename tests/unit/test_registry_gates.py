@@ -230,3 +230,19 @@ def test_versions_are_tagged_with_the_images_revision_else_the_checkouts_commit(
     for unusable in ("", "main", "abc1234"):  # an unset build arg is empty; not a full commit
         monkeypatch.setenv("OMNIR1_GIT_REVISION", unusable)
         assert git_commit(checkout) == head
+
+
+def test_gates_follow_the_data_sets_the_run_evaluates():
+    """data.formats [revos]: the MeViS and RefAVS gates of the release's list do not refuse a
+    version that was never evaluated on them; metrics without a data set stay gated."""
+    from omnir1.registry import Gate, evaluated_gates
+
+    gates = [
+        Gate("eval.trained.revos.JF", "higher", 0.01),
+        Gate("eval.trained.mevis.JF", "higher", 0.01),
+        Gate("eval.trained.refavs.seen.mIoU", "higher", 0.01),
+        Gate("probe.trained.cmm.hr", "lower", 0.0, hallucination=True),
+    ]
+    kept = [g.metric for g in evaluated_gates(gates, ["revos"])]
+    assert kept == ["eval.trained.revos.JF", "probe.trained.cmm.hr"]
+    assert evaluated_gates(gates, ["refavs", "revos", "mevis"]) == gates
