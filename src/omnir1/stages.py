@@ -24,7 +24,8 @@ class Stage:
 
 
 DATA_CODE = ("src/omnir1/benchmarks", "src/omnir1/data", "src/omnir1/media")
-# evaluation and probes answer greedily: System 1's sampling settings do not make them stale
+# the warm start (supervised), evaluation and probes never sample: System 1's sampling settings
+# do not make them stale
 SAMPLING = ("temperature", "top_p")
 
 
@@ -76,7 +77,7 @@ STAGES: tuple[Stage, ...] = (
         "warm_start",
         ("warm-start",),
         ("warm_start",),
-        ("system1", "grounder", "warm_start", "data.train_format"),
+        (*GREEDY_SYSTEM1, "grounder", "warm_start", "data.train_format"),  # supervised
         ("src/omnir1/benchmarks", "src/omnir1/rl", *MODEL_CODE),
     ),
     Stage(
