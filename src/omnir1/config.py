@@ -131,8 +131,11 @@ class TinyParams(_Section):
     sam2_size: int = Field(256, ge=64, multiple_of=16)
 
 
+EMBEDDED_MODELS = "models/tiny"  # models.dir of the embedded default: built, not fetched
+
+
 class ModelParams(_Section):
-    dir: str = "models/tiny"
+    dir: str = EMBEDDED_MODELS
     tiny: TinyParams = TinyParams()
 
 

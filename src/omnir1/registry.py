@@ -733,7 +733,12 @@ def fetch_model(params, uri: str, out: str | Path, *, tracking_uri: str | None =
     return origin
 
 
-EMBEDDED_MODELS = "models/tiny"  # models.dir of the embedded default: built, not fetched
+def builds_tiny_models(models_dir: str) -> bool:
+    """Whether `models.dir` means the embedded default's tiny models, built where they are
+    needed (the default path, while no folder stands there)."""
+    from omnir1.config import EMBEDDED_MODELS
+
+    return models_dir == EMBEDDED_MODELS and not Path(models_dir).is_dir()
 
 
 def base_models(params, out: str | Path) -> dict:
@@ -744,7 +749,7 @@ def base_models(params, out: str | Path) -> dict:
     from omnir1.models.tiny import TinySizes, init_tiny
 
     cfg = params.models
-    if cfg.dir == EMBEDDED_MODELS and not Path(cfg.dir).is_dir():
+    if builds_tiny_models(cfg.dir):
         sizes = TinySizes(sam2_image_size=cfg.tiny.sam2_size)
         return {"built": "tiny", **init_tiny(out, seed=cfg.tiny.seed, sizes=sizes)}
     return fetch_model(params, cfg.dir, out)

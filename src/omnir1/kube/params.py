@@ -354,9 +354,9 @@ def pinned_model(params, uri: str, field: str = "models.dir") -> tuple[str, str]
     version's run and source, or an S3 prefix's or a folder's listing. ("", "") for none."""
     if not uri:
         return "", ""
-    from omnir1.registry import EMBEDDED_MODELS
+    from omnir1.registry import builds_tiny_models
 
-    if uri == EMBEDDED_MODELS and not Path(uri).is_dir():
+    if builds_tiny_models(uri):
         return uri, digest({"embedded": params.models.tiny.model_dump(mode="json")})
     if uri.startswith("models:/"):
         from omnir1.registry import registered_version
